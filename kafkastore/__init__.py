@@ -1,0 +1,76 @@
+"""kafkastore: an event store whose log is Apache Kafka and whose stream index is PostgreSQL.
+
+>>> from kafkastore import EventStore, NewEvent
+>>> store = EventStore.connect(kafka="127.0.0.1:9092", database="postgresql://…/kafkastore")
+>>> store.append("Order-1", [NewEvent(type="OrderPlaced", data={"total": 12})])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kafkastore.errors import (
+    AppendConflicts,
+    ConfigurationError,
+    DuplicateEventId,
+    IntegrityError,
+    InvalidRequest,
+    KafkaStoreError,
+    OutcomeUnknown,
+    PayloadTooLarge,
+    SchemaError,
+    StreamDeleted,
+    StreamNotFound,
+    Unavailable,
+    WrongExpectedVersion,
+)
+from kafkastore.records import (
+    AppendRequest,
+    AppendResult,
+    EventPosition,
+    ExpectedVersion,
+    NewEvent,
+    PositionPage,
+    RecordedEvent,
+    StreamPage,
+    StreamState,
+)
+
+if TYPE_CHECKING:
+    from kafkastore.client import AsyncEventStore, EventStore
+
+__all__ = [
+    "AppendConflicts",
+    "AppendRequest",
+    "AppendResult",
+    "AsyncEventStore",
+    "ConfigurationError",
+    "DuplicateEventId",
+    "EventPosition",
+    "EventStore",
+    "ExpectedVersion",
+    "IntegrityError",
+    "InvalidRequest",
+    "KafkaStoreError",
+    "NewEvent",
+    "OutcomeUnknown",
+    "PayloadTooLarge",
+    "PositionPage",
+    "RecordedEvent",
+    "SchemaError",
+    "StreamDeleted",
+    "StreamNotFound",
+    "StreamPage",
+    "StreamState",
+    "Unavailable",
+    "WrongExpectedVersion",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in the writer and the read side; import it only when asked for.
+    if name in ("EventStore", "AsyncEventStore"):
+        from kafkastore import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'kafkastore' has no attribute {name!r}")

@@ -1,0 +1,176 @@
+"""Kafka wire format: the CloudEvents Kafka binding in binary mode (DESIGN.md section 3).
+
+One message per event. Key = stream id (UTF-8). Value = payload bytes exactly as given (compact
+JSON when the client sent JSON). Headers, all UTF-8: the CloudEvents attributes ``ce_specversion``,
+``ce_id``, ``ce_type``, ``ce_source``, ``ce_subject`` (stream id), ``ce_time`` (RFC 3339),
+``content-type``, and our extensions (lowercase alphanumeric names, so any CloudEvents SDK keeps
+them): ``ce_streamversion``, ``ce_pgwrite``, ``ce_pgxid``, ``ce_pgsysid``, ``ce_metadata``,
+``ce_correlationid``, ``ce_causationid``, ``ce_traceparent``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import orjson
+
+from kafkastore.records import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, RecordedEvent
+
+Header = tuple[str, bytes]
+
+_METADATA_HEADERS = {
+    "correlation_id": "ce_correlationid",
+    "causation_id": "ce_causationid",
+    "traceparent": "ce_traceparent",
+}
+
+
+def encode_payload(data: Any, content_type: str | None) -> tuple[bytes, str]:
+    """Payload bytes and content type: bytes pass through unchanged, anything else is JSON."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data), content_type or BINARY_CONTENT_TYPE
+    return orjson.dumps(data), content_type or JSON_CONTENT_TYPE
+
+
+def format_time(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def encode_metadata(metadata: dict[str, Any] | None) -> bytes | None:
+    return orjson.dumps(metadata) if metadata else None
+
+
+def encode_headers(
+    *,
+    event_id: UUID,
+    event_type: str,
+    stream_id: str,
+    version: int,
+    content_type: str,
+    source: str,
+    time: str,
+    write_id: str,
+    xid: int,
+    sysid: str,
+    metadata: dict[str, Any] | None,
+    metadata_json: bytes | None,
+) -> list[Header]:
+    """The headers of one event message (``time`` already formatted, ``write_id`` a string)."""
+    headers: list[Header] = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(event_id).encode()),
+        ("ce_type", event_type.encode()),
+        ("ce_source", source.encode()),
+        ("ce_subject", stream_id.encode()),
+        ("ce_time", time.encode()),
+        ("content-type", content_type.encode()),
+        ("ce_streamversion", str(version).encode()),
+        ("ce_pgwrite", write_id.encode()),
+        ("ce_pgxid", str(xid).encode()),
+        ("ce_pgsysid", sysid.encode()),
+    ]
+    if metadata_json is not None:
+        headers.append(("ce_metadata", metadata_json))
+        assert metadata is not None
+        for key, header in _METADATA_HEADERS.items():
+            value = metadata.get(key)
+            if isinstance(value, str) and value:
+                headers.append((header, value.encode()))
+    return headers
+
+
+class KafkaMessage(Protocol):
+    """What we read of a confluent-kafka ``Message`` (so decoding is testable without one)."""
+
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """A message of the events topic, decoded but not yet judged real or phantom."""
+
+    event_id: UUID
+    stream_id: str
+    version: int
+    type: str
+    content_type: str
+    time: datetime
+    write_id: UUID
+    xid: int
+    sysid: str
+    metadata: dict[str, Any]
+    metadata_json: bytes | None
+    value: bytes
+    partition: int
+    offset: int
+
+    def recorded(self) -> RecordedEvent:
+        return RecordedEvent(
+            id=self.event_id,
+            stream_id=self.stream_id,
+            version=self.version,
+            type=self.type,
+            data=decode_data(self.value, self.content_type),
+            raw=self.value,
+            metadata=self.metadata,
+            created_at=self.time,
+            partition=self.partition,
+            offset=self.offset,
+            content_type=self.content_type,
+            write_id=self.write_id,
+            xid=self.xid,
+        )
+
+
+class MalformedMessage(ValueError):
+    """A message of the events topic lacks our headers or has unparsable ones (never real)."""
+
+
+def decode(message: KafkaMessage) -> WireEvent:
+    """Decode one message; raise MalformedMessage when it cannot be one of ours."""
+    raw_headers = message.headers() or []
+    h: dict[str, bytes] = {}
+    for name, value in raw_headers:
+        if value is not None:
+            h[name] = value
+    try:
+        metadata_json = h.get("ce_metadata")
+        metadata = orjson.loads(metadata_json) if metadata_json else {}
+        if not isinstance(metadata, dict):
+            raise MalformedMessage("ce_metadata is not an object")
+        subject = h["ce_subject"].decode()
+        return WireEvent(
+            event_id=UUID(h["ce_id"].decode()),
+            stream_id=subject,
+            version=int(h["ce_streamversion"]),
+            type=h["ce_type"].decode(),
+            content_type=h.get("content-type", JSON_CONTENT_TYPE.encode()).decode(),
+            time=datetime.fromisoformat(h["ce_time"].decode()),
+            write_id=UUID(h["ce_pgwrite"].decode()),
+            xid=int(h["ce_pgxid"]),
+            sysid=h["ce_pgsysid"].decode(),
+            metadata=metadata,
+            metadata_json=metadata_json,
+            value=message.value() or b"",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+        )
+    except (KeyError, ValueError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise MalformedMessage(f"not a kafkastore event: {exc}") from exc
+
+
+def decode_data(value: bytes, content_type: str) -> Any:
+    """Decoded JSON when the content type is JSON (and it parses), else the bytes."""
+    if content_type.split(";", 1)[0].strip() == JSON_CONTENT_TYPE:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value

@@ -1,0 +1,132 @@
+"""Implementations of the CLI subcommands (composition: the only CLI module importing roles)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+
+from kafkastore.config import Settings
+
+console = Console(stderr=True)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from dev import stack
+
+    if args.action == "stop":
+        return stack.stop()
+    return stack.run(
+        detach=args.detach,
+        kafka_port=args.kafka_port,
+        pg_port=args.pg_port,
+        api_port=args.api_port,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from kafkastore import schema
+
+    applied = schema.migrate(settings.database_url)
+    version = schema.current_version(settings.database_url)
+    if applied:
+        for name in applied:
+            console.print(f"applied {name}")
+    console.print(f"schema at version {version}")
+    return 0
+
+
+def cmd_topic(args: argparse.Namespace, settings: Settings) -> int:
+    from kafkastore import topic
+
+    if args.topic_command == "describe":
+        info = topic.describe_topic(settings)
+        if info is None:
+            console.print(f"topic {settings.topic!r} does not exist")
+            return 1
+    else:
+        if args.replication_factor:
+            settings = settings.replace(replication_factor=args.replication_factor)
+        info = topic.ensure_topic(settings, partitions=args.partitions)
+        verb = "created" if info.created else "verified"
+        console.print(f"{verb} topic {info.name!r}: {info.partitions} partitions")
+    print(
+        json.dumps(
+            {
+                "topic": info.name,
+                "partitions": info.partitions,
+                "replication_factor": info.replication_factor,
+                "config": {k: info.config.get(k) for k in sorted(topic.topic_config(1))},
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from kafkastore import http
+
+    settings = settings.replace(
+        host=args.host or settings.host, port=args.port or settings.port
+    )
+    if args.migrate:
+        cmd_migrate(args, settings)
+    return http.serve(settings, workers=args.workers)
+
+
+def cmd_indexer(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import service
+
+    if args.group:
+        settings = settings.replace(indexer_group=args.group)
+    if args.migrate:
+        cmd_migrate(args, settings)
+    return service.run(settings)
+
+
+def cmd_append(args: argparse.Namespace, settings: Settings) -> int:
+    from writer import cli as writer_cli
+
+    return writer_cli.append(args, settings, stdin=sys.stdin, out=sys.stdout)
+
+
+def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import cli as indexer_cli
+
+    return indexer_cli.read(args, settings, out=sys.stdout)
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers import tail
+
+    return tail.run(args, settings, out=sys.stdout)
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import audit
+
+    return audit.run(settings, timeout=args.timeout, out=sys.stdout)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from bench import main as bench_main
+
+    return bench_main.run(args, settings)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "dev": cmd_dev,
+    "migrate": cmd_migrate,
+    "topic": cmd_topic,
+    "serve": cmd_serve,
+    "indexer": cmd_indexer,
+    "append": cmd_append,
+    "read": cmd_read,
+    "tail": cmd_tail,
+    "audit": cmd_audit,
+    "bench": cmd_bench,
+}

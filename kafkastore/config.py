@@ -1,0 +1,196 @@
+"""Typed configuration; the only module that reads ``os.environ``.
+
+Every setting has a ``KAFKASTORE_<NAME>`` environment variable (upper-cased field name) and a
+keyword argument. Durations are float seconds. ``Settings.from_env(**overrides)`` is how every
+entry point (CLI, HTTP app, tests) builds its configuration; explicit arguments win over the
+environment, which wins over the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafkastore.errors import ConfigurationError
+
+ENV_PREFIX = "KAFKASTORE_"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Size and count limits of API.md, checked before anything is produced."""
+
+    max_event_bytes: int = 1 * MiB
+    """Largest payload of one event."""
+    max_request_bytes: int = 4 * MiB
+    """Largest append request (all payloads and metadata of one append)."""
+    max_events_per_append: int = 10_000
+    """Most events in one append."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything a kafkastore process needs to know. Build with :meth:`from_env`."""
+
+    kafka: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers."""
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/kafkastore"
+    """PostgreSQL connection URL (the primary: verdicts are asked of it)."""
+    topic: str = "events"
+    """The events topic."""
+    partitions: int = 6
+    """Partition count used when the topic is created (fixed for the topic's life)."""
+    replication_factor: int = 1
+    """Replication factor used when the topic is created (3 in production)."""
+    source: str = "kafkastore://local"
+    """CloudEvents ``source`` of every produced event."""
+
+    max_event_bytes: int = 1 * MiB
+    """Largest payload of one event (API.md limits)."""
+    max_request_bytes: int = 4 * MiB
+    """Largest append request."""
+    max_events_per_append: int = 10_000
+    """Most events in one append."""
+
+    # Writer. The timeout ladder of DESIGN.md section 2:
+    # lock_timeout < delivery_timeout < idle_in_transaction_timeout < the indexer's stuck alarm.
+    linger_ms: float = 5.0
+    """librdkafka ``linger.ms``: trades single-append latency for throughput."""
+    batch_wait: float = 0.002
+    """How long the group-commit batcher gathers concurrent appends (seconds)."""
+    batch_max_appends: int = 500
+    """Most appends in one group-commit transaction."""
+    batch_max_events: int = 5_000
+    """Most events in one group-commit transaction."""
+    max_inflight_batches: int = 4
+    """Transactions in flight at once, each on its own connection."""
+    max_inflight_bytes: int = 64 * MiB
+    """Payload bytes accepted but not yet settled; beyond it appends wait (or get 503)."""
+    backpressure_timeout: float = 5.0
+    """How long an in-process append waits for room before it raises Unavailable."""
+    lock_timeout: float = 2.0
+    """PostgreSQL ``lock_timeout`` on the writer's head locks."""
+    delivery_timeout: float = 10.0
+    """Kafka ``message.timeout.ms``: a batch whose reports do not all arrive in time is rolled back."""
+    idle_in_transaction_timeout: float = 20.0
+    """``idle_in_transaction_session_timeout`` of the writer's session: Postgres aborts a stuck writer."""
+    statement_timeout: float = 15.0
+    """``statement_timeout`` of the writer's session (above the delivery timeout)."""
+    commit_resolve_timeout: float = 10.0
+    """How long a writer tries to settle an append whose COMMIT reply was lost."""
+
+    # Indexer and reads.
+    indexer_group: str = "kafkastore-indexer"
+    """Consumer group of the indexer."""
+    indexer_batch_max: int = 5_000
+    """Most messages the indexer applies in one transaction."""
+    stuck_writer_alarm: float = 60.0
+    """The indexer logs an alarm when a writer's xid stays in progress this long."""
+    read_default_limit: int = 100
+    read_max_limit: int = 10_000
+    read_max_wait: float = 30.0
+    """Upper bound of ``timeout_ms`` on reads that wait for ``min_version``."""
+
+    # HTTP.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_url: str = ""
+    """Base URL of a running HTTP API (clients, tests); empty when not known."""
+    metrics_port: int = 0
+    """Port of a Prometheus endpoint for subscriptions (0 = none)."""
+
+    extra_kafka: Mapping[str, str] = field(default_factory=dict)
+    """Extra librdkafka settings for every client (e.g. security)."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_event_bytes=self.max_event_bytes,
+            max_request_bytes=self.max_request_bytes,
+            max_events_per_append=self.max_events_per_append,
+        )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Defaults, overlaid by ``KAFKASTORE_*`` variables, overlaid by non-None ``overrides``."""
+        env = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, hints[f.name], raw)
+        raw_extra = env.get(ENV_PREFIX + "EXTRA_KAFKA")
+        if raw_extra:
+            values["extra_kafka"] = _parse_mapping(raw_extra)
+        for name, value in overrides.items():
+            if name not in hints:
+                raise ConfigurationError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.partitions < 1:
+            raise ConfigurationError("partitions must be at least 1")
+        if not self.lock_timeout < self.delivery_timeout < self.idle_in_transaction_timeout:
+            raise ConfigurationError(
+                "timeouts must satisfy lock_timeout < delivery_timeout < "
+                "idle_in_transaction_timeout (DESIGN.md section 2)"
+            )
+        if self.statement_timeout <= self.delivery_timeout:
+            raise ConfigurationError("statement_timeout must be above delivery_timeout")
+
+
+def _parse(name: str, hint: Any, raw: str) -> Any:
+    if hint is int or hint == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be an integer") from None
+    if hint is float or hint == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be a number") from None
+    if hint is str or hint == "str":
+        return raw
+    origin = typing.get_origin(hint)
+    if origin in (Mapping, dict, types.MappingProxyType):
+        return _parse_mapping(raw)
+    raise ConfigurationError(f"cannot parse setting {name!r}")
+
+
+def _parse_mapping(raw: str) -> dict[str, str]:
+    """``key=value,key=value`` (librdkafka style)."""
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigurationError(f"expected key=value in {raw!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def environ_get(name: str, default: str | None = None) -> str | None:
+    """Read a non-setting variable (e.g. test service addresses); the one other env reader."""
+    return os.environ.get(name, default)
+
+
+def running_in_ci() -> bool:
+    return (os.environ.get("CI") or "").lower() in {"1", "true", "yes"}

@@ -1,0 +1,198 @@
+"""The one error tree of kafkastore.
+
+::
+
+    KafkaStoreError
+    ├── InvalidRequest            400 invalid_request   (bad JSON, types, names, expected version)
+    ├── PayloadTooLarge           413 payload_too_large (a configured limit was exceeded)
+    ├── StreamNotFound            404 stream_not_found
+    ├── StreamDeleted             410 stream_deleted
+    ├── WrongExpectedVersion      409 wrong_expected_version
+    ├── AppendConflicts           409 wrong_expected_version (several entries of one atomic append)
+    ├── DuplicateEventId          409 duplicate_event_id
+    ├── Unavailable               503 unavailable       (Kafka / PostgreSQL down or timed out)
+    │   └── OutcomeUnknown        503 unavailable, "outcome": "unknown" (COMMIT's reply was lost)
+    ├── ConfigurationError        a setting is missing or contradicts the cluster
+    ├── SchemaError               migrations missing or from a newer version
+    └── IntegrityError            the store disagrees with itself (audit findings, foreign cluster)
+
+Errors carry data, not messages to parse. Driver exceptions (psycopg, confluent-kafka) are
+translated to these in exactly one place each: :mod:`kafkastore.pg` and :mod:`kafkastore.kafka`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "AppendConflicts",
+    "ConfigurationError",
+    "DuplicateEventId",
+    "IntegrityError",
+    "InvalidRequest",
+    "KafkaStoreError",
+    "OutcomeUnknown",
+    "PayloadTooLarge",
+    "SchemaError",
+    "StreamDeleted",
+    "StreamNotFound",
+    "Unavailable",
+    "WrongExpectedVersion",
+]
+
+
+class KafkaStoreError(Exception):
+    """Root of every error raised by kafkastore."""
+
+    code = "internal"
+    retriable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> dict[str, Any]:
+        """The machine-readable fields of the HTTP error body (besides error and message)."""
+        return {}
+
+
+class InvalidRequest(KafkaStoreError):
+    """The request is malformed: bad JSON, wrong types, bad names or expected version."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)
+
+    def details(self) -> dict[str, Any]:
+        return {"details": list(self.fields)} if self.fields else {}
+
+
+class PayloadTooLarge(KafkaStoreError):
+    """A configured size or count limit was exceeded."""
+
+    code = "payload_too_large"
+
+    def __init__(self, message: str, *, limit: str, maximum: int, actual: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
+        self.actual = actual
+
+    def details(self) -> dict[str, Any]:
+        return {"limit": self.limit, "maximum": self.maximum, "actual": self.actual}
+
+
+class StreamNotFound(KafkaStoreError):
+    """The stream has no events."""
+
+    code = "stream_not_found"
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"stream {stream_id!r} not found")
+        self.stream_id = stream_id
+
+    def details(self) -> dict[str, Any]:
+        return {"stream_id": self.stream_id}
+
+
+class StreamDeleted(KafkaStoreError):
+    """The stream was hard-deleted."""
+
+    code = "stream_deleted"
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"stream {stream_id!r} was deleted")
+        self.stream_id = stream_id
+
+    def details(self) -> dict[str, Any]:
+        return {"stream_id": self.stream_id}
+
+
+class WrongExpectedVersion(KafkaStoreError):
+    """The stream's current version does not satisfy the append's expected version."""
+
+    code = "wrong_expected_version"
+
+    def __init__(self, stream_id: str, expected: int | str, current: int) -> None:
+        super().__init__(
+            f"Wrong expected version: {expected} (Stream: {stream_id}, Stream Version: {current})"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.current = current
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "expected_version": self.expected,
+            "current_version": self.current,
+        }
+
+
+class AppendConflicts(KafkaStoreError):
+    """One or more entries of an atomic multi-stream append failed their precondition."""
+
+    code = "wrong_expected_version"
+
+    def __init__(self, conflicts: Sequence[WrongExpectedVersion]) -> None:
+        names = ", ".join(c.stream_id for c in conflicts)
+        super().__init__(f"wrong expected version on {len(conflicts)} stream(s): {names}")
+        self.conflicts = tuple(conflicts)
+
+    def details(self) -> dict[str, Any]:
+        return {"conflicts": [c.details() for c in self.conflicts]}
+
+
+class DuplicateEventId(KafkaStoreError):
+    """Event ids already stored elsewhere (another stream, version or write) were reused."""
+
+    code = "duplicate_event_id"
+
+    def __init__(self, event_ids: Sequence[str]) -> None:
+        super().__init__(f"event ids already in the store: {', '.join(event_ids)}")
+        self.event_ids = tuple(event_ids)
+
+    def details(self) -> dict[str, Any]:
+        return {"event_ids": list(self.event_ids)}
+
+
+class Unavailable(KafkaStoreError):
+    """Kafka or PostgreSQL is unreachable, overloaded or timed out; nothing was appended."""
+
+    code = "unavailable"
+    retriable = True
+    outcome_unknown = False
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def details(self) -> dict[str, Any]:
+        return {"outcome": "unknown"} if self.outcome_unknown else {}
+
+
+class OutcomeUnknown(Unavailable):
+    """COMMIT's reply was lost and the outcome could not be settled; retry with the same ids."""
+
+    outcome_unknown = True
+
+
+class ConfigurationError(KafkaStoreError):
+    """A setting is missing, malformed, or contradicts the cluster (e.g. partition count)."""
+
+    code = "configuration"
+
+
+class SchemaError(KafkaStoreError):
+    """The database schema is missing or newer than this code."""
+
+    code = "schema"
+
+
+class IntegrityError(KafkaStoreError):
+    """The store disagrees with itself: a foreign cluster id, an index conflict, an audit finding."""
+
+    code = "integrity"

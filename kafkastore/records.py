@@ -1,0 +1,171 @@
+"""Frozen value types shared by every role (hot paths create millions of them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypeAlias
+from uuid import UUID
+
+ExpectedVersion: TypeAlias = int | Literal["any", "no_stream", "exists"]
+"""``"any"`` (default), ``"no_stream"`` or ``0``, ``"exists"``, or an exact version N >= 1."""
+
+JSON_CONTENT_TYPE = "application/json"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append."""
+
+    type: str
+    """Event type, 1-256 characters without control characters."""
+    data: Any = None
+    """JSON-serialisable value, or ``bytes`` (then ``content_type`` says what they are)."""
+    metadata: dict[str, Any] | None = None
+    """Optional JSON object; ``correlation_id``/``causation_id``/``traceparent`` become headers."""
+    id: UUID | None = None
+    """Event id; a time-ordered UUID is generated when absent. Reusing it makes retries idempotent."""
+    content_type: str | None = None
+    """Content type of ``data`` when it is bytes; JSON otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One stream's part of an append (an atomic multi-stream append has several)."""
+
+    stream_id: str
+    events: tuple[NewEvent, ...]
+    expected_version: ExpectedVersion = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class EventPosition:
+    """Where one appended event landed."""
+
+    id: UUID
+    version: int
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The outcome of one stream's append."""
+
+    stream_id: str
+    from_version: int
+    to_version: int
+    events: tuple[EventPosition, ...]
+    created: bool = True
+    """False when this was an idempotent repeat of an earlier, committed append (HTTP 200)."""
+    write_id: UUID | None = None
+    """The commit marker of the write that stored these events."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "events": [
+                {"id": str(e.id), "version": e.version, "partition": e.partition, "offset": e.offset}
+                for e in self.events
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """A committed event, as handed to readers and subscription handlers."""
+
+    id: UUID
+    """Event id."""
+    stream_id: str
+    """The stream it belongs to."""
+    version: int
+    """Its version in the stream (the first event is 1)."""
+    type: str
+    """Event type."""
+    data: Any
+    """Decoded JSON when the content type is JSON, else the raw bytes."""
+    raw: bytes
+    """Payload bytes exactly as stored in Kafka."""
+    metadata: dict[str, Any]
+    """The event's metadata object ({} when none)."""
+    created_at: datetime
+    """When the writer accepted it (UTC)."""
+    partition: int
+    """Kafka partition."""
+    offset: int
+    """Kafka offset."""
+    content_type: str = JSON_CONTENT_TYPE
+    """Content type of ``raw``."""
+    global_position: int | None = None
+    """Position in ``$all`` (index reads only)."""
+    write_id: UUID | None = None
+    """The commit marker's write id (``ce_pgwrite``)."""
+    xid: int | None = None
+    """The writer's PostgreSQL transaction id (``ce_pgxid``)."""
+
+    @property
+    def category(self) -> str:
+        """The part of the stream id before the first ``-`` (the whole id when there is none)."""
+        return self.stream_id.partition("-")[0]
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type.split(";", 1)[0].strip() == JSON_CONTENT_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """A stream's head (writer side) and how far the index has caught up."""
+
+    stream_id: str
+    version: int
+    indexed_version: int
+    category: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """One page of a stream read."""
+
+    stream_id: str
+    version: int
+    events: tuple[RecordedEvent, ...]
+    next_version: int | None
+    index_behind: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PositionPage:
+    """One page of a category or ``$all`` read, in global-position order."""
+
+    events: tuple[RecordedEvent, ...]
+    next_position: int | None
+    index_behind: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartitionOffset:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """One row of a commit marker (``appends``): what one write stored in one stream."""
+
+    write_id: UUID
+    xid: int
+    stream_id: str
+    from_version: int
+    to_version: int
+    event_ids: tuple[UUID, ...]
+    partition: int | None = None
+    offsets: tuple[int, ...] = field(default=())

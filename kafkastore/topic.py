@@ -1,0 +1,139 @@
+"""The events topic: created with the configuration of DESIGN.md section 3, and verified."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ConfigResource, NewTopic
+
+from kafkastore import kafka
+from kafkastore.config import Settings
+from kafkastore.errors import ConfigurationError, Unavailable
+
+logger = logging.getLogger("kafkastore.topic")
+
+
+def topic_config(replication_factor: int) -> dict[str, str]:
+    """Never compaction (it would keep one event per stream); keep events forever."""
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+        "min.insync.replicas": str(min(2, replication_factor)),
+        "unclean.leader.election.enable": "false",
+        "message.timestamp.type": "CreateTime",
+        "max.message.bytes": str(8 * 1024 * 1024),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+    created: bool = False
+
+
+def describe_topic(settings: Settings, *, timeout: float = 10.0) -> TopicInfo | None:
+    """The topic as the cluster sees it, or None when it does not exist."""
+    client = kafka.admin(settings)
+    try:
+        # All topics, not list_topics(topic=...): a metadata request naming a missing topic
+        # makes a broker with auto.create.topics.enable create it with the broker defaults.
+        metadata = client.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise Unavailable(f"Kafka unreachable at {settings.kafka}: {exc}") from exc
+    topic = metadata.topics.get(settings.topic)
+    if topic is None or topic.error is not None or not topic.partitions:
+        return None
+    replicas = len(next(iter(topic.partitions.values())).replicas)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topic)
+    try:
+        configs = client.describe_configs([resource])[resource].result(timeout=timeout)
+    except KafkaException as exc:
+        raise Unavailable(f"cannot read the configuration of {settings.topic!r}: {exc}") from exc
+    return TopicInfo(
+        name=settings.topic,
+        partitions=len(topic.partitions),
+        replication_factor=replicas,
+        config={name: entry.value for name, entry in configs.items()},
+    )
+
+
+def ensure_topic(
+    settings: Settings, *, partitions: int | None = None, timeout: float = 30.0
+) -> TopicInfo:
+    """Create the events topic when missing; verify it when present.
+
+    A different partition count on an existing topic is refused: the stream -> partition
+    mapping (murmur2 of the key modulo the count) would change under every consumer.
+    """
+    want_partitions = partitions or settings.partitions
+    existing = describe_topic(settings)
+    if existing is not None:
+        if partitions is not None and existing.partitions != partitions:
+            raise ConfigurationError(
+                f"topic {settings.topic!r} exists with {existing.partitions} partitions; "
+                f"refusing to use {partitions}: changing the partition count moves streams "
+                "to other partitions and breaks per-stream order"
+            )
+        _verify(existing, settings)
+        return existing
+    client = kafka.admin(settings)
+    new = NewTopic(
+        settings.topic,
+        num_partitions=want_partitions,
+        replication_factor=settings.replication_factor,
+        config=topic_config(settings.replication_factor),
+    )
+    future = client.create_topics([new], operation_timeout=timeout)[settings.topic]
+    try:
+        future.result(timeout=timeout)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if getattr(error, "name", lambda: "")() != "TOPIC_ALREADY_EXISTS":
+            raise Unavailable(f"cannot create topic {settings.topic!r}: {exc}") from exc
+    info = _wait_for(settings, timeout)
+    _verify(info, settings)
+    return TopicInfo(
+        name=info.name,
+        partitions=info.partitions,
+        replication_factor=info.replication_factor,
+        config=info.config,
+        created=True,
+    )
+
+
+def _wait_for(settings: Settings, timeout: float) -> TopicInfo:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        info = describe_topic(settings)
+        if info is not None:
+            return info
+        if time.monotonic() > deadline:
+            raise Unavailable(f"topic {settings.topic!r} did not appear within {timeout}s")
+        time.sleep(0.1)
+
+
+def _verify(info: TopicInfo, settings: Settings) -> None:
+    """Refuse a topic whose configuration would lose events or break ordering."""
+    problems = []
+    if info.config.get("cleanup.policy") != "delete":
+        problems.append(f"cleanup.policy={info.config.get('cleanup.policy')} (must be delete)")
+    if info.config.get("unclean.leader.election.enable") == "true":
+        problems.append("unclean.leader.election.enable=true")
+    if info.config.get("retention.ms") not in (None, "-1"):
+        logger.warning(
+            "topic %r has retention.ms=%s: Kafka will delete events the store promised to keep",
+            settings.topic,
+            info.config.get("retention.ms"),
+        )
+    if problems:
+        raise ConfigurationError(
+            f"topic {settings.topic!r} is misconfigured: " + "; ".join(problems)
+        )

@@ -1,0 +1,209 @@
+"""The verdict rule (DESIGN.md section 2): is an event read from Kafka real or a phantom?
+
+An event is *real* iff the commit marker of its ``ce_pgwrite`` is visible and lists that event
+id at that stream and version. Everything else is a *phantom* and is never shown to anyone.
+
+Resolution, for a batch of events:
+
+1. One query for the markers of every write id of the batch (the fast path: a committed write
+   settles all its events at once).
+2. For the write ids without a marker, ask in its own statement whether the writer may still
+   run: ``pg_xact_status(xid)``, guarded against "future" xids. ``in progress`` means the
+   writer holds its transaction open (it is waiting for its acks) -> *pending*: the caller waits
+   and must not move past the event.
+3. Otherwise (committed, aborted, or too old to know) look for the marker again **in a new
+   statement** - a new READ COMMITTED snapshot that sees a commit which raced with step 1.
+   Still missing -> phantom.
+
+Why not the xid alone: PostgreSQL reissues an xid whose WAL never reached disk before a crash (or
+was lost in a failover), so a reused xid can read ``committed`` for a write that aborted; and
+``pg_xact_status`` forgets old xids (NULL) and errors on future ones. The marker is the verdict;
+the xid status only says whether waiting could change it.
+
+A ``ce_pgsysid`` of another cluster is a phantom and an alarm: its xid and write id mean nothing
+here. Settled verdicts never change (a marker is written in the writer's transaction and never
+deleted while Kafka keeps events; an xid that is no longer running cannot commit later), so
+they are cached.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import psycopg
+
+from kafkastore import pg
+from kafkastore.codec import WireEvent
+
+logger = logging.getLogger("kafkastore.verdict")
+
+
+class Verdict(enum.Enum):
+    REAL = "real"
+    PHANTOM = "phantom"
+    PENDING = "pending"
+    """The writer may still commit: wait, and do not move past this event."""
+
+
+class PhantomReason(enum.Enum):
+    NO_MARKER = "no_marker"
+    NOT_IN_MARKER = "not_in_marker"
+    FOREIGN_CLUSTER = "foreign_cluster"
+    MALFORMED = "malformed"
+
+
+# Step 1 and 3. The ordinality of event_ids gives each id's version within the write.
+MARKERS = """
+SELECT a.write_id, a.stream_id, a.from_version, a.event_ids
+FROM appends a
+WHERE a.write_id = ANY(%s::uuid[])
+"""
+
+# Step 2, in its own statement. An xid at or past the snapshot's xmax was never handed out by
+# this server: on a standby it may be a write the standby has not replayed yet ('future'), on the
+# primary it was lost in a crash or failover ('lost') - settled, since it can never commit here.
+XID_STATUS = """
+SELECT x::text,
+       CASE WHEN x >= pg_snapshot_xmax(pg_current_snapshot())
+            THEN CASE WHEN pg_is_in_recovery() THEN 'future' ELSE 'lost' END
+            ELSE pg_xact_status(x)
+       END
+FROM unnest(%s::xid8[]) AS x
+"""
+
+_RUNNING = {"in progress", "future"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """What a committed write stored: (stream_id, version) -> event id."""
+
+    events: dict[tuple[str, int], UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    verdict: Verdict
+    reason: PhantomReason | None = None
+
+
+REAL = Judgement(Verdict.REAL)
+PENDING = Judgement(Verdict.PENDING)
+
+
+class VerdictResolver:
+    """Judges batches of decoded events; shared by the indexer and the consumer runtime.
+
+    ``sysid`` is this cluster's system identifier. The resolver keeps a bounded cache of settled
+    write ids; it is not thread-safe (one per consumer loop). The connection must be at READ
+    COMMITTED (the default): step 3 relies on each statement taking a new snapshot.
+    """
+
+    def __init__(self, sysid: str, *, cache_size: int = 100_000) -> None:
+        self.sysid = sysid
+        self._cache_size = cache_size
+        self._committed: OrderedDict[UUID, _Write] = OrderedDict()
+        self._phantom_writes: OrderedDict[UUID, None] = OrderedDict()
+        self.queries = 0
+
+    def judge(self, conn: psycopg.Connection, events: Sequence[WireEvent]) -> list[Judgement]:
+        """One judgement per event, in order. Runs at most three statements."""
+        unknown = {
+            e.write_id
+            for e in events
+            if e.sysid == self.sysid
+            and e.write_id not in self._committed
+            and e.write_id not in self._phantom_writes
+        }
+        pending: set[UUID] = set()
+        if unknown:
+            missing = self._load_markers(conn, unknown)
+            if missing:
+                xids = {e.write_id: e.xid for e in events if e.write_id in missing}
+                running = self._running_xids(conn, set(xids.values()))
+                settled = {w for w, x in xids.items() if x not in running}
+                pending = missing - settled
+                if settled:
+                    still_missing = self._load_markers(conn, settled)
+                    for write_id in still_missing:
+                        self._remember_phantom(write_id)
+        return [self._judge_one(e, pending) for e in events]
+
+    def judge_until_settled(
+        self,
+        conn: psycopg.Connection,
+        events: Sequence[WireEvent],
+        *,
+        timeout: float,
+        poll: float = 0.005,
+        max_poll: float = 0.2,
+    ) -> list[Judgement]:
+        """Like :meth:`judge`, waiting (bounded) while writers are still running.
+
+        Judgements still PENDING at the deadline are returned as such: the caller must stop
+        before the first of them and try again later.
+        """
+        deadline = time.monotonic() + timeout
+        judgements = self.judge(conn, events)
+        while any(j.verdict is Verdict.PENDING for j in judgements):
+            if time.monotonic() >= deadline:
+                return judgements
+            time.sleep(poll)
+            poll = min(poll * 2, max_poll)
+            judgements = self.judge(conn, events)
+        return judgements
+
+    def _judge_one(self, event: WireEvent, pending: set[UUID]) -> Judgement:
+        if event.sysid != self.sysid:
+            logger.error(
+                "event %s at %s/%s names cluster %r, not ours (%r): phantom",
+                event.event_id,
+                event.partition,
+                event.offset,
+                event.sysid,
+                self.sysid,
+            )
+            return Judgement(Verdict.PHANTOM, PhantomReason.FOREIGN_CLUSTER)
+        write = self._committed.get(event.write_id)
+        if write is not None:
+            if write.events.get((event.stream_id, event.version)) == event.event_id:
+                return REAL
+            # A committed write that does not list this event: a forged or copied header.
+            return Judgement(Verdict.PHANTOM, PhantomReason.NOT_IN_MARKER)
+        if event.write_id in pending:
+            return PENDING
+        return Judgement(Verdict.PHANTOM, PhantomReason.NO_MARKER)
+
+    def _load_markers(self, conn: psycopg.Connection, write_ids: Iterable[UUID]) -> set[UUID]:
+        """Cache the markers found; return the write ids that have none."""
+        wanted = set(write_ids)
+        found: dict[UUID, dict[tuple[str, int], UUID]] = {}
+        self.queries += 1
+        with pg.translated():
+            rows = conn.execute(MARKERS, (list(wanted),)).fetchall()
+        for write_id, stream_id, from_version, event_ids in rows:
+            events = found.setdefault(write_id, {})
+            for i, event_id in enumerate(event_ids):
+                events[(stream_id, from_version + i)] = event_id
+        for write_id, events in found.items():
+            self._committed[write_id] = _Write(events)
+            if len(self._committed) > self._cache_size:
+                self._committed.popitem(last=False)
+        return wanted - found.keys()
+
+    def _running_xids(self, conn: psycopg.Connection, xids: set[int]) -> set[int]:
+        self.queries += 1
+        with pg.translated():
+            rows = conn.execute(XID_STATUS, ([str(x) for x in xids],)).fetchall()
+        return {int(x) for x, status in rows if status in _RUNNING}
+
+    def _remember_phantom(self, write_id: UUID) -> None:
+        self._phantom_writes[write_id] = None
+        if len(self._phantom_writes) > self._cache_size:
+            self._phantom_writes.popitem(last=False)
