@@ -1,0 +1,270 @@
+"""A single-node Apache Kafka broker (KRaft, combined broker + controller) for dev and tests.
+
+The broker's jars come from Maven Central through ``mvn`` (``dev/kafka/pom.xml``), cached under
+``.kafkastore/cache/kafka-<version>/libs``; nothing is downloaded from anywhere else. The broker
+runs as ``java kafka.Kafka server.properties`` with a 512 MiB heap. Readiness is a real metadata
+request, stop is SIGTERM (the broker's controlled shutdown) with SIGKILL as the last resort.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from dev.process import LOCALHOST, StackError, free_port, port_accepts, state_dir, tail, terminate
+
+log = logging.getLogger("dev.kafka")
+
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+LOG4J2_CONFIG = Path(__file__).resolve().parent / "kafka" / "log4j2.properties"
+HEAP = ("-Xmx512m", "-Xms256m")
+MIN_JAVA = 17
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaBroker:
+    """A running broker."""
+
+    pid: int
+    port: int
+    """The PLAINTEXT listener clients connect to."""
+    controller_port: int
+    home: Path
+    """Holds ``server.properties`` and the log directory."""
+    log_path: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+
+def kafka_version() -> str:
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(POM).getroot().find("m:properties/m:kafka.version", ns)
+    if node is None or not node.text:
+        raise StackError(f"{POM} has no kafka.version property")
+    return node.text.strip()
+
+
+def resolve_jars(*, cache: Path | None = None, log_path: Path | None = None) -> Path:
+    """The ``libs`` directory with the broker's runtime jars, resolved by Maven once.
+
+    A stamp holds the pom's hash: editing the pom re-resolves. Jars are synced into ``libs``
+    (new ones copied, stale ones removed) rather than the directory swapped, because a broker
+    already running from it keeps its classpath by path.
+    """
+    cache = cache or state_dir() / "cache"
+    home = cache / f"kafka-{kafka_version()}"
+    libs, stamp = home / "libs", home / "libs.sha256"
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if libs.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven (mvn) is required to fetch the Kafka broker: apt-get install maven")
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = log_path or state_dir() / "logs" / "mvn.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home) as tmp, log_path.open("ab") as out:
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ]
+        if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode:
+            raise StackError("mvn could not resolve the Kafka broker jars", log=log_path)
+        libs.mkdir(exist_ok=True)
+        fresh = {p.name for p in Path(tmp).glob("*.jar")}
+        for name in fresh:
+            if not (libs / name).exists():
+                shutil.copy2(Path(tmp) / name, libs / name)
+        for stale in libs.glob("*.jar"):
+            if stale.name not in fresh:
+                stale.unlink()
+    stamp.write_text(digest + "\n")
+    return libs
+
+
+def java_command() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise StackError(
+            f"Java {MIN_JAVA}+ is required for the Kafka broker: apt-get install "
+            "openjdk-17-jre-headless"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):  # "1.8.0" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise StackError(f"Java {MIN_JAVA}+ is required for Kafka 4, found: {out.splitlines()[:1]}")
+    return java
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a UUID as 22 characters of base64url (what ``kafka-storage random-uuid``
+    prints); ids starting with '-' are rejected because the tool would read them as an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def server_properties(*, port: int, controller_port: int, data_dir: Path) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{LOCALHOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(data_dir),
+        # One node: internal topics cannot have more replicas than brokers.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # Tests create many short-lived groups; waiting 3 s for more members only slows them.
+        "group.initial.rebalance.delay.ms": "0",
+        # The events topic is made by `kafkastore topic create` with its checked configuration
+        # (DESIGN.md section 3); a typo'd name must fail rather than create a default topic.
+        "auto.create.topics.enable": "false",
+        "num.partitions": "1",
+    }
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+def start(
+    home: Path,
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 90.0,
+    libs: Path | None = None,
+) -> tuple[KafkaBroker, subprocess.Popen[bytes]]:
+    """Start a broker whose config and data live in ``home``; return once it answers metadata.
+
+    Storage is formatted on first use only, so the events of a dev stack survive restarts. The
+    process gets its own session: a Ctrl-C in the terminal reaches ``kafkastore dev`` alone, which
+    then stops services in order.
+    """
+    libs = libs or resolve_jars()
+    java = java_command()
+    port = port if port is not None else free_port()
+    controller_port = free_port()
+    data_dir = home / "data"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "server.properties"
+    config.write_text(
+        server_properties(port=port, controller_port=controller_port, data_dir=data_dir)
+    )
+    log_path = log_path or home / "kafka.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    classpath = str(libs / "*")
+    if not (data_dir / "meta.properties").is_file():
+        fmt = [
+            java,
+            "-cp",
+            classpath,
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={new_cluster_id()}",
+            "-c",
+            str(config),
+        ]
+        with log_path.open("ab") as out:
+            if subprocess.run(fmt, stdout=out, stderr=subprocess.STDOUT, check=False).returncode:
+                raise StackError("formatting Kafka storage failed", log=log_path)
+    cmd = [
+        java,
+        *HEAP,
+        f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+        f"-Dkafka.logs.dir={log_path.parent}",
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(config),
+    ]
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+            start_new_session=True,
+        )
+    broker = KafkaBroker(
+        pid=proc.pid, port=port, controller_port=controller_port, home=home, log_path=log_path
+    )
+    try:
+        wait_ready(broker.bootstrap, timeout=timeout, proc=proc, log_path=log_path)
+    except BaseException:
+        terminate(proc.pid, proc=proc, timeout=10.0)
+        raise
+    return broker, proc
+
+
+def wait_ready(
+    bootstrap: str,
+    *,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Return once a metadata request names at least one broker."""
+    from confluent_kafka.admin import AdminClient
+
+    host, _, port = bootstrap.rpartition(":")
+    deadline = time.monotonic() + timeout
+    # Wait for the socket first: librdkafka logs every refused connection to stderr.
+    while not port_accepts(int(port), host):
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"the Kafka broker exited with {proc.returncode}", log=log_path)
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"Kafka did not listen on {bootstrap} within {timeout:.0f}s", log=log_path
+            )
+        time.sleep(0.1)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": log})  # type: ignore[dict-item]
+    while True:
+        try:
+            if admin.list_topics(timeout=2.0).brokers:
+                return
+        except Exception as exc:  # KafkaException while the broker finishes starting
+            log.debug("metadata request failed: %r", exc)
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"the Kafka broker exited with {proc.returncode}", log=log_path)
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"Kafka at {bootstrap} did not answer metadata within "
+                f"{timeout:.0f}s\n{tail(log_path)}",
+                log=log_path,
+            )
+        time.sleep(0.2)
+
+
+def stop(pid: int, *, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    """SIGTERM: the broker's controlled shutdown flushes and closes its logs; SIGKILL after
+    ``timeout`` (a single node has no one to hand leadership to, so this is quick)."""
+    terminate(pid, proc=proc, timeout=timeout)

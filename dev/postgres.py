@@ -1,0 +1,289 @@
+"""A PostgreSQL cluster of the project's own: the distribution's server binaries, ``initdb`` into a
+data directory under ``.kafkastore/``, ``pg_ctl`` to start and stop it.
+
+initdb and the server refuse to run as root, so when we are root they run as the ``postgres``
+system user (``runuser``) and the cluster's directory belongs to it.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dev.process import LOCALHOST, StackError, free_port, terminate
+
+log = logging.getLogger("dev.postgres")
+
+DATABASE = "kafkastore"
+SUPERUSER = "postgres"
+# A dev box, not a benchmark rig, but big enough for the writer's and indexer's pools. fsync and
+# synchronous_commit stay at their defaults (on): durability is part of what we demonstrate.
+SERVER_OPTIONS = {
+    "listen_addresses": LOCALHOST,
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresCluster:
+    """A running cluster."""
+
+    pid: int
+    """The postmaster."""
+    port: int
+    data_dir: Path
+    bindir: Path
+    log_path: Path
+    database: str = DATABASE
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://{SUPERUSER}@{LOCALHOST}:{self.port}/{self.database}"
+
+
+def find_bindir() -> Path | None:
+    """The newest installed server's bin directory (Debian keeps them per major version)."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+    )
+    for candidate in reversed(candidates):
+        if Path(candidate, "initdb").is_file():
+            return Path(candidate)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        bindir = Path(out.stdout.strip())
+        if (bindir / "initdb").is_file():
+            return bindir
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def ensure_installed(*, log_path: Path | None = None) -> Path:
+    """The server's bin directory, installing the distribution's package when it is missing."""
+    bindir = find_bindir()
+    if bindir is not None:
+        return bindir
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        raise StackError(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; install the "
+            "server package (Debian/Ubuntu: sudo apt-get install postgresql)"
+        )
+    env = {**_base_env(), "DEBIAN_FRONTEND": "noninteractive"}
+    with open(log_path or os.devnull, "ab") as out:
+        install = [apt, "install", "-y", "--no-install-recommends", "postgresql"]
+        for cmd in ([apt, "update"], install):
+            if subprocess.run(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+            ).returncode:
+                raise StackError(f"{' '.join(cmd)} failed", log=log_path)
+    bindir = find_bindir()
+    if bindir is None:
+        raise StackError("installed postgresql but found no initdb", log=log_path)
+    return bindir
+
+
+def _base_env() -> dict[str, str]:
+    # The server's tools need no configuration of ours; a minimal environment keeps the
+    # engineer's PG* variables from pointing initdb/pg_ctl at another cluster.
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return {"PATH": path, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+
+
+def _as_owner(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", SUPERUSER, "--", *cmd]
+    return cmd
+
+
+def _chown_to_owner(*paths: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = pwd.getpwnam(SUPERUSER)
+    except KeyError:
+        raise StackError("running as root needs a 'postgres' system user for the server") from None
+    for ancestor in paths[0].resolve().parents:
+        if not os.stat(ancestor).st_mode & 0o001:
+            raise StackError(
+                f"{ancestor} is not searchable by the '{SUPERUSER}' user, who runs "
+                f"the server as root cannot: chmod o+x {ancestor} or use another "
+                "directory"
+            )
+    for path in paths:
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), owner.pw_uid, owner.pw_gid)
+
+
+def _run(cmd: list[str], *, log_path: Path, what: str) -> None:
+    with log_path.open("ab") as out:
+        done = subprocess.run(
+            _as_owner(cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_base_env(),
+            cwd="/",
+            check=False,
+        )
+    if done.returncode:
+        raise StackError(f"{what} failed (exit {done.returncode})", log=log_path)
+
+
+def start(
+    home: Path,
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    database: str = DATABASE,
+    timeout: float = 60.0,
+) -> PostgresCluster:
+    """Start the cluster in ``home/data`` (``initdb`` on first use), create ``database``."""
+    bindir = ensure_installed(log_path=log_path)
+    port = port if port is not None else free_port()
+    data_dir = home / "data"
+    log_path = log_path or home / "postgres.log"
+    home.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.touch()
+    # The server writes the log and its socket as the owner of the data directory.
+    _chown_to_owner(home, log_path)
+    if not (data_dir / "PG_VERSION").is_file():
+        _run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            log_path=log_path,
+            what="initdb",
+        )
+    # The Unix socket lives in our own directory, not /tmp or /run/postgresql: several clusters
+    # (the dev stack, test sessions) run side by side and none depends on the system's layout.
+    options = {**SERVER_OPTIONS, "unix_socket_directories": str(home)}
+    opts = " ".join([f"-p {port}", *(f"-c {k}={shlex.quote(v)}" for k, v in options.items())])
+    _run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-o",
+            opts,
+            "-l",
+            str(log_path),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ],
+        log_path=log_path,
+        what="pg_ctl start",
+    )
+    cluster = PostgresCluster(
+        pid=_postmaster_pid(data_dir),
+        port=port,
+        data_dir=data_dir,
+        bindir=bindir,
+        log_path=log_path,
+        database=database,
+    )
+    try:
+        _create_database(cluster)
+    except BaseException:
+        stop(cluster)
+        raise
+    return cluster
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        raise StackError(f"no postmaster.pid in {data_dir}") from None
+
+
+def _create_database(cluster: PostgresCluster) -> None:
+    import psycopg
+    from psycopg import sql
+
+    url = f"postgresql://{SUPERUSER}@{LOCALHOST}:{cluster.port}/postgres"
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise StackError(f"cannot connect to {url}", log=cluster.log_path) from None
+            time.sleep(0.1)
+    with conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (cluster.database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cluster.database)))
+
+
+def stop(cluster: PostgresCluster, *, timeout: float = 60.0) -> None:
+    stop_data_dir(
+        cluster.data_dir,
+        cluster.bindir,
+        pid=cluster.pid,
+        log_path=cluster.log_path,
+        timeout=timeout,
+    )
+
+
+def stop_data_dir(
+    data_dir: Path,
+    bindir: Path,
+    *,
+    pid: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 60.0,
+) -> None:
+    """``pg_ctl stop -m fast``: roll back open transactions, checkpoint, exit. If pg_ctl cannot
+    (a damaged data directory), SIGINT the postmaster, which is the same fast shutdown."""
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    cmd = [
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data_dir),
+        "-m",
+        "fast",
+        "-w",
+        "-t",
+        str(int(timeout)),
+        "stop",
+    ]
+    with open(log_path or os.devnull, "ab") as out:
+        done = subprocess.run(
+            _as_owner(cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_base_env(),
+            cwd="/",
+            check=False,
+        )
+    if done.returncode and pid is not None:
+        terminate(pid, timeout=timeout, sig=signal.SIGINT)

@@ -1,0 +1,145 @@
+"""Ports, pids and clean stops shared by the modules of :mod:`dev`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from kafkastore.errors import KafkaStoreError
+
+LOCALHOST = "127.0.0.1"
+
+
+class StackError(KafkaStoreError):
+    """A local service could not be installed, started or stopped; ``log`` says why."""
+
+    def __init__(self, message: str, *, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+def project_root() -> Path:
+    """The checkout ``dev/`` lives in, or the working directory for an installed package."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def state_dir() -> Path:
+    """``.kafkastore/``: caches, data directories, logs and ``dev.json``."""
+    return project_root() / ".kafkastore"
+
+
+def port_is_free(port: int, host: str = LOCALHOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR like the servers themselves, so a port in TIME_WAIT counts as free while
+        # one with a listener (on this or the wildcard address) does not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def choose_port(given: int | None, preferred: int, *, what: str) -> int:
+    """A given port is honoured (an error when busy); else ``preferred`` when free; else any."""
+    if given is not None:
+        if not port_is_free(given):
+            raise StackError(f"{what}: port {given} is already in use")
+        return given
+    return preferred if port_is_free(preferred) else free_port()
+
+
+def port_accepts(port: int, host: str = LOCALHOST, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not reaped by a parent we don't own) is gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): trust kill(0)
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def pid_cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def wait_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return True
+        if proc is None and not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def terminate(
+    pid: int,
+    *,
+    timeout: float = 30.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    sig: signal.Signals = signal.SIGTERM,
+) -> None:
+    """``sig`` (SIGTERM: a clean shutdown), wait up to ``timeout``, then SIGKILL and wait again.
+
+    Pass ``proc`` when the process is our child so it is reaped rather than left a zombie.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    if wait_gone(pid, timeout, proc):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if not wait_gone(pid, 10.0, proc):
+        raise StackError(f"process {pid} survived SIGKILL")
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a service we start: ours plus ``overrides``.
+
+    This passes the environment through to a child; it reads no setting (that is
+    ``kafkastore.config``'s job, in the child).
+    """
+    return {**os.environ, **overrides}
+
+
+def tail(path: Path | None, lines: int = 40) -> str:
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,133 @@
+"""The kafkastore services (HTTP API, indexer) as subprocesses of the dev stack."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dev.process import StackError, child_environment, tail
+
+# A subcommand is registered in the CLI before the role that implements it exists; the service
+# "exists" once the module behind it can be imported (later issues add them).
+IMPLEMENTED_BY = {"serve": "kafkastore.http", "indexer": "indexer.service"}
+
+
+def available(subcommand: str) -> bool:
+    """True when ``kafkastore <subcommand>`` is registered and its implementation is present."""
+    try:
+        from kafkastore.cli import subcommands
+    except ImportError:
+        return False
+    if subcommand not in subcommands():
+        return False
+    module = IMPLEMENTED_BY.get(subcommand)
+    try:
+        return module is None or importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package itself is missing
+        return False
+
+
+@dataclass(slots=True)
+class Service:
+    """A running ``python -m kafkastore.cli <subcommand>``."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def start(
+    name: str,
+    subcommand: str,
+    args: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+) -> Service:
+    """Start the service in its own session (Ctrl-C reaches ``kafkastore dev`` only, which stops
+    services in order) with output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kafkastore.cli", subcommand, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_environment(env),
+            start_new_session=True,
+        )
+    return Service(name=name, proc=proc, log_path=log_path)
+
+
+def wait_http_ok(url: str, *, timeout: float, service: Service | None = None) -> None:
+    """Poll ``url`` until it answers 200 (``/readyz``: Kafka and PostgreSQL reachable)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if service is not None and service.proc.poll() is not None:
+            raise StackError(
+                f"{service.name} exited with {service.proc.returncode}\n{tail(service.log_path)}",
+                log=service.log_path,
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    log = service.log_path if service else None
+    raise StackError(f"{url} not ready within {timeout:.0f}s ({last})", log=log)
+
+
+def wait_alive(service: Service, seconds: float) -> None:
+    """A service without a readiness endpoint: it must at least survive its start-up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise StackError(
+                f"{service.name} exited with {service.proc.returncode}\n{tail(service.log_path)}",
+                log=service.log_path,
+            )
+        time.sleep(0.1)
+
+
+def http_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    timeout: float = 15.0,
+) -> tuple[int, Any]:
+    """One JSON request with the standard library (the CLI must not need the test extras)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"content-type": "application/json", "accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
