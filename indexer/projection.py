@@ -1,0 +1,262 @@
+"""The apply step of the indexer: one transaction's batches -> rows of ``events`` (DESIGN.md 6).
+
+:func:`apply` runs inside the consumer runtime's transaction, after the runtime has locked and
+checked the partitions' ``index_checkpoints`` rows and before it advances them and commits. So
+the rows written here and the offsets stored there commit together: exactly once.
+
+What it does, per transaction:
+
+1. Drop exact duplicates inside the batch; two different events at one ``(stream_id, version)``
+   is an :class:`~kafkastore.errors.IntegrityError` (the ``appends`` unique index makes that
+   impossible for real events, so it means the store disagrees with itself).
+2. One probe per stream of the batch finds the streams whose versions are already indexed (a
+   re-delivery after checkpoints were reset, or two topics indexed into one database by mistake).
+   Exact duplicates ``(stream_id, version, event_id)`` are absorbed (already indexed); anything
+   else raises IntegrityError, which rolls the transaction back: loud, never silent.
+3. Lock ``index_head`` (``SELECT ... FOR UPDATE``), give the new rows ``last_position + 1 ..
+   last_position + n`` in batch order and COPY them into ``events``. The row lock is held until
+   COMMIT, so every indexer instance hands out positions in commit order without gaps: a reader
+   that sees position p committed has already been able to see every position below p (the
+   holder of p-1 committed before the holder of p got the lock). A transaction without real
+   events never takes the lock, so phantom-only batches do not serialise the instances.
+4. Record phantoms in ``phantoms`` (for the audit) and ``NOTIFY kafkastore_index`` with the new
+   high-water mark; PostgreSQL delivers notifications only at COMMIT, in commit order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb
+
+from kafkastore import pg
+from kafkastore.errors import IntegrityError
+from kafkastore.records import RecordedEvent
+
+logger = logging.getLogger("kafkastore.indexer")
+
+NOTIFY_CHANNEL = "kafkastore_index"
+"""Payload: the new ``index_head.last_position`` (decimal)."""
+
+
+class PhantomLike(Protocol):
+    """What the apply step reads of the runtime's phantom records."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+class BatchLike(Protocol):
+    """What the apply step reads of the runtime's ``PartitionBatch``."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def events(self) -> Sequence[RecordedEvent]: ...
+    @property
+    def phantoms(self) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one :func:`apply` call wrote."""
+
+    indexed: int
+    """New rows in ``events``."""
+    duplicates: int
+    """Real events absorbed because they were already indexed."""
+    phantoms: int
+    """Phantom records stored."""
+    last_position: int | None
+    """The new high-water mark, or None when no row was written."""
+
+
+# Highest indexed version of each stream of the batch (a backward scan of the unique index).
+INDEXED_HEADS = """
+SELECT s, (SELECT max(version) FROM events e WHERE e.stream_id = s)
+FROM unnest(%s::text[]) AS s
+"""
+
+INDEXED_ROWS = """
+SELECT e.stream_id, e.version, e.event_id
+FROM unnest(%s::text[], %s::bigint[]) AS v(stream_id, version)
+JOIN events e ON e.stream_id = v.stream_id AND e.version = v.version
+"""
+
+# Held until COMMIT: the serialisation point of global positions (see the module docstring).
+LOCK_HEAD = "SELECT last_position FROM index_head WHERE id FOR UPDATE"
+
+COPY_EVENTS = """
+COPY events (global_position, stream_id, category, version, event_id, event_type, data,
+             content_type, metadata, created_at, partition, "offset", write_id, xid)
+FROM STDIN (FORMAT BINARY)
+"""
+# xid8 is sent as int8: both are 8 big-endian bytes on the wire (xid8recv reads a uint64) and
+# psycopg has no xid8 dumper; xids stay far below 2**63.
+COPY_TYPES = [
+    "int8", "text", "text", "int8", "uuid", "text", "bytea",
+    "text", "jsonb", "timestamptz", "int4", "int8", "uuid", "int8",
+]  # fmt: skip
+
+# One round trip: the new head and its notification (delivered at COMMIT).
+ADVANCE_HEAD = """
+WITH h AS (UPDATE index_head SET last_position = %s WHERE id RETURNING last_position)
+SELECT pg_notify('kafkastore_index', last_position::text) FROM h
+"""
+
+# A phantom seen again (checkpoints reset and the topic re-read) keeps its first record.
+INSERT_PHANTOMS = """
+INSERT INTO phantoms (topic, partition, "offset", write_id, xid, stream_id, version, event_id,
+                      reason)
+SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::uuid[], %s::xid8[], %s::text[],
+                     %s::bigint[], %s::uuid[], %s::text[])
+ON CONFLICT (topic, partition, "offset") DO NOTHING
+"""
+
+
+def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
+    """Index the real events and record the phantoms of ``batches`` in the caller's transaction.
+
+    Every event of ``batches`` must be real (judged by the verdict rule); batches are applied in
+    the given order and each batch's events in offset order, which is version order per stream.
+    """
+    events: list[RecordedEvent] = []
+    seen: dict[tuple[str, int], UUID] = {}
+    duplicates = 0
+    for batch in batches:
+        for event in batch.events:
+            key = (event.stream_id, event.version)
+            other = seen.get(key)
+            if other is None:
+                seen[key] = event.id
+                events.append(event)
+            elif other == event.id:
+                duplicates += 1
+            else:
+                raise IntegrityError(
+                    f"two real events at {event.stream_id!r} version {event.version}: "
+                    f"{other} and {event.id}"
+                )
+    phantoms = _store_phantoms(conn, batches)
+    if not events:
+        return Applied(0, duplicates, phantoms, None)
+    fresh = _drop_indexed(conn, events)
+    duplicates += len(events) - len(fresh)
+    if not fresh:
+        return Applied(0, duplicates, phantoms, None)
+    with pg.translated():
+        row = conn.execute(LOCK_HEAD).fetchone()
+        if row is None:
+            raise IntegrityError("index_head is empty: the schema is damaged")
+        first = int(row[0]) + 1
+        with conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
+            copy.set_types(COPY_TYPES)
+            write_row = copy.write_row
+            position = first
+            for e in fresh:
+                write_row(
+                    (
+                        position,
+                        e.stream_id,
+                        e.stream_id.partition("-")[0],
+                        e.version,
+                        e.id,
+                        e.type,
+                        e.raw,
+                        e.content_type,
+                        _jsonb(e.metadata),
+                        e.created_at,
+                        e.partition,
+                        e.offset,
+                        e.write_id,
+                        e.xid,
+                    )
+                )
+                position += 1
+        last = first + len(fresh) - 1
+        conn.execute(ADVANCE_HEAD, (last,))
+    return Applied(len(fresh), duplicates, phantoms, last)
+
+
+def _jsonb(metadata: dict[str, Any] | None) -> Jsonb | None:
+    return Jsonb(metadata, dumps=orjson.dumps) if metadata else None
+
+
+def _drop_indexed(conn: psycopg.Connection, events: list[RecordedEvent]) -> list[RecordedEvent]:
+    """``events`` without those already indexed; IntegrityError on a different indexed event.
+
+    Each stream lives in one partition and the checkpoint locks give this transaction the
+    partitions exclusively, so no other transaction can index these streams meanwhile.
+    """
+    lowest: dict[str, int] = {}
+    for e in events:
+        if e.version < lowest.get(e.stream_id, e.version + 1):
+            lowest[e.stream_id] = e.version
+    streams = list(lowest)
+    with pg.translated():
+        heads = conn.execute(INDEXED_HEADS, (streams,)).fetchall()
+    overlapping = {s for s, head in heads if head is not None and head >= lowest[s]}
+    for s, head in heads:
+        if head is not None and head + 1 < lowest[s]:
+            logger.warning(
+                "stream %r: index holds versions up to %s, next indexed is %s (a gap)",
+                s,
+                head,
+                lowest[s],
+            )
+        elif head is None and lowest[s] != 1:
+            logger.debug("stream %r first indexed at version %s", s, lowest[s])
+    if not overlapping:
+        return events
+    candidates = [e for e in events if e.stream_id in overlapping]
+    with pg.translated():
+        rows = conn.execute(
+            INDEXED_ROWS,
+            ([e.stream_id for e in candidates], [e.version for e in candidates]),
+        ).fetchall()
+    indexed = {(s, v): eid for s, v, eid in rows}
+    conflicts = []
+    for e in candidates:
+        have = indexed.get((e.stream_id, e.version))
+        if have is not None and have != e.id:
+            conflicts.append(f"{e.stream_id!r} v{e.version}: indexed {have}, Kafka has {e.id}")
+    if conflicts:
+        raise IntegrityError("index conflicts: " + "; ".join(conflicts[:20]))
+    return [e for e in events if (e.stream_id, e.version) not in indexed]
+
+
+def _store_phantoms(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> int:
+    rows: list[tuple[Any, ...]] = []
+    for batch in batches:
+        for p in batch.phantoms:
+            reason = getattr(p, "reason", None)
+            rows.append(
+                (
+                    batch.topic,
+                    batch.partition,
+                    p.offset,
+                    getattr(p, "write_id", None),
+                    getattr(p, "xid", None),
+                    getattr(p, "stream_id", None),
+                    getattr(p, "version", None),
+                    getattr(p, "event_id", None),
+                    str(getattr(reason, "value", reason) or "unknown"),
+                )
+            )
+    if not rows:
+        return 0
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    columns[4] = [None if x is None else str(x) for x in columns[4]]
+    with pg.translated():
+        conn.execute(INSERT_PHANTOMS, columns)
+    return len(rows)
