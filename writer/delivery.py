@@ -1,0 +1,153 @@
+"""One idempotent producer shared by every writer thread, and per-batch delivery tracking.
+
+A poller thread serves librdkafka's delivery reports so that worker threads only wait on their
+own batch. A batch succeeds only when every one of its messages has a successful report; any
+failure or a missing report at the deadline fails the whole batch (the caller rolls back, and
+whatever did land is a phantom: it has no marker).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from kafkastore import kafka
+from kafkastore.config import Settings
+from kafkastore.errors import KafkaStoreError, Unavailable
+
+logger = logging.getLogger("kafkastore.writer")
+
+Headers = list[tuple[str, bytes]]
+
+
+class DeliveryTracker:
+    """Collects the delivery reports of one batch."""
+
+    __slots__ = ("_done", "_lock", "error", "offsets", "partitions", "pending", "total")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.pending = total
+        self.offsets: list[int] = [-1] * total
+        self.partitions: list[int] = [-1] * total
+        self.error: KafkaError | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if total == 0:
+            self._done.set()
+
+    def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
+        def report(err: KafkaError | None, msg: Message) -> None:
+            with self._lock:
+                if err is not None:
+                    if self.error is None:
+                        self.error = err
+                else:
+                    self.offsets[index] = msg.offset()
+                    self.partitions[index] = msg.partition()
+                self.pending -= 1
+                if self.pending == 0 or err is not None:
+                    self._done.set()
+
+        return report
+
+    def wait(self, timeout: float) -> None:
+        """Return when every report arrived successfully; raise Unavailable otherwise."""
+        if not self._done.wait(timeout):
+            raise Unavailable(
+                f"Kafka did not acknowledge {self.pending} of {self.total} events in {timeout:.1f}s"
+            )
+        if self.error is not None:
+            raise kafka.translate_error(self.error)
+
+
+class SharedProducer:
+    """The writer's producer: idempotent, acks=all, murmur2_random; replaced on a fatal error."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._settings = settings
+        self._overrides = overrides
+        self._lock = threading.Lock()
+        self._producer: Producer = self._new()
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="kafkastore-delivery", daemon=True)
+        self._poller.start()
+
+    def _new(self) -> Producer:
+        return kafka.producer(self._settings, error_cb=self._on_error, **self._overrides)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            logger.error("fatal producer error, replacing the producer: %s", err.str())
+            threading.Thread(target=self._replace, daemon=True).start()
+        else:
+            logger.warning("Kafka: %s", err.str())
+
+    def _replace(self) -> None:
+        with self._lock:
+            old = self._producer
+            self._producer = self._new()
+        old.flush(0)
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: Headers,
+        timestamp_ms: int,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        producer = self._producer
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=headers,
+                    timestamp=timestamp_ms,
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                # librdkafka's local queue is full: wait for reports to drain it.
+                producer.poll(0.01)
+            except Exception as exc:
+                ours = kafka.translate(exc)
+                if ours is None:
+                    raise
+                raise ours from exc
+
+    def flush_hint(self) -> None:
+        """Ask librdkafka to send what it has without waiting for linger.ms."""
+        self._producer.poll(0)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._poller.join(timeout)
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            logger.warning("%d messages were not delivered at close", remaining)
+
+
+def await_batch(tracker: DeliveryTracker, timeout: float) -> None:
+    start = time.monotonic()
+    try:
+        tracker.wait(timeout)
+    except KafkaStoreError:
+        logger.warning(
+            "batch of %d events failed after %.3fs", tracker.total, time.monotonic() - start
+        )
+        raise

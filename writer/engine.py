@@ -1,0 +1,172 @@
+"""Group commit: concurrent appends gathered into batches, several batches in flight.
+
+Callers submit units (one append, or an atomic multi-stream append) and get a Future. Worker
+threads - one PostgreSQL connection each, one shared idempotent producer - take what is queued
+(waiting ``batch_wait`` for more, up to the size caps) and run it as one transaction of the
+protocol (writer.protocol). Backpressure: queued plus running bytes are bounded; a full writer
+makes in-process callers wait (up to ``backpressure_timeout``) and HTTP callers get 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from kafkastore import pg
+from kafkastore.config import Settings
+from kafkastore.errors import Unavailable
+from kafkastore.records import AppendResult
+from writer.delivery import SharedProducer
+from writer.prepare import PreparedAppend
+from writer.protocol import BatchRunner, FaultHook, Unit
+
+logger = logging.getLogger("kafkastore.writer")
+
+
+class Writer:
+    """The append engine. ``open()`` is safe to call twice; ``close()`` drains and stops."""
+
+    def __init__(self, settings: Settings, *, fault_hook: FaultHook | None = None) -> None:
+        self.settings = settings
+        self.fault_hook = fault_hook
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[Unit, Future[list[AppendResult]]]] = deque()
+        self._bytes = 0
+        self._closing = False
+        self._opened = False
+        self._threads: list[threading.Thread] = []
+        self._producer: SharedProducer | None = None
+        self.sysid = ""
+        self.batches = 0
+        self.appends = 0
+
+    def open(self) -> Writer:
+        if self._opened:
+            return self
+        with pg.connect(self.settings.database_url, autocommit=True) as conn:
+            self.sysid = pg.system_identifier(conn)
+        self._producer = SharedProducer(self.settings)
+        self._opened = True
+        for i in range(self.settings.max_inflight_batches):
+            runner = BatchRunner(self.settings, self._producer, self.sysid, self.fault_hook)
+            thread = threading.Thread(
+                target=self._work, args=(runner,), name=f"kafkastore-writer-{i}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def close(self, timeout: float = 30.0) -> None:
+        if not self._opened or self._closing:
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._producer is not None:
+            self._producer.close()
+        with self._cond:
+            leftover = list(self._queue)
+            self._queue.clear()
+        for _, future in leftover:
+            future.set_exception(Unavailable("the writer was closed"))
+
+    @property
+    def producer(self) -> SharedProducer:
+        assert self._producer is not None
+        return self._producer
+
+    def submit(
+        self,
+        appends: Sequence[PreparedAppend],
+        *,
+        atomic: bool,
+        wait: float | None = None,
+    ) -> Future[list[AppendResult]]:
+        """Queue a unit. ``wait`` is how long to wait for room (0 = fail at once when full)."""
+        if not self._opened:
+            raise Unavailable("the writer is not open")
+        size = sum(a.size for a in appends)
+        unit = Unit(tuple(appends), atomic, size)
+        future: Future[list[AppendResult]] = Future()
+        limit = self.settings.max_inflight_bytes
+        max_queued = self.settings.batch_max_appends * self.settings.max_inflight_batches * 4
+        timeout = self.settings.backpressure_timeout if wait is None else wait
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._bytes > 0 and (
+                self._bytes + size > limit or len(self._queue) >= max_queued
+            ):
+                if self._closing:
+                    raise Unavailable("the writer is closing")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(
+                        "the writer is at capacity (in-flight bytes or queue full)",
+                        retry_after=1.0,
+                    )
+                self._cond.wait(remaining)
+            if self._closing:
+                raise Unavailable("the writer is closing")
+            self._bytes += size
+            self._queue.append((unit, future))
+            self._cond.notify_all()
+        return future
+
+    def _take(self) -> list[tuple[Unit, Future[list[AppendResult]]]]:
+        """Wait for work, then gather up to the caps (lingering ``batch_wait`` for more)."""
+        settings = self.settings
+        with self._cond:
+            while True:
+                while not self._queue and not self._closing:
+                    self._cond.wait(0.5)
+                if not self._queue:
+                    return []  # closing, and nothing left to do
+                deadline = time.monotonic() + settings.batch_wait
+                while (
+                    len(self._queue) < settings.batch_max_appends
+                    and not self._closing
+                    and (remaining := deadline - time.monotonic()) > 0
+                ):
+                    self._cond.wait(remaining)
+                taken: list[tuple[Unit, Future[list[AppendResult]]]] = []
+                events = 0
+                while self._queue and len(taken) < settings.batch_max_appends:
+                    unit, future = self._queue[0]
+                    count = sum(len(a.events) for a in unit.appends)
+                    if taken and events + count > settings.batch_max_events:
+                        break
+                    self._queue.popleft()
+                    taken.append((unit, future))
+                    events += count
+                if self._queue:
+                    self._cond.notify_all()
+                if taken:
+                    return taken
+
+    def _work(self, runner: BatchRunner) -> None:
+        try:
+            while True:
+                taken = self._take()
+                if not taken:
+                    return
+                runner.run([unit for unit, _ in taken])
+                with self._cond:
+                    self._bytes -= sum(unit.size for unit, _ in taken)
+                    self.batches += 1
+                    self.appends += len(taken)
+                    self._cond.notify_all()
+                for unit, future in taken:
+                    if unit.error is not None:
+                        future.set_exception(unit.error)
+                    else:
+                        assert unit.results is not None
+                        future.set_result(unit.results)
+        finally:
+            runner.close()
