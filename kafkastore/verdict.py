@@ -65,14 +65,23 @@ FROM appends a
 WHERE a.write_id = ANY(%s::uuid[])
 """
 
-# Step 2, in its own statement. An xid at or past the snapshot's xmax was never handed out by
-# this server: on a standby it may be a write the standby has not replayed yet ('future'), on the
-# primary it was lost in a crash or failover ('lost') - settled, since it can never commit here.
+# Step 2, in its own statement. pg_xact_status() errors on an xid this server never handed out,
+# so only xids below the snapshot's xmax are given to it. The xmax of a snapshot is the latest
+# *completed* xid + 1, not the next xid: a writer still running can hold an xid at or above it.
+# For those, the writer's lock on its own xid (held from assignment to the end) says whether it
+# runs. No lock means it is over - or never existed here (an xid lost in a crash or failover):
+# either way it is settled, and step 3 (a new statement) sees its marker if it has one. On a
+# standby an unknown xid may be a write not replayed yet ('future'): wait.
 XID_STATUS = """
 SELECT x::text,
-       CASE WHEN x >= pg_snapshot_xmax(pg_current_snapshot())
-            THEN CASE WHEN pg_is_in_recovery() THEN 'future' ELSE 'lost' END
-            ELSE pg_xact_status(x)
+       CASE WHEN x < pg_snapshot_xmax(pg_current_snapshot())
+                THEN coalesce(pg_xact_status(x), 'forgotten')
+            WHEN EXISTS (SELECT 1 FROM pg_locks l
+                         WHERE l.locktype = 'transactionid'
+                           AND l.transactionid = (x::text::bigint %% 4294967296)::text::xid)
+                THEN 'in progress'
+            WHEN pg_is_in_recovery() THEN 'future'
+            ELSE 'not running'
        END
 FROM unnest(%s::xid8[]) AS x
 """

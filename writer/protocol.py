@@ -50,6 +50,7 @@ from kafkastore.errors import (
     WrongExpectedVersion,
 )
 from kafkastore.records import AppendResult, EventPosition, ExpectedVersion
+from kafkastore.verdict import XID_STATUS
 from writer.delivery import DeliveryTracker, SharedProducer
 from writer.prepare import PreparedAppend
 
@@ -89,13 +90,6 @@ FROM unnest(%(streams)s::text[], %(froms)s::bigint[], %(tos)s::bigint[], %(los)s
      AS r(stream_id, from_version, to_version, lo, hi, partition)
 """
 MARKER_EXISTS = "SELECT EXISTS (SELECT 1 FROM appends WHERE write_id = %s)"
-XID_RUNNING = """
-SELECT CASE WHEN x >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'lost'
-            ELSE coalesce(pg_xact_status(x), 'unknown') END
-FROM (SELECT %s::xid8 AS x) AS t
-"""
-
-
 @dataclass(slots=True, eq=False)
 class Unit:
     """What one caller submitted: one append, or several forming an atomic multi-stream append."""
@@ -289,19 +283,18 @@ class BatchRunner:
         self._hook("acked")
 
         markers = _markers(plan, tracker)
-        with pg.translated():
-            with conn.pipeline():
-                conn.execute(UPDATE_HEADS, (list(versions), list(versions.values())))
-                conn.execute(
-                    INSERT_MARKERS,
-                    {
-                        "write_id": write_id,
-                        "xid": str(xid),
-                        "ids": flat_ids,
-                        "offsets": tracker.offsets,
-                        **markers,
-                    },
-                )
+        with pg.translated(), conn.pipeline():
+            conn.execute(UPDATE_HEADS, (list(versions), list(versions.values())))
+            conn.execute(
+                INSERT_MARKERS,
+                {
+                    "write_id": write_id,
+                    "xid": str(xid),
+                    "ids": flat_ids,
+                    "offsets": tracker.offsets,
+                    **markers,
+                },
+            )
         self._hook("before_commit")
         self._commit(conn, write_id, xid)
         for unit, index, from_version, start in plan:
@@ -520,9 +513,9 @@ def resolve_commit(settings: Settings, write_id: UUID, xid: int) -> bool:
                 row = conn.execute(MARKER_EXISTS, (write_id,)).fetchone()
                 if row and row[0]:
                     return True
-                status_row = conn.execute(XID_RUNNING, (str(xid),)).fetchone()
-                status = status_row[0] if status_row else "unknown"
-                if status != "in progress":
+                status_row = conn.execute(XID_STATUS, ([str(xid)],)).fetchone()
+                status = status_row[1] if status_row else "future"
+                if status not in ("in progress", "future"):
                     # The writer's transaction is over: a new statement (new snapshot) settles it.
                     row = conn.execute(MARKER_EXISTS, (write_id,)).fetchone()
                     return bool(row and row[0])

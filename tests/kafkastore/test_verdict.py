@@ -1,0 +1,146 @@
+"""The verdict rule (kafkastore.verdict) against real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+from kafkastore import pg
+from kafkastore.config import Settings
+from kafkastore.verdict import PhantomReason, Verdict, VerdictResolver
+from tests.support import unique
+from tests.support.wire import ManualWriter
+from tests.writer.topic_reader import read_topic
+
+
+def _judge(settings: Settings, writer: ManualWriter) -> dict[tuple[str, int, str], Verdict]:
+    events = read_topic(settings)
+    with pg.connect(settings.database_url, autocommit=True) as conn:
+        judgements = VerdictResolver(writer.sysid).judge(conn, events)
+    return {
+        (e.stream_id, e.version, str(e.event_id)): j.verdict
+        for e, j in zip(events, judgements, strict=True)
+    }
+
+
+def _key(p: object) -> tuple[str, int, str]:
+    return (p.stream_id, p.version, str(p.event_id))  # type: ignore[attr-defined]
+
+
+def test_an_event_whose_marker_lists_it_is_real(settings: Settings) -> None:
+    with ManualWriter(settings) as writer:
+        produced = writer.append(unique("Real"), [("A", {"n": 1}), ("B", {"n": 2})])
+        verdicts = _judge(settings, writer)
+    assert [verdicts[_key(p)] for p in produced] == [Verdict.REAL, Verdict.REAL]
+
+
+def test_an_event_of_an_aborted_write_is_a_phantom(settings: Settings) -> None:
+    with ManualWriter(settings) as writer:
+        produced = writer.phantom_aborted(unique("Aborted"), [("A", {})])
+        verdicts = _judge(settings, writer)
+    assert verdicts[_key(produced[0])] is Verdict.PHANTOM
+
+
+def test_a_committed_xid_without_a_marker_is_a_phantom(settings: Settings) -> None:
+    # What an xid reused after a crash looks like: pg_xact_status says committed.
+    with ManualWriter(settings) as writer:
+        produced = writer.phantom_committed_xid(unique("Reused"), [("A", {})])
+        events = read_topic(settings)
+        with pg.connect(settings.database_url, autocommit=True) as conn:
+            status = conn.execute(
+                "SELECT pg_xact_status(%s::xid8)", (str(events[0].xid),)
+            ).fetchone()
+            judgement = VerdictResolver(writer.sysid).judge(conn, events)[0]
+    assert status is not None and status[0] == "committed"
+    assert events[0].event_id == produced[0].event_id
+    assert judgement.verdict is Verdict.PHANTOM
+    assert judgement.reason is PhantomReason.NO_MARKER
+
+
+def test_a_marker_that_does_not_list_the_event_makes_it_a_phantom(settings: Settings) -> None:
+    with ManualWriter(settings) as writer:
+        real, forged = writer.phantom_forged(unique("Forged"), ("A", {}))
+        events = read_topic(settings)
+        with pg.connect(settings.database_url, autocommit=True) as conn:
+            judged = dict(
+                zip(
+                    [e.event_id for e in events],
+                    VerdictResolver(writer.sysid).judge(conn, events),
+                    strict=True,
+                )
+            )
+    assert judged[real.event_id].verdict is Verdict.REAL
+    assert judged[forged.event_id].verdict is Verdict.PHANTOM
+    assert judged[forged.event_id].reason is PhantomReason.NOT_IN_MARKER
+
+
+def test_an_event_from_another_cluster_is_a_phantom(settings: Settings) -> None:
+    with ManualWriter(settings) as writer:
+        writer.phantom_foreign(unique("Foreign"), ("A", {}))
+        events = read_topic(settings)
+        with pg.connect(settings.database_url, autocommit=True) as conn:
+            judgement = VerdictResolver(writer.sysid).judge(conn, events)[0]
+    assert judgement.verdict is Verdict.PHANTOM
+    assert judgement.reason is PhantomReason.FOREIGN_CLUSTER
+
+
+def _wait_while_pending(settings: Settings, commit: bool) -> tuple[Verdict, Verdict, float]:
+    """Judge while the writer's transaction is open, then wait for it to end."""
+    with ManualWriter(settings) as writer, pg.connect(
+        settings.database_url, autocommit=True
+    ) as conn:
+        resolver = VerdictResolver(writer.sysid)
+        ended = threading.Event()
+        with writer.pending(unique("Pending"), [("A", {})], commit=commit):
+            events = read_topic(settings)
+            before = resolver.judge(conn, events)[0].verdict
+
+            def finish_later() -> None:
+                time.sleep(0.5)
+                ended.set()
+
+            threading.Thread(target=finish_later).start()
+            ended.wait()
+        start = time.monotonic()
+        after = resolver.judge_until_settled(conn, events, timeout=10)[0].verdict
+        return before, after, time.monotonic() - start
+
+
+def test_an_in_progress_write_is_pending_then_real_once_it_commits(settings: Settings) -> None:
+    before, after, _ = _wait_while_pending(settings, commit=True)
+    assert before is Verdict.PENDING
+    assert after is Verdict.REAL
+
+
+def test_an_in_progress_write_is_pending_then_a_phantom_once_it_aborts(
+    settings: Settings,
+) -> None:
+    before, after, _ = _wait_while_pending(settings, commit=False)
+    assert before is Verdict.PENDING
+    assert after is Verdict.PHANTOM
+
+
+def test_judge_until_settled_waits_for_a_running_writer(settings: Settings) -> None:
+    with ManualWriter(settings) as writer, pg.connect(
+        settings.database_url, autocommit=True
+    ) as conn:
+        resolver = VerdictResolver(writer.sysid)
+        results: list[Verdict] = []
+        with writer.pending(unique("Waiting"), [("A", {})]):
+            events = read_topic(settings)
+
+            def judge() -> None:
+                with pg.connect(settings.database_url, autocommit=True) as other:
+                    results.append(
+                        resolver.judge_until_settled(other, events, timeout=10)[0].verdict
+                    )
+
+            thread = threading.Thread(target=judge)
+            thread.start()
+            time.sleep(0.5)
+            assert not results, "the verdict must wait while the writer runs"
+        thread.join(10)
+    assert results == [Verdict.REAL]
+    assert isinstance(conn, psycopg.Connection)

@@ -1,0 +1,66 @@
+"""``kafkastore append``: events from arguments, or JSON lines on stdin (one event per line)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import IO, Any
+
+import orjson
+
+from kafkastore.config import Settings
+from kafkastore.errors import InvalidRequest
+from kafkastore.records import AppendRequest, NewEvent
+from kafkastore.streams import parse_event_id
+from writer.engine import Writer
+from writer.prepare import check_expected, prepare
+
+
+def _expected(raw: str) -> Any:
+    return int(raw) if raw.lstrip("-").isdigit() else raw
+
+
+def _json(raw: str, field: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{field} is not valid JSON: {exc}", fields=[field]) from None
+
+
+def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
+    if args.type is not None:
+        metadata = _json(args.metadata, "--metadata") if args.metadata else None
+        event_id = parse_event_id(args.id, field="--id") if args.id else None
+        return [NewEvent(type=args.type, data=_json(args.data, "data"), metadata=metadata,
+                         id=event_id)]
+    events = []
+    for number, line in enumerate(stdin, 1):
+        if not line.strip():
+            continue
+        doc = _json(line, f"stdin line {number}")
+        if not isinstance(doc, dict):
+            raise InvalidRequest(f"stdin line {number} must be a JSON object with a type")
+        events.append(
+            NewEvent(
+                type=doc.get("type"),  # checked by prepare()
+                data=doc.get("data"),
+                metadata=doc.get("metadata"),
+                id=parse_event_id(doc["id"], field=f"line {number}.id") if doc.get("id") else None,
+            )
+        )
+    if not events:
+        raise InvalidRequest("no events: give TYPE [DATA] or JSON lines on stdin")
+    return events
+
+
+def append(args: argparse.Namespace, settings: Settings, *, stdin: IO[str], out: IO[str]) -> int:
+    expected = check_expected(_expected(args.expected_version))
+    prepared = prepare(
+        AppendRequest(args.stream_id, tuple(events_from(args, stdin)), expected), settings.limits
+    )
+    writer = Writer(settings).open()
+    try:
+        result = writer.submit([prepared], atomic=False).result()[0]
+    finally:
+        writer.close()
+    out.write(orjson.dumps({**result.to_json(), "created": result.created}).decode() + "\n")
+    return 0
