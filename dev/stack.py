@@ -39,7 +39,7 @@ from dev.process import (
     tail,
     terminate,
 )
-from kafkastore.config import Settings
+from kafkastore.config import Settings, environ_get
 from kafkastore.errors import KafkaStoreError
 
 console = Console(stderr=True)
@@ -118,16 +118,23 @@ def _attempt(errors: list[str], action: Callable[..., None], *args: Any, **kwarg
         errors.append(exc.message)
 
 
+def dev_home() -> Path:
+    """Where the dev stack keeps data, logs and ``dev.json``: ``.kafkastore/``, or
+    ``$KAFKASTORE_DEV_HOME`` (tests run a second stack beside an engineer's own)."""
+    given = environ_get("KAFKASTORE_DEV_HOME")
+    return Path(given) if given else state_dir()
+
+
 def run(detach: bool, kafka_port: int | None, pg_port: int | None, api_port: int | None) -> int:
     """``kafkastore dev [--detach]``: start everything; in the foreground, serve until stopped."""
     return run_in(
-        state_dir(), detach=detach, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port
+        dev_home(), detach=detach, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port
     )
 
 
 def stop() -> int:
     """``kafkastore dev stop``: stop what ``dev.json`` lists and wait until it is gone."""
-    return stop_in(state_dir())
+    return stop_in(dev_home())
 
 
 def run_in(
@@ -140,41 +147,48 @@ def run_in(
     demo: bool = True,
 ) -> int:
     stack = Stack(home=home)
-    stop_requested = threading.Event()
-    previous = _trap_signals(stop_requested)
+    phase = _Phase()
+    previous = _trap_signals(phase)
     try:
         _refuse_second_stack(stack.manifest)
         try:
             start(stack, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; stopping what was started[/]")
-            _stop_reporting(stack)
+            _stop_reporting(stack, phase)
             return 130
         except KafkaStoreError as exc:
-            console.print(f"[red]kafkastore dev: {exc.message}[/]")
-            log = getattr(exc, "log", None)
-            if log:
-                console.print(
-                    f"[dim]--- {log} (last lines) ---[/]\n{tail(log)}",
-                    markup=False,
-                    highlight=False,
-                )
-            _stop_reporting(stack)
+            _print_error(exc)
+            _stop_reporting(stack, phase)
             return 1
-        _write_manifest(stack)
-        _print_endpoints(stack)
-        if detach:
-            console.print("stop it with [bold]kafkastore dev stop[/] (or make stop)")
-            return 0
-        if demo and stack.api_url:
-            _demo(stack.api_url)
-        console.print("[bold]running[/]; Ctrl-C stops every process it started")
-        crashed = _serve_until_stopped(stack, stop_requested)
-        _stop_reporting(stack)
-        return 1 if crashed else 0
+        detached = False
+        try:
+            _write_manifest(stack)
+            _print_endpoints(stack)
+            if detach:
+                detached = True
+                console.print("stop it with [bold]kafkastore dev stop[/] (or make stop)")
+                return 0
+            if demo and stack.api_url:
+                _demo(stack.api_url)
+            console.print("[bold]running[/]; Ctrl-C stops every process it started")
+            return 1 if _serve_until_stopped(stack, phase) else 0
+        except KeyboardInterrupt:
+            return 0  # Ctrl-C before serving began: the same request to stop
+        finally:
+            if not detached:
+                _stop_reporting(stack, phase)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _print_error(exc: KafkaStoreError) -> None:
+    console.print(f"[red]kafkastore dev: {exc.message}[/]")
+    log = getattr(exc, "log", None)
+    if log:
+        text = f"--- {log} (last lines) ---\n{tail(log)}"
+        console.print(text, markup=False, highlight=False, style="dim")
 
 
 def start(
@@ -188,7 +202,7 @@ def start(
     kport = choose_port(kafka_port, DEFAULT_KAFKA_PORT, what="Kafka")
     pport = choose_port(pg_port, DEFAULT_PG_PORT, what="PostgreSQL")
     with _step("Kafka broker jars (Maven Central, cached)"):
-        libs = kafka.resolve_jars(cache=stack.home / "cache", log_path=stack.logs / "mvn.log")
+        libs = kafka.resolve_jars(log_path=stack.logs / "mvn.log")
     with _step("Kafka (KRaft) and PostgreSQL"), ThreadPoolExecutor(2) as pool:
         kafka_future: Future[tuple[kafka.KafkaBroker, subprocess.Popen[bytes]]]
         kafka_future = pool.submit(
@@ -277,13 +291,25 @@ def _step(what: str) -> Iterator[None]:
     console.print(f"[green]✓[/] {what} [dim]({time.monotonic() - started:.1f}s)[/]")
 
 
-def _trap_signals(stop_requested: threading.Event) -> dict[int, Any]:
-    """SIGTERM behaves like Ctrl-C: during start-up it interrupts, afterwards it asks to stop."""
+@dataclass(slots=True)
+class _Phase:
+    """Where ``kafkastore dev`` is, which decides what Ctrl-C / SIGTERM mean."""
+
+    name: str = "starting"
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+
+
+def _trap_signals(phase: _Phase) -> dict[int, Any]:
+    """SIGTERM behaves like Ctrl-C. Starting: interrupt (then stop what came up). Serving: stop.
+    Stopping: ignored, so a second Ctrl-C cannot abandon processes half-way through the stop."""
 
     def handle(signum: int, frame: object) -> None:
-        if stop_requested.is_set() or not _serving.is_set():
+        if phase.name == "stopping":
+            console.print("[yellow]stopping, please wait…[/]")
+            return
+        phase.stop_requested.set()
+        if phase.name != "serving":
             raise KeyboardInterrupt
-        stop_requested.set()
 
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -292,35 +318,28 @@ def _trap_signals(stop_requested: threading.Event) -> dict[int, Any]:
     return previous
 
 
-_serving = threading.Event()
-
-
-def _serve_until_stopped(stack: Stack, stop_requested: threading.Event) -> bool:
+def _serve_until_stopped(stack: Stack, phase: _Phase) -> bool:
     """Wait for Ctrl-C/SIGTERM; True when a process died on its own (then everything stops)."""
-    _serving.set()
-    try:
-        while not stop_requested.wait(0.5):
-            dead = [s for s in stack.services if s.proc.poll() is not None]
-            if stack.broker_proc is not None and stack.broker_proc.poll() is not None:
-                console.print(f"[red]Kafka exited[/] — see {stack.logs / 'kafka.log'}")
-                return True
-            if stack.cluster is not None and not pid_alive(stack.cluster.pid):
-                console.print(f"[red]PostgreSQL exited[/] — see {stack.logs / 'postgres.log'}")
-                return True
-            if dead:
-                for s in dead:
-                    console.print(
-                        f"[red]{s.name} exited with {s.proc.returncode}[/] — see {s.log_path}"
-                    )
-                return True
+    phase.name = "serving"
+    if phase.stop_requested.is_set():
         return False
-    except KeyboardInterrupt:
-        return False
-    finally:
-        _serving.clear()
+    while not phase.stop_requested.wait(0.5):
+        if stack.broker_proc is not None and stack.broker_proc.poll() is not None:
+            console.print(f"[red]Kafka exited[/] — see {stack.logs / 'kafka.log'}")
+            return True
+        if stack.cluster is not None and not pid_alive(stack.cluster.pid):
+            console.print(f"[red]PostgreSQL exited[/] — see {stack.logs / 'postgres.log'}")
+            return True
+        dead = [s for s in stack.services if s.proc.poll() is not None]
+        for s in dead:
+            console.print(f"[red]{s.name} exited with {s.proc.returncode}[/] — see {s.log_path}")
+        if dead:
+            return True
+    return False
 
 
-def _stop_reporting(stack: Stack) -> None:
+def _stop_reporting(stack: Stack, phase: _Phase) -> None:
+    phase.name = "stopping"
     with console.status("stopping…"):
         started = time.monotonic()
         try:

@@ -1,0 +1,143 @@
+"""The local stack of ``dev/``: real processes on given ports, stopped without leftovers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dev import kafka, postgres
+from dev.process import (
+    StackError,
+    child_environment,
+    choose_port,
+    free_port,
+    pid_alive,
+    port_accepts,
+)
+from dev.stack import run_in, stop_in
+from tests.support.services import session_workdir
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # Under .kafkastore/, not tmp_path: as root the server runs as `postgres`, which must be
+    # able to reach its data directory (pytest's tmp dirs are private to root).
+    path = session_workdir() / f"stack-{time.monotonic_ns()}"
+    path.mkdir(parents=True)
+    yield path
+    if (path / "dev.json").exists():
+        stop_in(path)  # a failed test must not leave a stack running on deleted directories
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_busy_port_given_explicitly_is_refused() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        with pytest.raises(StackError, match=f"port {port} is already in use"):
+            choose_port(port, 9092, what="Kafka")
+
+
+@pytest.mark.slow
+def test_kafka_and_postgres_start_on_given_ports_and_stop_leaving_no_process(home: Path) -> None:
+    kafka_port, pg_port = free_port(), free_port()
+    with ThreadPoolExecutor(2) as pool:
+        started_kafka = pool.submit(kafka.start, home / "kafka", port=kafka_port)
+        started_pg = pool.submit(postgres.start, home / "pg", port=pg_port)
+        broker, proc = started_kafka.result()
+        cluster = started_pg.result()
+    try:
+        assert broker.bootstrap == f"127.0.0.1:{kafka_port}"
+        assert cluster.port == pg_port
+        with psycopg.connect(cluster.database_url) as conn:
+            assert conn.execute("SHOW fsync").fetchone() == ("on",)
+    finally:
+        kafka.stop(broker.pid, proc=proc)
+        postgres.stop(cluster)
+
+    assert not pid_alive(broker.pid)
+    assert not pid_alive(cluster.pid)
+    assert not port_accepts(kafka_port)
+    assert not port_accepts(pg_port)
+
+
+def _wait_for_manifest(
+    path: Path, proc: subprocess.Popen[bytes], timeout: float
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file():
+            doc: dict[str, object] = json.loads(path.read_text())
+            return doc
+        if proc.poll() is not None:
+            output = (path.parent / "dev.out").read_text(errors="replace")
+            raise AssertionError(f"kafkastore dev exited with {proc.returncode}:\n{output}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {path} after {timeout}s")
+
+
+@pytest.mark.slow
+def test_dev_in_the_foreground_stops_every_process_on_ctrl_c(home: Path) -> None:
+    ports = [str(free_port()) for _ in range(3)]
+    argv = [sys.executable, "-m", "kafkastore.cli", "dev", "--kafka-port", ports[0]]
+    argv += ["--pg-port", ports[1], "--api-port", ports[2]]
+    env = child_environment({"KAFKASTORE_DEV_HOME": str(home)})
+    with (home / "dev.out").open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        doc = _wait_for_manifest(home / "dev.json", proc, timeout=120)
+        pids = doc["pids"]
+        assert isinstance(pids, dict)
+        assert doc["kafka"] == f"127.0.0.1:{ports[0]}"
+        assert all(pid_alive(pid) for pid in pids.values())
+        if shutil.which("kcat"):
+            listing = subprocess.run(
+                ["kcat", "-b", str(doc["kafka"]), "-L"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert f'topic "{doc["topic"]}"' in listing.stdout
+
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            stop_in(home)
+
+    assert [name for name, pid in pids.items() if pid_alive(pid)] == []
+    assert not (home / "dev.json").exists()
+
+
+@pytest.mark.slow
+def test_dev_detached_returns_ready_and_dev_stop_stops_everything(home: Path) -> None:
+    ports = [free_port() for _ in range(3)]
+
+    code = run_in(home, detach=True, kafka_port=ports[0], pg_port=ports[1], api_port=ports[2])
+    try:
+        assert code == 0
+        doc = json.loads((home / "dev.json").read_text())
+        assert {"kafka", "database_url", "topic", "pids"} <= doc.keys()
+        assert port_accepts(ports[0]) and port_accepts(ports[1])
+        with psycopg.connect(doc["database_url"]) as conn:
+            assert conn.execute("SELECT count(*) FROM streams").fetchone() is not None
+    finally:
+        assert stop_in(home) == 0
+
+    assert [name for name, pid in doc["pids"].items() if pid_alive(pid)] == []
+    assert not (home / "dev.json").exists()
