@@ -14,6 +14,7 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -268,3 +269,22 @@ def stop(pid: int, *, proc: subprocess.Popen[bytes] | None = None, timeout: floa
     """SIGTERM: the broker's controlled shutdown flushes and closes its logs; SIGKILL after
     ``timeout`` (a single node has no one to hand leadership to, so this is quick)."""
     terminate(pid, proc=proc, timeout=timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dev.kafka resolve`` (``make install``): fetch the broker jars once."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dev.kafka")
+    parser.add_argument("action", choices=["resolve"])
+    parser.parse_args(argv)
+    try:
+        print(resolve_jars())
+    except StackError as exc:
+        print(f"dev.kafka: {exc.message}\n{tail(exc.log)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

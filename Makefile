@@ -1,0 +1,60 @@
+# Thin entry points: everything real lives in dev/ and the `kafkastore` CLI.
+#   make run    install what is missing, then `kafkastore dev` (foreground; Ctrl-C stops all)
+#   make test   install what is missing, then the whole test suite (CI=true: no skips)
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The first interpreter on PATH that is 3.11 or newer.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: install system jars run test bench lint stop clean distclean
+
+install: system $(STAMP) jars
+
+system:
+	@bash dev/bootstrap.sh
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required on PATH (python3.11 or newer)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { echo "cannot create $(VENV): on Debian/Ubuntu \
+	apt-get install python3-venv (for $(PYTHON))" >&2; rm -rf $(VENV); exit 1; }
+
+# Re-install only when the project's metadata changed (the package itself is editable).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+jars: $(STAMP)
+	@$(BIN)/python -m dev.kafka resolve >/dev/null
+
+run: install
+	$(BIN)/kafkastore dev
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/kafkastore bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/mypy tests/support
+
+stop:
+	@if [ -x $(BIN)/kafkastore ]; then $(BIN)/kafkastore dev stop; fi
+
+# Data, logs and test stacks; keeps .venv and the Kafka jar cache.
+clean: stop
+	rm -rf .kafkastore/kafka .kafkastore/postgres .kafkastore/logs .kafkastore/test-stack \
+		.kafkastore/dev.json .pytest_cache .mypy_cache .ruff_cache
+
+distclean: clean
+	rm -rf .kafkastore $(VENV) *.egg-info
