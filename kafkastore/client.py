@@ -25,6 +25,7 @@ from kafkastore.records import (
     StreamState,
 )
 from writer.engine import Writer
+from writer.protocol import FaultHook
 from writer.prepare import prepare, prepare_many
 
 if TYPE_CHECKING:
@@ -34,12 +35,18 @@ Direction = Literal["forward", "backward"]
 
 
 def _settings(
-    settings: Settings | None, kafka: str | None, database: str | None, topic: str | None,
+    settings: Settings | None,
+    kafka: str | None,
+    database: str | None,
+    topic: str | None,
     overrides: dict[str, Any],
 ) -> Settings:
     base = settings or Settings.from_env()
-    changes = {k: v for k, v in (("kafka", kafka), ("database_url", database), ("topic", topic))
-               if v is not None}
+    changes = {
+        k: v
+        for k, v in (("kafka", kafka), ("database_url", database), ("topic", topic))
+        if v is not None
+    }
     changes.update(overrides)
     return base.replace(**changes) if changes else base
 
@@ -47,9 +54,16 @@ def _settings(
 class EventStore:
     """Append to and read from the store, in-process (thread-safe; share one per process)."""
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        fault_hook: FaultHook | None = None,
+        **overrides: Any,
+    ) -> None:
         self.settings = _settings(settings, None, None, None, overrides)
-        self._writer = Writer(self.settings, fault_hook=overrides.get("fault_hook"))
+        # fault_hook: called at each step of the append protocol (tests inject failures).
+        self._writer = Writer(self.settings, fault_hook=fault_hook)
         self._reads: Reads | None = None
         self._closed = False
 
@@ -83,7 +97,9 @@ class EventStore:
         return self.open()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -117,8 +133,11 @@ class EventStore:
 
     def _result_timeout(self, timeout: float | None) -> float:
         s = self.settings
-        return (timeout or s.backpressure_timeout) + s.idle_in_transaction_timeout + \
-            s.commit_resolve_timeout
+        return (
+            (timeout or s.backpressure_timeout)
+            + s.idle_in_transaction_timeout
+            + s.commit_resolve_timeout
+        )
 
     # Reads (the index).
     def _reader(self) -> Reads:
@@ -139,12 +158,20 @@ class EventStore:
         timeout: float | None = None,
     ) -> StreamPage:
         return self._reader().read_stream(
-            stream_id, from_version=from_version, limit=limit, direction=direction,
-            min_version=min_version, timeout=timeout,
+            stream_id,
+            from_version=from_version,
+            limit=limit,
+            direction=direction,
+            min_version=min_version,
+            timeout=timeout,
         )
 
     def read_category(
-        self, category: str, *, from_position: int = 1, limit: int = 100,
+        self,
+        category: str,
+        *,
+        from_position: int = 1,
+        limit: int = 100,
         types: Sequence[str] | None = None,
     ) -> PositionPage:
         return self._reader().read_category(
@@ -163,9 +190,16 @@ class EventStore:
 class AsyncEventStore:
     """The asyncio twin of :class:`EventStore` (same methods, awaitable)."""
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        fault_hook: FaultHook | None = None,
+        **overrides: Any,
+    ) -> None:
         self.settings = _settings(settings, None, None, None, overrides)
-        self._writer = Writer(self.settings, fault_hook=overrides.get("fault_hook"))
+        # fault_hook: called at each step of the append protocol (tests inject failures).
+        self._writer = Writer(self.settings, fault_hook=fault_hook)
         self._reads: AsyncReads | None = None
         self._closed = False
 
@@ -198,7 +232,9 @@ class AsyncEventStore:
         return await self.open()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -250,12 +286,20 @@ class AsyncEventStore:
     ) -> StreamPage:
         reads = await self._reader()
         return await reads.read_stream(
-            stream_id, from_version=from_version, limit=limit, direction=direction,
-            min_version=min_version, timeout=timeout,
+            stream_id,
+            from_version=from_version,
+            limit=limit,
+            direction=direction,
+            min_version=min_version,
+            timeout=timeout,
         )
 
     async def read_category(
-        self, category: str, *, from_position: int = 1, limit: int = 100,
+        self,
+        category: str,
+        *,
+        from_position: int = 1,
+        limit: int = 100,
         types: Sequence[str] | None = None,
     ) -> PositionPage:
         reads = await self._reader()

@@ -19,7 +19,7 @@ import orjson
 
 from kafkastore.records import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, RecordedEvent
 
-Header = tuple[str, bytes]
+Header = tuple[str, str | bytes | None]
 
 _METADATA_HEADERS = {
     "correlation_id": "ce_correlationid",

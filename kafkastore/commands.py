@@ -70,9 +70,7 @@ def cmd_topic(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from kafkastore import http
 
-    settings = settings.replace(
-        host=args.host or settings.host, port=args.port or settings.port
-    )
+    settings = settings.replace(host=args.host or settings.host, port=args.port or settings.port)
     if args.migrate:
         cmd_migrate(args, settings)
     return http.serve(settings, workers=args.workers)

@@ -77,9 +77,9 @@ class Settings:
     lock_timeout: float = 2.0
     """PostgreSQL ``lock_timeout`` on the writer's head locks."""
     delivery_timeout: float = 10.0
-    """Kafka ``message.timeout.ms``: a batch whose reports do not all arrive in time is rolled back."""
+    """Kafka ``message.timeout.ms``: a batch not fully acknowledged in time is rolled back."""
     idle_in_transaction_timeout: float = 20.0
-    """``idle_in_transaction_session_timeout`` of the writer's session: Postgres aborts a stuck writer."""
+    """``idle_in_transaction_session_timeout``: PostgreSQL aborts a stuck writer."""
     statement_timeout: float = 15.0
     """``statement_timeout`` of the writer's session (above the delivery timeout)."""
     commit_resolve_timeout: float = 10.0
@@ -117,9 +117,7 @@ class Settings:
         )
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, overlaid by ``KAFKASTORE_*`` variables, overlaid by non-None ``overrides``."""
         env = os.environ if environ is None else environ
         hints = typing.get_type_hints(cls)

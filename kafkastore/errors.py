@@ -193,6 +193,6 @@ class SchemaError(KafkaStoreError):
 
 
 class IntegrityError(KafkaStoreError):
-    """The store disagrees with itself: a foreign cluster id, an index conflict, an audit finding."""
+    """The store disagrees with itself: foreign cluster id, index conflict, audit finding."""
 
     code = "integrity"

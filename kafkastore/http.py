@@ -56,7 +56,7 @@ STATUS: dict[type[KafkaStoreError], int] = {
 def status_of(error: KafkaStoreError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 
@@ -66,7 +66,9 @@ def error_response(error: KafkaStoreError) -> Response:
     if isinstance(error, Unavailable):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return Response(
-        orjson.dumps(body), status_code=status_of(error), media_type="application/json",
+        orjson.dumps(body),
+        status_code=status_of(error),
+        media_type="application/json",
         headers=headers,
     )
 
@@ -108,16 +110,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        fields = [".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "path"))
-                  for e in exc.errors()]
-        return error_response(InvalidRequest(f"invalid parameters: {', '.join(fields)}", fields=fields))
+        fields = [
+            ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "path"))
+            for e in exc.errors()
+        ]
+        return error_response(
+            InvalidRequest(f"invalid parameters: {', '.join(fields)}", fields=fields)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return Response(
             orjson.dumps({"error": code, "message": str(exc.detail)}),
-            status_code=exc.status_code, media_type="application/json",
+            status_code=exc.status_code,
+            media_type="application/json",
         )
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")

@@ -71,7 +71,9 @@ async def connect_async(
 ) -> psycopg.AsyncConnection:
     with translated():
         return await psycopg.AsyncConnection.connect(
-            database_url, autocommit=autocommit, **kwargs  # type: ignore[arg-type]
+            database_url,
+            autocommit=autocommit,
+            **kwargs,  # type: ignore[arg-type]
         )
 
 

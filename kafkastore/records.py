@@ -25,7 +25,7 @@ class NewEvent:
     metadata: dict[str, Any] | None = None
     """Optional JSON object; ``correlation_id``/``causation_id``/``traceparent`` become headers."""
     id: UUID | None = None
-    """Event id; a time-ordered UUID is generated when absent. Reusing it makes retries idempotent."""
+    """Event id; generated (time-ordered) when absent. Reusing it makes retries idempotent."""
     content_type: str | None = None
     """Content type of ``data`` when it is bytes; JSON otherwise."""
 
@@ -68,7 +68,12 @@ class AppendResult:
             "from_version": self.from_version,
             "to_version": self.to_version,
             "events": [
-                {"id": str(e.id), "version": e.version, "partition": e.partition, "offset": e.offset}
+                {
+                    "id": str(e.id),
+                    "version": e.version,
+                    "partition": e.partition,
+                    "offset": e.offset,
+                }
                 for e in self.events
             ],
         }

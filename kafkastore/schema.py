@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+import psycopg
+import psycopg.errors
 from psycopg import sql
 
 from kafkastore import pg
@@ -73,7 +75,7 @@ def migrate(database_url: str) -> list[str]:
                 if migration.version in done:
                     continue
                 with conn.transaction():
-                    conn.execute(sql.SQL(migration.sql))  # type: ignore[arg-type]
+                    conn.execute(sql.SQL(migration.sql))  # type: ignore[arg-type,unused-ignore]
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),
@@ -86,11 +88,11 @@ def migrate(database_url: str) -> list[str]:
     return applied
 
 
-def _record_system_identifier(conn: pg.psycopg.Connection) -> None:
+def _record_system_identifier(conn: psycopg.Connection) -> None:
     try:
         with conn.transaction():
             conn.execute(RECORD_SYSID)
-    except pg.psycopg.errors.InsufficientPrivilege:
+    except psycopg.errors.InsufficientPrivilege:
         logger.warning("cannot read pg_control_system(); ce_pgsysid will be unknown")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from uuid import UUID
 
@@ -59,23 +60,32 @@ def parse_event_id(value: object, *, field: str = "id") -> UUID:
         raise InvalidRequest(f"{field} {value!r} is not a UUID", fields=[field]) from None
 
 
-_last_ms = 0
-_seq = 0
+class _Uuid7:
+    """Time-ordered UUIDs (version 7, RFC 9562) so new ids cluster in b-tree indexes.
+
+    A 12-bit counter (seeded randomly each millisecond) keeps ids from one process monotonic.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._seq = 0
+
+    def __call__(self) -> UUID:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                self._seq += 1
+                if self._seq > 0xFFF:
+                    ms += 1
+                    self._seq = 0
+            else:
+                self._seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
+            self._last_ms = ms
+            seq = self._seq
+        rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+        return UUID(int=(ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand)
 
 
-def new_event_id() -> UUID:
-    """A time-ordered UUID (version 7, RFC 9562) so new ids cluster in b-tree indexes."""
-    global _last_ms, _seq
-    ms = time.time_ns() // 1_000_000
-    if ms <= _last_ms:
-        ms = _last_ms
-        _seq += 1
-        if _seq > 0xFFF:
-            ms += 1
-            _seq = 0
-    else:
-        _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
-    _last_ms = ms
-    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
-    value = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | rand
-    return UUID(int=value)
+new_event_id = _Uuid7()

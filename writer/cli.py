@@ -30,8 +30,9 @@ def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
     if args.type is not None:
         metadata = _json(args.metadata, "--metadata") if args.metadata else None
         event_id = parse_event_id(args.id, field="--id") if args.id else None
-        return [NewEvent(type=args.type, data=_json(args.data, "data"), metadata=metadata,
-                         id=event_id)]
+        return [
+            NewEvent(type=args.type, data=_json(args.data, "data"), metadata=metadata, id=event_id)
+        ]
     events = []
     for number, line in enumerate(stdin, 1):
         if not line.strip():
@@ -41,7 +42,7 @@ def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
             raise InvalidRequest(f"stdin line {number} must be a JSON object with a type")
         events.append(
             NewEvent(
-                type=doc.get("type"),  # checked by prepare()
+                type=doc.get("type"),  # type: ignore[arg-type]  # checked by prepare()
                 data=doc.get("data"),
                 metadata=doc.get("metadata"),
                 id=parse_event_id(doc["id"], field=f"line {number}.id") if doc.get("id") else None,

@@ -22,7 +22,7 @@ from kafkastore.errors import KafkaStoreError, Unavailable
 
 logger = logging.getLogger("kafkastore.writer")
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class DeliveryTracker:
@@ -48,8 +48,8 @@ class DeliveryTracker:
                     if self.error is None:
                         self.error = err
                 else:
-                    self.offsets[index] = msg.offset()
-                    self.partitions[index] = msg.partition()
+                    self.offsets[index] = msg.offset() or 0
+                    self.partitions[index] = msg.partition() or 0
                 self.pending -= 1
                 if self.pending == 0 or err is not None:
                     self._done.set()
@@ -103,6 +103,7 @@ class SharedProducer:
         topic: str,
         key: bytes,
         value: bytes,
+        *,
         headers: Headers,
         timestamp_ms: int,
         on_delivery: Callable[[KafkaError | None, Message], None],

@@ -155,9 +155,7 @@ def parse_append_object(
     )
     raw_events = document.get("events")
     if not isinstance(raw_events, list) or not raw_events:
-        raise InvalidRequest(
-            "events must be a non-empty list", fields=[prefix + "events"]
-        )
+        raise InvalidRequest("events must be a non-empty list", fields=[prefix + "events"])
     _check_count(len(raw_events), limits)
     events = []
     size = 0
@@ -190,7 +188,9 @@ def _parse_event(raw: object, where: str) -> tuple[PreparedEvent, bool]:
         raise InvalidRequest(f"{where}.metadata must be an object", fields=[f"{where}.metadata"])
     content_type = raw.get("content_type")
     if content_type is not None and (not isinstance(content_type, str) or not content_type):
-        raise InvalidRequest(f"{where}.content_type must be a string", fields=[f"{where}.content_type"])
+        raise InvalidRequest(
+            f"{where}.content_type must be a string", fields=[f"{where}.content_type"]
+        )
     if "data_base64" in raw:
         if "data" in raw:
             raise InvalidRequest(

@@ -90,6 +90,8 @@ FROM unnest(%(streams)s::text[], %(froms)s::bigint[], %(tos)s::bigint[], %(los)s
      AS r(stream_id, from_version, to_version, lo, hi, partition)
 """
 MARKER_EXISTS = "SELECT EXISTS (SELECT 1 FROM appends WHERE write_id = %s)"
+
+
 @dataclass(slots=True, eq=False)
 class Unit:
     """What one caller submitted: one append, or several forming an atomic multi-stream append."""
@@ -205,9 +207,7 @@ class BatchRunner:
             with conn.pipeline():
                 heads_cur = conn.execute(LOCK_STREAMS, (streams,))
                 xid_cur = conn.execute(CURRENT_XID)
-                found_cur = (
-                    conn.execute(FIND_EVENT_IDS, {"ids": supplied}) if supplied else None
-                )
+                found_cur = conn.execute(FIND_EVENT_IDS, {"ids": supplied}) if supplied else None
             heads = {row[0]: (int(row[1]), bool(row[2])) for row in heads_cur.fetchall()}
             xid_row = xid_cur.fetchone()
             assert xid_row is not None
@@ -274,8 +274,12 @@ class BatchRunner:
                         metadata_json=event.metadata_json,
                     )
                     produce(
-                        topic, key, event.payload, headers, timestamp_ms,
-                        tracker.callback(position),
+                        topic,
+                        key,
+                        event.payload,
+                        headers=headers,
+                        timestamp_ms=timestamp_ms,
+                        on_delivery=tracker.callback(position),
                     )
         self.producer.flush_hint()
         self._hook("produced")
@@ -462,7 +466,11 @@ def _markers(
         row = rows.get(append.stream_id)
         if row is None:
             rows[append.stream_id] = [
-                from_version, from_version + n - 1, start + 1, start + n, tracker.partitions[start]
+                from_version,
+                from_version + n - 1,
+                start + 1,
+                start + n,
+                tracker.partitions[start],
             ]
         else:
             row[1] += n
@@ -477,7 +485,9 @@ def _markers(
     }
 
 
-def _mirror(append: PreparedAppend, claimed: dict[UUID, tuple[Unit, int]]) -> tuple[Unit, int] | None:
+def _mirror(
+    append: PreparedAppend, claimed: dict[UUID, tuple[Unit, int]]
+) -> tuple[Unit, int] | None:
     """The earlier append of this batch that this one repeats exactly, if any."""
     owners = [claimed.get(e.id) for e in append.events]
     present = [str(e.id) for e, o in zip(append.events, owners, strict=True) if o is not None]

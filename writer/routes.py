@@ -48,7 +48,7 @@ _APPEND_SCHEMA: dict[str, Any] = {
         "events": {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1},
     },
 }
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     "400": {"description": "invalid_request"},
     "409": {"description": "wrong_expected_version or duplicate_event_id"},
     "410": {"description": "stream_deleted"},
@@ -61,7 +61,9 @@ def _json(content: Any, status: int) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
-async def _submit(request: Request, prepared: Sequence[PreparedAppend], atomic: bool) -> list[AppendResult]:
+async def _submit(
+    request: Request, prepared: Sequence[PreparedAppend], atomic: bool
+) -> list[AppendResult]:
     writer: Writer = request.app.state.writer
     # wait=0: a full writer answers 503 at once instead of queueing without bound.
     future = writer.submit(prepared, atomic=atomic, wait=0.0)
@@ -73,7 +75,10 @@ async def _submit(request: Request, prepared: Sequence[PreparedAppend], atomic: 
     status_code=201,
     summary="Append events to one stream",
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _APPEND_SCHEMA}}}
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _APPEND_SCHEMA}},
+        }
     },
     responses={"200": {"description": "idempotent repeat of a committed append"}, **_ERRORS},
 )
