@@ -81,7 +81,10 @@ class PartitionBatch:
     phantoms: tuple[PhantomRecord, ...]
     """Messages judged phantoms (or malformed), in offset order."""
     wire: tuple[WireEvent, ...] = ()
-    """The decoded messages of ``events`` (same order), for consumers that need raw headers."""
+    """The decoded messages of ``events`` (same order)."""
+    messages: tuple[Message, ...] = ()
+    """The Kafka messages of ``events`` (same order): key, value and headers as produced
+    (dead letters copy them)."""
 
 
 def _offset(msg: Message) -> int:
@@ -336,6 +339,7 @@ class BatchLoop:
         for p, msgs in by_partition.items():
             events: list[RecordedEvent] = []
             real: list[WireEvent] = []
+            real_messages: list[Message] = []
             phantoms: list[PhantomRecord] = []
             first = self._position.get(p, _offset(msgs[0]))
             next_offset = first
@@ -353,6 +357,7 @@ class BatchLoop:
                     if judgement.verdict is Verdict.REAL:
                         events.append(wire.recorded())
                         real.append(wire)
+                        real_messages.append(msg)
                     else:
                         assert judgement.reason is not None
                         phantoms.append(PhantomRecord(p, offset, wire, judgement.reason))
@@ -368,6 +373,7 @@ class BatchLoop:
                     events=tuple(events),
                     phantoms=tuple(phantoms),
                     wire=tuple(real),
+                    messages=tuple(real_messages),
                 )
             )
         return batches
