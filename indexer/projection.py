@@ -35,6 +35,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
+from consumers.runtime import PhantomRecord
 from kafkastore import pg
 from kafkastore.errors import IntegrityError
 from kafkastore.records import RecordedEvent
@@ -45,17 +46,8 @@ NOTIFY_CHANNEL = "kafkastore_index"
 """Payload: the new ``index_head.last_position`` (decimal)."""
 
 
-class PhantomLike(Protocol):
-    """What the apply step reads of the runtime's phantom records."""
-
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-
-
 class BatchLike(Protocol):
-    """What the apply step reads of the runtime's ``PartitionBatch``."""
+    """What the apply step reads of the runtime's :class:`~consumers.runtime.PartitionBatch`."""
 
     @property
     def topic(self) -> str: ...
@@ -64,7 +56,7 @@ class BatchLike(Protocol):
     @property
     def events(self) -> Sequence[RecordedEvent]: ...
     @property
-    def phantoms(self) -> Sequence[Any]: ...
+    def phantoms(self) -> Sequence[PhantomRecord]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,24 +231,22 @@ def _store_phantoms(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> i
     rows: list[tuple[Any, ...]] = []
     for batch in batches:
         for p in batch.phantoms:
-            reason = getattr(p, "reason", None)
+            e = p.event
             rows.append(
                 (
                     batch.topic,
                     batch.partition,
                     p.offset,
-                    getattr(p, "write_id", None),
-                    getattr(p, "xid", None),
-                    getattr(p, "stream_id", None),
-                    getattr(p, "version", None),
-                    getattr(p, "event_id", None),
-                    str(getattr(reason, "value", reason) or "unknown"),
+                    e.write_id if e else None,
+                    str(e.xid) if e else None,
+                    e.stream_id if e else None,
+                    e.version if e else None,
+                    e.event_id if e else None,
+                    p.reason.value,
                 )
             )
     if not rows:
         return 0
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    columns[4] = [None if x is None else str(x) for x in columns[4]]
     with pg.translated():
-        conn.execute(INSERT_PHANTOMS, columns)
+        conn.execute(INSERT_PHANTOMS, [list(c) for c in zip(*rows, strict=True)])
     return len(rows)

@@ -12,21 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from consumers.runtime import PhantomRecord
 from indexer import projection
+from kafkastore.codec import WireEvent
 from kafkastore.errors import IntegrityError
 from kafkastore.records import BINARY_CONTENT_TYPE, RecordedEvent
-
-
-@dataclass(frozen=True)
-class Phantom:
-    partition: int
-    offset: int
-    write_id: uuid.UUID | None = None
-    xid: int | None = None
-    stream_id: str | None = None
-    version: int | None = None
-    event_id: uuid.UUID | None = None
-    reason: str = "no_marker"
+from kafkastore.verdict import PhantomReason
 
 
 @dataclass(frozen=True)
@@ -34,7 +25,7 @@ class Batch:
     topic: str
     partition: int
     events: Sequence[RecordedEvent]
-    phantoms: Sequence[Any] = field(default=())
+    phantoms: Sequence[PhantomRecord] = field(default=())
 
 
 def event(
@@ -54,6 +45,25 @@ def event(
         content_type=kw.get("content_type", "application/json"),
         write_id=uuid.uuid4(),
         xid=1000 + offset,
+    )
+
+
+def wire(stream_id: str, version: int, *, xid: int) -> WireEvent:
+    return WireEvent(
+        event_id=uuid.uuid4(),
+        stream_id=stream_id,
+        version=version,
+        type="Happened",
+        content_type="application/json",
+        time=datetime.now(UTC),
+        write_id=uuid.uuid4(),
+        xid=xid,
+        sysid="1",
+        metadata={},
+        metadata_json=None,
+        value=b"{}",
+        partition=0,
+        offset=2,
     )
 
 
@@ -107,7 +117,7 @@ def test_payload_bytes_metadata_and_phantoms_are_stored(database_url: str) -> No
     topic = f"topic-{uuid.uuid4().hex}"
     raw = bytes(range(256))
     e = event(s, 1, 3, raw=raw, content_type=BINARY_CONTENT_TYPE, metadata={"a": [1, "x"]})
-    ghost = Phantom(0, 2, uuid.uuid4(), 77, s, 1, uuid.uuid4(), "no_marker")
+    ghost = PhantomRecord(0, 2, wire(s, 1, xid=77), PhantomReason.NO_MARKER)
     result = apply(database_url, [Batch(topic, 0, [e], [ghost])])
     assert (result.indexed, result.phantoms) == (1, 1)
     with psycopg.connect(database_url) as conn:

@@ -1,0 +1,213 @@
+"""``kafkastore indexer``: the index projection on the consumer runtime (DESIGN.md section 6).
+
+The indexer is a :class:`~consumers.runtime.BatchLoop` with checkpoints in ``index_checkpoints``
+(exactly once: offsets are stored in the transaction that writes the rows, and a batch whose
+stored offset moved on is dropped - the fencing of zombies after a rebalance) and
+:func:`indexer.projection.apply` as its handler. ``auto.offset.reset=none``: the runtime seeks
+every assigned partition to its stored checkpoint (or the low watermark the first time), and a
+position that vanished from the topic (truncated or recreated) is an alarm, not a silent skip.
+
+Several instances may run on one group: Kafka splits the partitions between them, and the
+``index_head`` row lock orders their commits into one gap-free sequence of global positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from consumers.checkpoints import PgCheckpoints
+from consumers.runtime import BatchLoop, PartitionBatch
+from indexer import metrics, projection
+from kafkastore import schema, topic
+from kafkastore.config import Settings
+from kafkastore.errors import ConfigurationError, Unavailable
+
+logger = logging.getLogger("kafkastore.indexer")
+
+PROGRESS_EVERY = 10.0
+"""Seconds between progress lines in the log."""
+
+
+class Indexer:
+    """One indexer instance. :meth:`run` blocks until :meth:`stop` (thread- and signal-safe)."""
+
+    def __init__(self, settings: Settings, *, poll_timeout: float = 0.2) -> None:
+        self.settings = settings
+        self.poll_timeout = poll_timeout
+        self._stopping = False
+        self._loop: BatchLoop | None = None
+        self._held: dict[int, tuple[int | None, float]] = {}
+        self._alarmed: set[int] = set()
+        self._waits_seen = 0
+        self.indexed = 0
+        self.phantoms = 0
+
+    def stop(self) -> None:
+        self._stopping = True
+        loop = self._loop
+        if loop is not None:
+            loop.stop()
+
+    def run(self) -> None:
+        """Index until stopped. PostgreSQL or Kafka outages are waited out (the loop restarts
+        from the stored checkpoints); IntegrityError and configuration errors propagate."""
+        delay = 0.5
+        ticker = threading.Thread(target=self._tick, name="kafkastore-indexer-ticker", daemon=True)
+        ticker.start()
+        while not self._stopping:
+            loop = BatchLoop(
+                self.settings,
+                group=self.settings.indexer_group,
+                checkpoints=PgCheckpoints(table="index_checkpoints", group=None),
+                max_batch=self.settings.indexer_batch_max,
+                poll_timeout=self.poll_timeout,
+                verdict_wait=1.0,
+                from_beginning=True,
+                # librdkafka spells auto.offset.reset=none "error": a vanished position raises.
+                consumer_config={"auto.offset.reset": "error"},
+            )
+            self._loop = loop
+            if self._stopping:
+                break
+            try:
+                loop.run(self._handle)
+                delay = 0.5
+            except Unavailable as exc:
+                logger.warning("indexer: %s; restarting in %.1fs", exc.message, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._loop = None
+        ticker.join(timeout=2.0)
+        logger.info("indexer stopped: %d events indexed, %d phantoms", self.indexed, self.phantoms)
+
+    def _handle(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
+        started = time.perf_counter()
+        applied = projection.apply(conn, batches)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        # Counted before COMMIT: a rolled-back batch is counted again when re-applied, so these
+        # are "work done" counters, not the index size (which is index_head.last_position).
+        metrics.EVENTS_INDEXED.inc(applied.indexed)
+        metrics.DUPLICATES.inc(applied.duplicates)
+        self.indexed += applied.indexed
+        self.phantoms += applied.phantoms
+        now = datetime.now(UTC)
+        for b in batches:
+            for p in b.phantoms:
+                metrics.PHANTOMS_SKIPPED.labels(p.reason.value).inc()
+            if b.events:
+                age = (now - b.events[-1].created_at).total_seconds()
+                metrics.LAG_SECONDS.labels(str(b.partition)).set(max(0.0, age))
+
+    # -- background: lag gauges, progress lines, the stuck-writer alarm ---------------------
+
+    def _tick(self) -> None:
+        last_log = time.monotonic()
+        last_count = 0
+        while not self._stopping:
+            time.sleep(0.5)
+            loop = self._loop
+            if loop is None:
+                continue
+            stats = loop.stats()
+            self._observe(stats)
+            now = time.monotonic()
+            if now - last_log >= PROGRESS_EVERY:
+                rate = (self.indexed - last_count) / (now - last_log)
+                logger.info(
+                    "indexer: %d events indexed (%.0f/s), %d phantoms, lag %s, partitions %s",
+                    self.indexed,
+                    rate,
+                    self.phantoms,
+                    stats.get("lag"),
+                    stats.get("assigned"),
+                )
+                last_log, last_count = now, self.indexed
+
+    def _observe(self, stats: dict[str, Any]) -> None:
+        now = time.monotonic()
+        waits = stats.get("verdict_waits")
+        if isinstance(waits, int):
+            if waits > self._waits_seen:
+                metrics.VERDICT_WAITS.inc(waits - self._waits_seen)
+            self._waits_seen = waits
+        for p, st in stats.get("partitions", {}).items():
+            lag = st.get("lag")
+            if lag is not None:
+                metrics.LAG_OFFSETS.labels(str(p)).set(lag)
+                if lag == 0:
+                    metrics.LAG_SECONDS.labels(str(p)).set(0.0)
+            position = st.get("position")
+            if "held_for" in st:
+                held_for = float(st["held_for"] or 0.0)
+                where: Any = st.get("held_offset")
+                xid = st.get("held_xid")
+            else:
+                # Fallback: a partition with lag whose position does not move.
+                before, since = self._held.get(p, (None, now))
+                if not lag or position != before:
+                    self._held[p] = (position, now)
+                    since = now
+                held_for, where, xid = now - since, position, None
+            if held_for >= self.settings.stuck_writer_alarm:
+                if p not in self._alarmed:
+                    self._alarmed.add(p)
+                    logger.error(
+                        "ALARM: partition %s of %r held at offset %s for %.0fs (writer xid %s "
+                        "still in progress?); its transaction should have been aborted by "
+                        "idle_in_transaction_session_timeout",
+                        p,
+                        self.settings.topic,
+                        where,
+                        held_for,
+                        xid,
+                    )
+            elif p in self._alarmed:
+                self._alarmed.discard(p)
+                logger.info("partition %s of %r moves again", p, self.settings.topic)
+
+
+def run(settings: Settings) -> int:
+    """``kafkastore indexer``: block until SIGTERM/SIGINT, then stop after the current batch."""
+    schema.require_current(settings.database_url)
+    if topic.describe_topic(settings) is None:
+        raise ConfigurationError(
+            f"topic {settings.topic!r} does not exist: run `kafkastore topic create`"
+        )
+    indexer = Indexer(settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("indexer: %s received, stopping", signal.Signals(signum).name)
+        indexer.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    server = None
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(settings.metrics_port, addr=settings.host)
+        logger.info("indexer metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)
+    logger.info(
+        "indexer started: topic %r, group %r, batches of up to %d",
+        settings.topic,
+        settings.indexer_group,
+        settings.indexer_batch_max,
+    )
+    try:
+        indexer.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.shutdown()
+    return 0
