@@ -167,6 +167,7 @@ def run_in(
             _print_endpoints(stack)
             if detach:
                 detached = True
+                _keep_running(stack)
                 console.print("stop it with [bold]kafkastore dev stop[/] (or make stop)")
                 return 0
             if demo and stack.api_url:
@@ -181,6 +182,18 @@ def run_in(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# Popen objects of a detached stack: their processes outlive run_in() on purpose (the OS reparents
+# them when this process exits). Holding the objects keeps them from being finalised while we
+# still run, which would warn that a child is "still running" (an error under pytest).
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
+def _keep_running(stack: Stack) -> None:
+    if stack.broker_proc is not None:
+        _DETACHED.append(stack.broker_proc)
+    _DETACHED.extend(s.proc for s in stack.services)
 
 
 def _print_error(exc: KafkaStoreError) -> None:
