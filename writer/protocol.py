@@ -56,6 +56,8 @@ from writer.prepare import PreparedAppend
 
 logger = logging.getLogger("kafkastore.writer")
 
+APPLICATION_NAME = "kafkastore-writer"
+
 FaultHook = Callable[[str], None]
 """Called with a step name ("locked", "produced", "acked", "before_commit"); tests inject faults."""
 
@@ -150,7 +152,7 @@ class BatchRunner:
 
     def _connection(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed or self.conn.broken:
-            self.conn = pg.connect(self.settings.database_url)
+            self.conn = pg.connect(self.settings.database_url, application_name=APPLICATION_NAME)
             with pg.translated():
                 pg.set_session_timeouts(
                     self.conn,
