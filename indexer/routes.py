@@ -1,0 +1,120 @@
+"""Read routes of the HTTP API (API.md "Read one stream", "Other reads").
+
+Handlers use the :class:`~indexer.reads.AsyncReads` of the app (``request.app.state.reads``).
+Lifespan contract for the app that mounts :data:`router`::
+
+    app.state.reads = await AsyncReads.open(settings)   # at startup
+    await app.state.reads.close()                       # at shutdown
+
+Bodies are built with orjson into plain :class:`Response` objects (FastAPI's response models
+re-validate every field, which costs more than the query on hot paths). Our errors propagate to
+the app's one error table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from indexer import render
+from indexer.reads import AsyncReads
+from kafkastore.errors import InvalidRequest
+
+router = APIRouter(tags=["reads"])
+
+JSON = "application/json"
+
+
+def _reads(request: Request) -> AsyncReads:
+    reads: AsyncReads = request.app.state.reads
+    return reads
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+@router.get("/streams/{stream_id}", summary="Read one stream")
+async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by name
+    request: Request,
+    stream_id: str,
+    from_version: int | None = None,
+    limit: int | None = None,
+    direction: Literal["forward", "backward"] = "forward",
+    min_version: int | None = None,
+    timeout_ms: int | None = None,
+) -> Response:
+    """A page of the stream's events in version order (``direction=backward`` goes down from
+    ``from_version``, default the head). ``min_version`` waits up to ``timeout_ms`` until the
+    index holds that version; on time-out the answer carries ``X-Index-Behind: true``."""
+    page = await _reads(request).read_stream(
+        stream_id,
+        from_version=from_version,
+        limit=limit,
+        direction=direction,
+        min_version=min_version,
+        timeout=None if timeout_ms is None else timeout_ms / 1000.0,
+    )
+    body = render.stream_page_json(page)
+    headers = {"ETag": _etag(body)}
+    if page.index_behind:
+        headers["X-Index-Behind"] = "true"
+    if _matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=JSON, headers=headers)
+
+
+@router.get("/streams/{stream_id}/state", summary="A stream's head and indexed version")
+async def stream_state(request: Request, stream_id: str) -> Response:
+    state = await _reads(request).stream_state(stream_id)
+    return Response(render.stream_state_json(state), media_type=JSON)
+
+
+def _types(request: Request) -> list[str] | None:
+    types = request.query_params.getlist("type")
+    if any(not t for t in types):
+        raise InvalidRequest("type must not be empty", fields=["type"])
+    return types or None
+
+
+@router.get("/categories/{category}", summary="Read a category in global-position order")
+async def read_category(
+    request: Request,
+    category: str,
+    from_position: int = 1,
+    limit: int | None = None,
+    type: Annotated[list[str] | None, Query()] = None,
+) -> Response:
+    """Events of every stream of the category (stream id up to the first ``-``); ``type``
+    (repeatable) keeps only those types. ``next_position`` is where the next page starts."""
+    page = await _reads(request).read_category(
+        category, from_position=from_position, limit=limit, types=_types(request)
+    )
+    return Response(render.position_page_json(page), media_type=JSON)
+
+
+@router.get("/all", summary="Read $all in global-position order")
+async def read_all(
+    request: Request,
+    from_position: int = 1,
+    limit: int | None = None,
+    type: Annotated[list[str] | None, Query()] = None,
+) -> Response:
+    """Every event in index order (gap-free global positions, handed out in commit order);
+    ``type`` (repeatable) keeps only those types."""
+    page = await _reads(request).read_all(
+        from_position=from_position, limit=limit, types=_types(request)
+    )
+    return Response(render.position_page_json(page), media_type=JSON)
