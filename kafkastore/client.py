@@ -25,8 +25,8 @@ from kafkastore.records import (
     StreamState,
 )
 from writer.engine import Writer
-from writer.protocol import FaultHook
 from writer.prepare import prepare, prepare_many
+from writer.protocol import FaultHook
 
 if TYPE_CHECKING:
     from indexer.reads import AsyncReads, Reads

@@ -88,9 +88,10 @@ def test_an_event_from_another_cluster_is_a_phantom(settings: Settings) -> None:
 
 def _wait_while_pending(settings: Settings, commit: bool) -> tuple[Verdict, Verdict, float]:
     """Judge while the writer's transaction is open, then wait for it to end."""
-    with ManualWriter(settings) as writer, pg.connect(
-        settings.database_url, autocommit=True
-    ) as conn:
+    with (
+        ManualWriter(settings) as writer,
+        pg.connect(settings.database_url, autocommit=True) as conn,
+    ):
         resolver = VerdictResolver(writer.sysid)
         ended = threading.Event()
         with writer.pending(unique("Pending"), [("A", {})], commit=commit):
@@ -123,9 +124,10 @@ def test_an_in_progress_write_is_pending_then_a_phantom_once_it_aborts(
 
 
 def test_judge_until_settled_waits_for_a_running_writer(settings: Settings) -> None:
-    with ManualWriter(settings) as writer, pg.connect(
-        settings.database_url, autocommit=True
-    ) as conn:
+    with (
+        ManualWriter(settings) as writer,
+        pg.connect(settings.database_url, autocommit=True) as conn,
+    ):
         resolver = VerdictResolver(writer.sysid)
         results: list[Verdict] = []
         with writer.pending(unique("Waiting"), [("A", {})]):
