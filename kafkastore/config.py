@@ -60,9 +60,9 @@ class Settings:
 
     # Writer. The timeout ladder of DESIGN.md section 2:
     # lock_timeout < delivery_timeout < idle_in_transaction_timeout < the indexer's stuck alarm.
-    linger_ms: float = 5.0
+    linger_ms: float = 1.0
     """librdkafka ``linger.ms``: trades single-append latency for throughput."""
-    batch_wait: float = 0.002
+    batch_wait: float = 0.0005
     """How long the group-commit batcher gathers concurrent appends (seconds)."""
     batch_max_appends: int = 500
     """Most appends in one group-commit transaction."""

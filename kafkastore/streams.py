@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random as _random
 import re
 import threading
 import time
@@ -81,10 +81,12 @@ class _Uuid7:
                     ms += 1
                     self._seq = 0
             else:
-                self._seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
+                self._seq = _random.getrandbits(10)
             self._last_ms = ms
             seq = self._seq
-        rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+        # Not a secret, only unique: the time and counter bits already order ids; the
+        # Mersenne Twister is reseeded in forked children, so processes do not collide.
+        rand = _random.getrandbits(62)
         return UUID(int=(ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand)
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+import psycopg.errors
 
 from kafkastore import pg
 from kafkastore.codec import encode_headers, format_time
@@ -289,20 +290,20 @@ class BatchRunner:
         self._hook("acked")
 
         markers = _markers(plan, tracker)
-        with pg.translated(), conn.pipeline():
-            conn.execute(UPDATE_HEADS, (list(versions), list(versions.values())))
-            conn.execute(
-                INSERT_MARKERS,
-                {
-                    "write_id": write_id,
-                    "xid": str(xid),
-                    "ids": flat_ids,
-                    "offsets": tracker.offsets,
-                    **markers,
-                },
-            )
         self._hook("before_commit")
-        self._commit(conn, write_id, xid)
+        self._commit(
+            conn,
+            write_id,
+            xid,
+            heads=(list(versions), list(versions.values())),
+            markers={
+                "write_id": write_id,
+                "xid": str(xid),
+                "ids": flat_ids,
+                "offsets": tracker.offsets,
+                **markers,
+            },
+        )
         for unit, index, from_version, start in plan:
             append = unit.appends[index]
             result = AppendResult(
@@ -403,11 +404,25 @@ class BatchRunner:
                 )
             unit.results = [unit.outcomes[i] for i in range(len(unit.appends))]
 
-    def _commit(self, conn: psycopg.Connection, write_id: UUID, xid: int) -> None:
+    def _commit(
+        self,
+        conn: psycopg.Connection,
+        write_id: UUID,
+        xid: int,
+        *,
+        heads: tuple[list[str], list[int]],
+        markers: dict[str, Any],
+    ) -> None:
+        """Heads, marker and COMMIT in one pipelined round trip."""
         try:
-            self._hook("commit")
-            conn.commit()
+            with conn.pipeline():
+                conn.execute(UPDATE_HEADS, heads)
+                conn.execute(INSERT_MARKERS, markers)
+                self._hook("commit")
+                conn.commit()
         except (psycopg.Error, KafkaStoreError) as exc:
+            if isinstance(exc, psycopg.errors.IntegrityError | psycopg.errors.DataError):
+                raise  # the server refused the statements: nothing was committed
             # The reply to COMMIT was lost (or the server failed it). Settle the outcome
             # through the marker on a fresh connection (DESIGN.md section 2, step 5).
             logger.warning("COMMIT of write %s failed (%s); resolving its outcome", write_id, exc)
