@@ -257,14 +257,13 @@ class AsyncEventStore:
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[AppendResult]:
         return await self.submit(prepare_many(appends, self.settings.limits), atomic=True)
 
-    async def submit(
-        self, prepared: Sequence[Any], *, atomic: bool, wait: float = 0.0
-    ) -> list[AppendResult]:
-        """Queue prepared appends without blocking the loop: a full writer is Unavailable."""
+    async def submit(self, prepared: Sequence[Any], *, atomic: bool) -> list[AppendResult]:
+        """Queue prepared appends; when the writer is full, wait for room off the event loop
+        (up to ``backpressure_timeout``, then Unavailable)."""
         try:
-            future = self._writer.submit(prepared, atomic=atomic, wait=wait)
+            future = self._writer.submit(prepared, atomic=atomic, wait=0.0)
         except Unavailable:
-            raise
+            future = await asyncio.to_thread(self._writer.submit, prepared, atomic=atomic)
         return await asyncio.wrap_future(future)
 
     async def _reader(self) -> AsyncReads:
