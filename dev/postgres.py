@@ -8,6 +8,7 @@ system user (``runuser``) and the cluster's directory belongs to it.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import pwd
@@ -15,6 +16,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +181,7 @@ def start(
         )
     # The Unix socket lives in our own directory, not /tmp or /run/postgresql: several clusters
     # (the dev stack, test sessions) run side by side and none depends on the system's layout.
-    options = {**SERVER_OPTIONS, "unix_socket_directories": str(home)}
+    options = {**SERVER_OPTIONS, "unix_socket_directories": str(_socket_dir(home))}
     opts = " ".join([f"-p {port}", *(f"-c {k}={shlex.quote(v)}" for k, v in options.items())])
     _run(
         [
@@ -212,6 +214,19 @@ def start(
         stop(cluster)
         raise
     return cluster
+
+
+def _socket_dir(home: Path) -> Path:
+    """``home``, unless the socket's path would pass the kernel's limit (108 bytes for
+    ``sun_path``): then a short directory in /tmp derived from ``home``."""
+    if len(str(home / ".s.PGSQL.65535")) < 100:
+        return home
+    short = (
+        Path(tempfile.gettempdir()) / f"kafkastore-pg-{hashlib.sha1(bytes(home)).hexdigest()[:10]}"
+    )
+    short.mkdir(exist_ok=True)
+    _chown_to_owner(short)
+    return short
 
 
 def _postmaster_pid(data_dir: Path) -> int:

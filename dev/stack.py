@@ -150,7 +150,8 @@ def run_in(
     phase = _Phase()
     previous = _trap_signals(phase)
     try:
-        _refuse_second_stack(stack.manifest)
+        if _another_stack_runs(stack.manifest):
+            return 1
         try:
             start(stack, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port)
         except KeyboardInterrupt:
@@ -364,20 +365,22 @@ def _stop_reporting(stack: Stack, phase: _Phase) -> None:
     console.print(f"stopped [dim]({time.monotonic() - started:.1f}s)[/]")
 
 
-def _refuse_second_stack(manifest: Path) -> None:
+def _another_stack_runs(manifest: Path) -> bool:
+    """True when ``dev.json`` names live processes; a stale one (a stack that died) is removed."""
     if not manifest.is_file():
-        return
+        return False
     try:
         pids = json.loads(manifest.read_text()).get("pids", {})
     except ValueError:
         pids = {}
-    if any(pid_alive(int(pid)) for pid in pids.values()):
-        raise_msg = (
-            f"a dev stack is already running ({manifest}); stop it with `kafkastore dev stop`"
+    if any(pid_alive(int(pid)) and _is_ours(name, int(pid)) for name, pid in pids.items()):
+        console.print(
+            f"[red]kafkastore dev: a dev stack is already running ({manifest}); stop it with "
+            "`kafkastore dev stop`[/]"
         )
-        console.print(f"[red]kafkastore dev: {raise_msg}[/]")
-        raise SystemExit(1)
-    manifest.unlink()  # left by a stack that died without stopping
+        return True
+    manifest.unlink()
+    return False
 
 
 def _write_manifest(stack: Stack) -> None:
