@@ -130,7 +130,7 @@ class ManualWriter:
             conn.rollback()
             raise
 
-    def _produce(  # noqa: PLR0917 - a private helper mirroring the header fields
+    def _produce(
         self,
         stream_id: str,
         events: Sequence[tuple[str, Any]],
