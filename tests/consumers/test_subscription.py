@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +19,7 @@ from confluent_kafka import Consumer
 from consumers import PostgresProjection, RetryPolicy, Subscription
 from consumers.aio import AsyncSubscription
 from consumers.dlq import dlq_topic
+from dev.process import child_environment
 from kafkastore import pg
 from kafkastore.config import Settings
 from kafkastore.records import RecordedEvent
@@ -246,3 +250,49 @@ def test_a_subscription_takes_its_configuration_from_kafkastore_environment_vari
         eventually(lambda: len(seen) == 1)
     assert sub.settings.topic == settings.topic
     assert seen[0].stream_id == stream
+
+
+def test_kafkastore_tail_prints_one_line_per_event_and_exits_cleanly_on_ctrl_c(
+    settings: Settings, writer: ManualWriter
+) -> None:
+    category = unique("Tail").replace("-", "")
+    stream = f"{category}-1"
+    produced = writer.append(stream, [("Opened", {"n": 1}), ("Noted", {}), ("Closed", {"n": 2})])
+    writer.append(unique("Other"), [("Opened", {})])
+    writer.phantom_aborted(stream, [("Closed", {"ghost": True})])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kafkastore.cli",
+            "tail",
+            "--from-beginning",
+            "--category",
+            category,
+            "--type",
+            "Opened",
+            "--type",
+            "Closed",
+        ],
+        env=child_environment(settings_environment(settings)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().rstrip("\n") for _ in range(2)]
+        proc.send_signal(signal.SIGINT)
+        rest, errors = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    first, last = produced[0], produced[2]
+    assert lines == [
+        f'{first.partition}/{first.offset} {stream} v1 Opened {{"n":1}}',
+        f'{last.partition}/{last.offset} {stream} v3 Closed {{"n":2}}',
+    ]
+    assert rest == ""
+    assert proc.returncode == 0, errors
