@@ -69,6 +69,15 @@ ON CONFLICT (stream_id) DO UPDATE SET updated_at = s.updated_at
 RETURNING stream_id, version, deleted
 """
 CURRENT_XID = "SELECT pg_current_xact_id()::text"
+# Client-supplied event ids are locked (transaction-scoped advisory locks, in one global order,
+# after the stream locks) before they are looked up: two concurrent appends reusing one id on
+# different streams serialise here, so the second sees the first's committed marker. No deadlock:
+# a transaction takes id locks only once it holds all its stream locks, and ids in sorted order.
+EVENT_ID_LOCK_SPACE = 0x6B617673  # "kavs": the classid of our advisory locks on event ids
+LOCK_EVENT_IDS = """
+SELECT count(pg_advisory_xact_lock(%(space)s, k))
+FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest(%(ids)s::uuid[]) AS id ORDER BY 1) AS t
+"""
 # Markers holding any of the given (client-supplied) event ids; the ordinality of event_ids
 # gives each id's version.
 FIND_EVENT_IDS = """
@@ -210,7 +219,10 @@ class BatchRunner:
             with conn.pipeline():
                 heads_cur = conn.execute(LOCK_STREAMS, (streams,))
                 xid_cur = conn.execute(CURRENT_XID)
-                found_cur = conn.execute(FIND_EVENT_IDS, {"ids": supplied}) if supplied else None
+                found_cur = None
+                if supplied:
+                    conn.execute(LOCK_EVENT_IDS, {"space": EVENT_ID_LOCK_SPACE, "ids": supplied})
+                    found_cur = conn.execute(FIND_EVENT_IDS, {"ids": supplied})
             heads = {row[0]: (int(row[1]), bool(row[2])) for row in heads_cur.fetchall()}
             xid_row = xid_cur.fetchone()
             assert xid_row is not None

@@ -207,3 +207,30 @@ def test_a_full_writer_refuses_at_once_when_asked_not_to_wait(settings: Settings
         release.set()
         assert first.result(30)[0].to_version == 1
     assert info.value.retriable
+
+
+def test_concurrent_reuse_of_one_id_on_two_streams_commits_only_one(settings: Settings) -> None:
+    # Two stores: two writers, each with its own connections, racing on the same id.
+    shared = uuid.uuid4()
+    streams = [unique("Twin"), unique("Twin")]
+    outcomes: list[object] = []
+    with EventStore(settings) as one, EventStore(settings) as two:
+        barrier = threading.Barrier(2)
+
+        def run(store: EventStore, stream: str) -> None:
+            barrier.wait()
+            try:
+                outcomes.append(store.append(stream, [ev(id=shared)]))
+            except DuplicateEventId as exc:
+                outcomes.append(exc)
+
+        threads = [
+            threading.Thread(target=run, args=(s, n))
+            for s, n in zip((one, two), streams, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(type(o).__name__ for o in outcomes) == ["AppendResult", "DuplicateEventId"]
+    assert sorted(head(settings, s) or 0 for s in streams) == [0, 1]
