@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from kafkastore.config import child_environ
 from kafkastore.errors import KafkaStoreError
 
 LOCALHOST = "127.0.0.1"
@@ -132,7 +133,7 @@ def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     This passes the environment through to a child; it reads no setting (that is
     ``kafkastore.config``'s job, in the child).
     """
-    return {**os.environ, **overrides}
+    return child_environ(overrides)
 
 
 def tail(path: Path | None, lines: int = 40) -> str:

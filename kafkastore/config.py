@@ -190,5 +190,10 @@ def environ_get(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def child_environ(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a child process we start: ours plus ``overrides``."""
+    return {**os.environ, **overrides}
+
+
 def running_in_ci() -> bool:
     return (os.environ.get("CI") or "").lower() in {"1", "true", "yes"}
