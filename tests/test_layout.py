@@ -114,3 +114,16 @@ def test_the_checker_reports_each_kind_of_violation(path: str, source: str, expe
 )
 def test_the_checker_allows_what_the_design_allows(path: str, source: str) -> None:
     assert violations(ROOT / path, source) == []
+
+
+def test_only_the_config_module_reads_the_environment() -> None:
+    readers = []
+    root = Path(__file__).resolve().parents[1]
+    for package in ("kafkastore", "writer", "indexer", "consumers", "dev", "bench"):
+        for path in (root / package).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            if ("os.environ" in text or "os.getenv" in text or "getenv(" in text) and path != (
+                root / "kafkastore" / "config.py"
+            ):
+                readers.append(str(path.relative_to(root)))
+    assert readers == []
