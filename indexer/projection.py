@@ -151,16 +151,20 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
         if row is None:
             raise IntegrityError("index_head is empty: the schema is damaged")
         first = int(row[0]) + 1
+        categories: dict[str, str] = {}
         with conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
             copy.set_types(COPY_TYPES)
             write_row = copy.write_row
             position = first
             for e in fresh:
+                category = categories.get(e.stream_id)
+                if category is None:
+                    category = categories[e.stream_id] = e.stream_id.partition("-")[0]
                 write_row(
                     (
                         position,
                         e.stream_id,
-                        e.stream_id.partition("-")[0],
+                        category,
                         e.version,
                         e.id,
                         e.type,
