@@ -28,9 +28,12 @@ _METADATA_HEADERS = {
 }
 
 
+_BINARY = (bytes, bytearray, memoryview)
+
+
 def encode_payload(data: Any, content_type: str | None) -> tuple[bytes, str]:
     """Payload bytes and content type: bytes pass through unchanged, anything else is JSON."""
-    if isinstance(data, bytes | bytearray | memoryview):
+    if isinstance(data, _BINARY):
         return bytes(data), content_type or BINARY_CONTENT_TYPE
     return orjson.dumps(data), content_type or JSON_CONTENT_TYPE
 
