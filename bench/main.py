@@ -1,0 +1,150 @@
+"""``kafkastore bench``: every workload of issue 6, in one run, on real services.
+
+Writes ``bench/results/<timestamp>.json`` and ``bench/results/latest.md`` (and ``--output FILE``).
+See ``bench/README.md`` for the definitions (closed loop vs pipelined, what is measured where).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import drive, environment, procfs, report
+from bench.context import Context
+from bench.drive import Timing
+from bench.payload import event_size
+from bench.workloads import appends, baselines, index
+from kafkastore.config import Settings
+
+Workload = Callable[[Context, str], dict[str, Any]]
+
+
+def _eventsourcing(ctx: Context, name: str, *, per_append: int) -> dict[str, Any]:
+    from bench.workloads import es  # the library comes with the dev extra
+
+    return es.eventsourcing_postgres(ctx, name, per_append=per_append)
+
+
+# Run order: kafkastore first (index_lag needs append_inproc's rate), the baselines after it, the
+# backlog drain last (it writes the most data).
+WORKLOADS: dict[str, Workload] = {
+    "kafkastore_append_inproc": functools.partial(appends.inproc, per_append=10, prefix="inproc"),
+    "kafkastore_append_inproc_pipelined": functools.partial(
+        appends.inproc_pipelined, per_append=10, prefix="pipe"
+    ),
+    "kafkastore_append_inproc_single": functools.partial(
+        appends.inproc, per_append=1, prefix="single"
+    ),
+    "kafkastore_append_http": functools.partial(appends.http, connections=8, prefix="http"),
+    "kafkastore_append_http_pipelined": functools.partial(
+        appends.http, connections=64, prefix="httppipe"
+    ),
+    "kafkastore_append_latency": appends.latency,
+    "kafkastore_index_lag": index.index_lag,
+    "kafkastore_read_stream": index.read_stream,
+    "raw_kafka_produce": functools.partial(baselines.raw_kafka, per_append=10),
+    "raw_kafka_produce_pipelined": functools.partial(baselines.raw_kafka, per_append=10, depth=8),
+    "raw_kafka_produce_single": functools.partial(baselines.raw_kafka, per_append=1),
+    "naive_postgres_store": functools.partial(baselines.naive_postgres, per_append=10),
+    "naive_postgres_store_batched": functools.partial(
+        baselines.naive_postgres, per_append=10, batched=True
+    ),
+    "naive_postgres_store_single": functools.partial(baselines.naive_postgres, per_append=1),
+    "eventsourcing_postgres": functools.partial(_eventsourcing, per_append=10),
+    "eventsourcing_postgres_single": functools.partial(_eventsourcing, per_append=1),
+    "kafkastore_indexer_catchup": index.indexer_catchup,
+}
+
+FULL = Timing(warmup=5.0, measure=30.0)
+QUICK = Timing(warmup=2.0, measure=6.0)
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def selected(only: list[str] | None) -> list[str]:
+    if not only:
+        return list(WORKLOADS)
+    unknown = [name for name in only if name not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(WORKLOADS)}")
+    return [name for name in WORKLOADS if name in only]
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """The ``kafkastore bench`` subcommand."""
+    names = selected(getattr(args, "only", None))
+    quick = bool(getattr(args, "quick", False))
+    timing = QUICK if quick else FULL
+    run_id = environment.new_run_id()
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    machine = procfs.machine_info()
+    drive.console.print(f"[bold]kafkastore bench[/] run {run_id} ({'quick' if quick else 'full'})")
+    env = environment.prepare(args, settings, run_id)
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    try:
+        machine.update(environment.versions(env))
+        progress = drive.new_progress()
+        ctx = Context(env=env, timing=timing, quick=quick, progress=progress, results=results)
+        with progress:
+            try:
+                for name in names:
+                    try:
+                        results[name] = WORKLOADS[name](ctx, name)
+                    except Exception as exc:  # one broken workload must not lose the others
+                        failures[name] = f"{type(exc).__name__}: {exc}"
+                        drive.console.print(f"[red]{name} failed: {failures[name]}[/]")
+            finally:
+                ctx.close()
+    finally:
+        env.close()
+    run_info = {
+        "run_id": run_id,
+        "started_at": started_at,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mode": "quick" if quick else "full",
+        "warmup_s": timing.warmup,
+        "measure_s": timing.measure,
+        "services": env.origin,
+        "topic": env.settings.topic,
+        "event_bytes": event_size(),
+        "writer": {
+            "linger_ms": env.settings.linger_ms,
+            "batch_wait_ms": env.settings.batch_wait * 1000,
+            "max_inflight_batches": env.settings.max_inflight_batches,
+            "partitions": env.settings.partitions,
+        },
+        "load_average_at_end": [round(x, 2) for x in __import__("os").getloadavg()],
+        "failures": failures,
+        "notes": _notes(machine),
+    }
+    doc = report.document(machine, run_info, results)
+    write(doc, getattr(args, "output", None))
+    drive.console.print(report.markdown(doc), markup=False, highlight=False)
+    return 1 if failures else 0
+
+
+def _notes(machine: dict[str, Any]) -> list[str]:
+    return [
+        "Closed loop: each producer has one append in flight; *_pipelined: 8 per producer. "
+        "Ratios compare workloads of the same shape.",
+        "Every process (Kafka, PostgreSQL, writer, indexer, API, benchmark clients) shares "
+        f"{machine.get('cores')} cores: figures are CPU-bound; see the CPU table.",
+    ]
+
+
+def write(doc: dict[str, Any], output: str | None) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = doc["run"]["started_at"].replace(":", "").replace("-", "")
+    path = RESULTS_DIR / f"{stamp}.json"
+    text = json.dumps(doc, indent=2) + "\n"
+    path.write_text(text)
+    (RESULTS_DIR / "latest.md").write_text(report.markdown(doc) + "\n")
+    if output:
+        Path(output).write_text(text)
+    drive.console.print(f"results: {path} and {RESULTS_DIR / 'latest.md'}")
+    return path

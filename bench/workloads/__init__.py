@@ -1,0 +1,1 @@
+"""The workloads of issue 6, one function each: ``(Context) -> result dict``."""
