@@ -10,10 +10,9 @@ them): ``ce_streamversion``, ``ce_pgwrite``, ``ce_pgxid``, ``ce_pgsysid``, ``ce_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
-from uuid import UUID
+from typing import Any, NamedTuple, Protocol
+from uuid import UUID, SafeUUID
 
 import orjson
 
@@ -95,9 +94,12 @@ class KafkaMessage(Protocol):
     def offset(self) -> int | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class WireEvent:
-    """A message of the events topic, decoded but not yet judged real or phantom."""
+class WireEvent(NamedTuple):
+    """A message of the events topic, decoded but not yet judged real or phantom.
+
+    A named tuple, not a dataclass: the indexer and subscriptions build one per message, and
+    tuple construction is several times cheaper than a frozen dataclass's ``__init__``.
+    """
 
     event_id: UUID
     stream_id: str
@@ -136,36 +138,64 @@ class MalformedMessage(ValueError):
     """A message of the events topic lacks our headers or has unparsable ones (never real)."""
 
 
+def parse_uuid(text: bytes) -> UUID:
+    """``UUID(text)`` without the constructor's generality (a hot path: one per message)."""
+    hex_digits = text.replace(b"-", b"")
+    if len(hex_digits) != 32:
+        raise ValueError(f"badly formed UUID {text!r}")
+    value = UUID.__new__(UUID)
+    object.__setattr__(value, "int", int(hex_digits, 16))
+    object.__setattr__(value, "is_safe", SafeUUID.unknown)
+    return value
+
+
+# The fields every event of one write shares, parsed once per write: (ce_pgwrite, ce_pgxid,
+# ce_pgsysid, ce_time) -> (write id, xid, sysid, time). Bounded: cleared when it grows past
+# the cap (writes are consumed in bursts, so recent ones are what matter).
+_WRITES: dict[tuple[bytes, bytes, bytes, bytes], tuple[UUID, int, str, datetime]] = {}
+_WRITES_CAP = 8192
+_JSON = JSON_CONTENT_TYPE.encode()
+
+
 def decode(message: KafkaMessage) -> WireEvent:
     """Decode one message; raise MalformedMessage when it cannot be one of ours."""
-    raw_headers = message.headers() or []
-    h: dict[str, bytes] = {}
-    for name, value in raw_headers:
-        if value is not None:
-            h[name] = value
+    h = dict(message.headers() or ())
     try:
+        key = (h["ce_pgwrite"], h["ce_pgxid"], h["ce_pgsysid"], h["ce_time"])
+        shared = _WRITES.get(key)  # type: ignore[arg-type]
+        if shared is None:
+            write, xid, sysid, when = key
+            shared = (
+                parse_uuid(write),  # type: ignore[arg-type]
+                int(xid),  # type: ignore[arg-type]
+                sysid.decode(),  # type: ignore[union-attr]
+                datetime.fromisoformat(when.decode()),  # type: ignore[union-attr]
+            )
+            if len(_WRITES) >= _WRITES_CAP:
+                _WRITES.clear()
+            _WRITES[key] = shared  # type: ignore[index]
         metadata_json = h.get("ce_metadata")
         metadata = orjson.loads(metadata_json) if metadata_json else {}
         if not isinstance(metadata, dict):
             raise MalformedMessage("ce_metadata is not an object")
-        subject = h["ce_subject"].decode()
+        content_type = h.get("content-type") or _JSON
         return WireEvent(
-            event_id=UUID(h["ce_id"].decode()),
-            stream_id=subject,
-            version=int(h["ce_streamversion"]),
-            type=h["ce_type"].decode(),
-            content_type=h.get("content-type", JSON_CONTENT_TYPE.encode()).decode(),
-            time=datetime.fromisoformat(h["ce_time"].decode()),
-            write_id=UUID(h["ce_pgwrite"].decode()),
-            xid=int(h["ce_pgxid"]),
-            sysid=h["ce_pgsysid"].decode(),
-            metadata=metadata,
-            metadata_json=metadata_json,
-            value=message.value() or b"",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
+            parse_uuid(h["ce_id"]),  # type: ignore[arg-type]
+            h["ce_subject"].decode(),  # type: ignore[union-attr]
+            int(h["ce_streamversion"]),  # type: ignore[arg-type]
+            h["ce_type"].decode(),  # type: ignore[union-attr]
+            content_type.decode(),
+            shared[3],
+            shared[0],
+            shared[1],
+            shared[2],
+            metadata,
+            metadata_json,
+            message.value() or b"",
+            message.partition() or 0,
+            message.offset() or 0,
         )
-    except (KeyError, ValueError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         raise MalformedMessage(f"not a kafkastore event: {exc}") from exc
 
 

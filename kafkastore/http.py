@@ -152,7 +152,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        # Collectors may ask Kafka and PostgreSQL (index lag): keep them off the event loop.
+        body = await asyncio.to_thread(generate_latest)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     from writer.routes import router as append_router
 
