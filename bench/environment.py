@@ -95,6 +95,12 @@ class Environment:
         self.extra_services.append(proc)
         return proc
 
+    def add_topic(self, name: str) -> None:
+        """Delete ``name`` at the end of the run (each name once: a list with a name twice made
+        librdkafka's background thread crash in delete_topics)."""
+        if name != self.settings.topic and name not in self.extra_topics:
+            self.extra_topics.append(name)
+
     def stop_service(self, service: services.Service) -> None:
         with contextlib.suppress(KafkaStoreError):
             terminate(service.pid, proc=service.proc, timeout=20.0)

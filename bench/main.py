@@ -7,6 +7,7 @@ See ``bench/README.md`` for the definitions (closed loop vs pipelined, what is m
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import functools
 import json
 import time
@@ -76,6 +77,7 @@ def selected(only: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """The ``kafkastore bench`` subcommand."""
+    faulthandler.enable()  # a crash in a C extension prints every thread's stack
     names = selected(getattr(args, "only", None))
     quick = bool(getattr(args, "quick", False))
     timing = QUICK if quick else FULL

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 import uuid
@@ -66,7 +67,7 @@ def raw_kafka(ctx: Context, name: str, *, per_append: int, depth: int = 1) -> di
     from kafkastore import topic
 
     topic.ensure_topic(settings)
-    ctx.env.extra_topics.append(settings.topic)
+    ctx.env.add_topic(settings.topic)
     producer = kafka.producer(settings)
     stop = threading.Event()
 
@@ -124,14 +125,17 @@ def raw_kafka(ctx: Context, name: str, *, per_append: int, depth: int = 1) -> di
         return op
 
     owners = split(stream_ids("raw", STREAMS), PRODUCERS * depth)
+    ops = [make(o) for o in owners]
     try:
-        tally, extra = drive.run_threads(
-            ctx.progress, name, [make(o) for o in owners], ctx.timing, ctx.probe("bench")
-        )
+        tally, extra = drive.run_threads(ctx.progress, name, ops, ctx.timing, ctx.probe("bench"))
     finally:
         stop.set()
         poller.join(5.0)
         producer.flush(10.0)
+        # Let the producer go here, in the main thread, rather than in a later collection on
+        # whatever thread triggers it.
+        del ops, make, poll, poller
+        gc.collect()
     return drive.finish(
         tally,
         ctx.timing,

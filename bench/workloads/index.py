@@ -192,7 +192,7 @@ def indexer_catchup(ctx: Context, name: str) -> dict[str, Any]:
     backlog = 40_000 if ctx.quick else 200_000
     settings = ctx.settings.replace(topic=f"{ctx.settings.topic}-catchup")
     topic.ensure_topic(settings)
-    ctx.env.extra_topics.append(settings.topic)
+    ctx.env.add_topic(settings.topic)
     per_append = 10
     appends = backlog // per_append
     owners = split(stream_ids("catchup", STREAMS), PRODUCERS * DEPTH)
