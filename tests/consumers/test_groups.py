@@ -113,7 +113,11 @@ def test_a_group_of_two_processes_delivers_every_committed_event_when_one_is_kil
         writer.phantom_committed_xid(streams[1], [("Deposited", {"amount": -1})])
         a = workers(settings, "alo", group)
         b = workers(settings, "alo", group)
-        eventually(lambda: len(a.lines()) >= 20 and len(b.lines()) >= 1, what="both deliver")
+        # Keep events coming until both members delivered some (both hold partitions).
+        deadline = time.monotonic() + 120
+        while len(a.lines()) < 20 or len(b.lines()) < 1:
+            assert time.monotonic() < deadline, "both members deliver"
+            produced += _write_round(writer, streams, 1)
         a.kill()
         produced += _write_round(writer, streams, 5)
         _, forged = writer.phantom_forged(streams[2], ("Deposited", {"amount": 1}))
@@ -139,7 +143,8 @@ def test_a_group_of_two_processes_delivers_every_committed_event_when_one_is_kil
     versions: dict[str, set[int]] = defaultdict(set)
     for _pid, stream, version, _id in delivered:
         versions[stream].add(version)
-    assert all(versions[s] == set(range(1, 16)) for s in streams[3:])
+    for s in streams:
+        assert versions[s] == {p.version for p in produced if p.stream_id == s}
 
 
 def test_exactly_once_projection_totals_are_exact_after_a_kill_and_a_rebalance(
@@ -152,18 +157,27 @@ def test_exactly_once_projection_totals_are_exact_after_a_kill_and_a_rebalance(
     table = unique("totals").replace("-", "_")
     streams = [unique("Acct") for _ in range(24)]
     with ManualWriter(settings) as writer:
-        produced = _write_round(writer, streams, 10)
+        produced = _write_round(writer, streams, 5)
         a = workers(settings, "eo", group, table)
         eventually(lambda: len(a.lines()) >= 20, what="first worker applies events")
         b = workers(settings, "eo", group, table)  # a rebalance
-        eventually(lambda: len(b.lines()) >= 10, what="second worker applies events")
+        # Keep events coming until the second worker has applied some of them.
+        deadline = time.monotonic() + 120
+        while len(b.lines()) < 10:
+            assert time.monotonic() < deadline, "second worker applies events"
+            produced += _write_round(writer, streams, 1)
         a.kill()
         writer.phantom_aborted(streams[0], [("Deposited", {"amount": 1000})])
-        produced += _write_round(writer, streams, 5)
+        produced += _write_round(writer, streams, 3)
         c = workers(settings, "eo", group, table)  # another rebalance
+        produced += _write_round(writer, streams, 3)
     ends = _high_watermarks(settings)
     eventually(
-        lambda: _stored_offsets(database_url, group, settings.topic) == ends,
+        # A partition without events has no checkpoint row yet (rows start with a batch).
+        lambda: (
+            {p: _stored_offsets(database_url, group, settings.topic).get(p, 0) for p in ends}
+            == ends
+        ),
         what="checkpoints reach the end of every partition",
     )
     assert b.stop() == 0 and c.stop() == 0
