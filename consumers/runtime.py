@@ -221,6 +221,8 @@ class BatchLoop:
                     starts[tp.partition] = stored[tp.partition]
                 else:
                     starts[tp.partition] = self._initial_offset(consumer, tp.partition)
+        else:
+            starts = self._committed(consumer, partitions)
         for tp in partitions:
             if tp.partition in starts:
                 tp.offset = starts[tp.partition]
@@ -237,6 +239,18 @@ class BatchLoop:
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[int, int]:
+        """The group's committed Kafka offsets (at-least-once mode); partitions without one are
+        left to ``auto.offset.reset``."""
+        try:
+            committed = consumer.committed(
+                [TopicPartition(self.topic, tp.partition) for tp in partitions], timeout=10.0
+            )
+        except KafkaException as exc:
+            logger.warning("group %r: cannot read committed offsets: %s", self.group, exc)
+            return {}
+        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
 
     def _initial_offset(self, consumer: Consumer, partition: int) -> int:
         """Where a partition with no stored checkpoint starts: the low watermark (the first
