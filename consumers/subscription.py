@@ -41,6 +41,7 @@ from consumers.dlq import DeadLetters
 from consumers.runtime import BatchLoop, PartitionBatch
 from kafkastore import pg
 from kafkastore.config import Settings
+from kafkastore.errors import Unavailable
 from kafkastore.records import RecordedEvent
 from kafkastore.streams import check_category, check_event_type
 
@@ -82,6 +83,10 @@ class PostgresProjection:
 
     def handle(self, conn: psycopg.Connection, event: RecordedEvent) -> None:
         raise NotImplementedError
+
+
+def _is_outage(conn: psycopg.Connection, exc: Exception) -> bool:
+    return isinstance(exc, Unavailable | psycopg.OperationalError) or conn.closed or conn.broken
 
 
 class _Abandoned(Exception):
@@ -166,19 +171,31 @@ class Subscription:
 
     def run(self) -> None:
         """Handle events until :meth:`stop`. Raises what the handler raised when dead
-        letters are off, and our errors when Kafka or PostgreSQL stay unreachable."""
+        letters are off; outages of Kafka or PostgreSQL are retried with backoff."""
         if self.metrics_port:
             metrics.serve(self.metrics_port)
         with self._signals():
             try:
                 if self.projection is not None:
                     self._setup_projection(self.projection)
-                self.loop.run(self._handle_batch)
+                self._run_until_stopped()
             except _Abandoned:
                 logger.info("%r stopped while retrying; the batch will be re-delivered", self)
             finally:
                 if self.dead_letters is not None:
                     self.dead_letters.close()
+
+    def _run_until_stopped(self) -> None:
+        # Outages of Kafka or PostgreSQL are waited out: the loop starts again from the last
+        # committed position (re-delivering the batch it was in). Other errors propagate.
+        delay = 0.5
+        while not self.loop.stopping:
+            try:
+                self.loop.run(self._handle_batch)
+            except Unavailable as exc:
+                logger.warning("%r: %s; restarting in %.1fs", self, exc.message, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def start(self) -> Subscription:
         """Run in a background thread (for tests, notebooks and servers with their own loop)."""
@@ -282,6 +299,9 @@ class Subscription:
                 else:
                     self.handler(event)  # type: ignore[operator]
             except Exception as exc:
+                if _is_outage(conn, exc):
+                    # Not the event's fault: never dead-letter it; restart from the position.
+                    raise
                 if attempt >= self.retry.attempts:
                     self._give_up(event, message, exc, attempt)
                     return

@@ -296,3 +296,43 @@ def test_kafkastore_tail_prints_one_line_per_event_and_exits_cleanly_on_ctrl_c(
     ]
     assert rest == ""
     assert proc.returncode == 0, errors
+
+
+class KillsItsConnectionOnce(Balances):
+    """Fails like a PostgreSQL outage (its session is terminated) on the first event."""
+
+    def handle(self, conn: psycopg.Connection, event: RecordedEvent) -> None:
+        super().handle(conn, event)
+        if not self.failed:
+            self.failed.add(event.version)
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+def test_a_postgresql_outage_is_waited_out_without_dead_letters_or_double_application(
+    settings: Settings, writer: ManualWriter, database_url: str
+) -> None:
+    stream = unique("Acct")
+    writer.append(stream, [("Deposited", {"amount": a}) for a in (1, 2, 4)])
+    table = unique("balances").replace("-", "_")
+    projection = KillsItsConnectionOnce(table)
+    with Subscription(
+        unique("group"), projection, settings=settings, retry=RetryPolicy(backoff=0.01)
+    ).start() as sub:
+        eventually(lambda: _balance(database_url, table, stream) == (7, 3))
+        stats = sub.stats()
+    assert projection.failed == {1}
+    assert stats["dead_letters"] == 0
+
+
+def _balance(database_url: str, table: str, stream: str) -> tuple[int, int] | None:
+    with pg.connect(database_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if exists is None or exists[0] is None:
+            return None
+        row = conn.execute(
+            psycopg.sql.SQL("SELECT total, n FROM {} WHERE stream_id = %s").format(
+                psycopg.sql.Identifier(table)
+            ),
+            (stream,),
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else None
