@@ -60,6 +60,8 @@ class Settings:
 
     # Writer. The timeout ladder of DESIGN.md section 2:
     # lock_timeout < delivery_timeout < idle_in_transaction_timeout < the indexer's stuck alarm.
+    compression: str = "lz4"
+    """Producer ``compression.type`` (none, gzip, snappy, lz4, zstd)."""
     linger_ms: float = 1.0
     """librdkafka ``linger.ms``: trades single-append latency for throughput."""
     batch_wait: float = 0.0005

@@ -15,15 +15,17 @@ from kafkastore.errors import ConfigurationError, KafkaStoreError, Unavailable
 logger = logging.getLogger("kafkastore.kafka")
 
 # Producer settings that the append protocol's correctness rests on (DESIGN.md sections 1-3).
-PRODUCER_DEFAULTS: Mapping[str, Any] = {
+# Not overridable by ``extra_kafka``: the append protocol's correctness rests on them.
+PRODUCER_REQUIRED: Mapping[str, Any] = {
     # No duplicates or reordering from librdkafka's own retries within a partition.
     "enable.idempotence": True,
     # An ack means the event is on every in-sync replica (min.insync.replicas of the topic).
     "acks": "all",
     # The same key -> partition mapping as Java clients (Kafka Streams, Connect, ksqlDB).
     "partitioner": "murmur2_random",
-    "compression.type": "lz4",
     "max.in.flight.requests.per.connection": 5,
+}
+PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "message.max.bytes": 8 * 1024 * 1024,
 }
 
@@ -41,8 +43,10 @@ def base_config(settings: Settings) -> dict[str, Any]:
 
 def producer(settings: Settings, **overrides: Any) -> Producer:
     config = {
-        **base_config(settings),
         **PRODUCER_DEFAULTS,
+        "compression.type": settings.compression,
+        **base_config(settings),
+        **PRODUCER_REQUIRED,
         "linger.ms": settings.linger_ms,
         # A batch whose reports do not all arrive in time is rolled back (DESIGN.md section 2).
         "message.timeout.ms": int(settings.delivery_timeout * 1000),
