@@ -103,6 +103,10 @@ class _PartitionStats:
     events: int = 0
     phantoms: int = 0
     fenced: int = 0
+    held_offset: int | None = None
+    """Offset of the first PENDING message the partition is stopped at (None: not held)."""
+    held_xid: int | None = None
+    held_since: float = 0.0
 
 
 class BatchLoop:
@@ -155,6 +159,7 @@ class BatchLoop:
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._total_events = 0
         self._total_phantoms = 0
+        self._verdict_waits = 0
         self._batches = 0
         self._started_at: float | None = None
 
@@ -281,7 +286,13 @@ class BatchLoop:
     # -- one iteration -----------------------------------------------------------------------
 
     def _iterate(self, consumer: Consumer, conn: psycopg.Connection, handler: BatchHandler) -> None:
-        messages = consumer.consume(num_messages=self.max_batch, timeout=self.poll_timeout)
+        # Wait for the first message only, then take what is already fetched: consume() with a
+        # timeout would wait the whole timeout for a full batch, adding it to the index lag at
+        # low rates. Batches still grow under load (what arrived while the last one was applied).
+        first = consumer.poll(self.poll_timeout)
+        messages = [] if first is None else [first]
+        if first is not None and self.max_batch > 1:
+            messages.extend(consumer.consume(num_messages=self.max_batch - 1, timeout=0))
         self._refresh_watermarks(consumer)
         if not messages:
             return
@@ -366,6 +377,7 @@ class BatchLoop:
                     if judgement.verdict is Verdict.PENDING:
                         # Never move past a message whose writer may still commit: fetch it
                         # again next time (seek discards what librdkafka prefetched).
+                        self._hold(p, offset, wire.xid)
                         self._seek(consumer, p, offset)
                         break
                     if judgement.verdict is Verdict.REAL:
@@ -462,6 +474,14 @@ class BatchLoop:
             # committed offset (at-least-once); the next commit of this loop covers the rest.
             logger.warning("group %r: offset commit failed: %s", self.group, exc)
 
+    def _hold(self, partition: int, offset: int, xid: int) -> None:
+        """Record that a partition waits behind a running writer (stats, stuck-writer alarm)."""
+        with self._lock:
+            self._verdict_waits += 1
+            st = self._stats.setdefault(partition, _PartitionStats())
+            if st.held_offset != offset:
+                st.held_offset, st.held_xid, st.held_since = offset, xid, time.monotonic()
+
     def _seek(self, consumer: Consumer, partition: int, offset: int) -> None:
         self._position[partition] = offset
         try:
@@ -492,6 +512,8 @@ class BatchLoop:
             for b in applied:
                 st = self._stats.setdefault(b.partition, _PartitionStats())
                 st.position = b.next_offset
+                if st.held_offset is not None and b.next_offset > st.held_offset:
+                    st.held_offset, st.held_xid = None, None
                 st.events += len(b.events)
                 st.phantoms += len(b.phantoms)
                 self._total_events += len(b.events)
@@ -520,6 +542,9 @@ class BatchLoop:
                     "events": st.events,
                     "phantoms": st.phantoms,
                     "fenced": st.fenced,
+                    "held_offset": st.held_offset,
+                    "held_xid": st.held_xid,
+                    "held_for": now - st.held_since if st.held_offset is not None else 0.0,
                 }
             rate = 0.0
             recent = [(t, n) for t, n in self._rate if now - t <= 10.0]
@@ -532,6 +557,7 @@ class BatchLoop:
                 "assigned": sorted(self._assigned),
                 "partitions": partitions,
                 "lag": total_lag,
+                "verdict_waits": self._verdict_waits,
                 "events": self._total_events,
                 "phantoms": self._total_phantoms,
                 "batches": self._batches,

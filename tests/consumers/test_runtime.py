@@ -77,8 +77,16 @@ def test_loop_waits_for_a_running_writer_and_delivers_its_events_once_committed(
                 queries = loop.resolver_queries
                 t.wait_for(lambda t: loop.resolver_queries >= queries + 6)
                 assert t.events() == []
+                held = loop.stats()
+                assert held["verdict_waits"] > 0
+                assert held["partitions"][0]["held_offset"] == produced[0].offset
+                assert held["partitions"][0]["held_xid"] is not None
             t.wait_for(lambda t: len(t.events()) == 2)
+            # The stats are updated once the batch is committed, just after the handler ran.
+            t.wait_for(lambda t: loop.stats()["partitions"][0]["held_offset"] is None)
+            released = loop.stats()["partitions"][0]
     assert [e.id for e in t.events()] == [produced[0].event_id, later[0].event_id]
+    assert released["held_offset"] is None and released["held_for"] == 0.0
 
 
 def test_loop_with_checkpoints_starts_where_postgres_says_and_stores_its_progress(
