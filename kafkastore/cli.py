@@ -34,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("dev", help="start the local stack (Kafka, PostgreSQL, API, indexer)")
-    p.add_argument("action", nargs="?", choices=["start", "stop"], default="start")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["start", "stop", "env"],
+        default="start",
+        help="start (default), stop, or env: print the stack's KAFKASTORE_* exports",
+    )
     p.add_argument("--detach", action="store_true", help="return once ready, leave it running")
     p.add_argument("--kafka-port", type=int)
     p.add_argument("--pg-port", type=int)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 
@@ -19,12 +21,31 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "stop":
         return stack.stop()
+    if args.action == "env":
+        return _print_dev_env(stack.dev_home() / "dev.json")
     return stack.run(
         detach=args.detach,
         kafka_port=args.kafka_port,
         pg_port=args.pg_port,
         api_port=args.api_port,
     )
+
+
+def _print_dev_env(manifest: Path) -> int:
+    """``eval "$(kafkastore dev env)"`` points a shell at the running dev stack."""
+    if not manifest.exists():
+        console.print(f"no dev stack: {manifest} is missing (start one with `kafkastore dev`)")
+        return 1
+    stack = json.loads(manifest.read_text())
+    for name, key in (
+        ("KAFKA", "kafka"),
+        ("DATABASE_URL", "database_url"),
+        ("TOPIC", "topic"),
+        ("API_URL", "api"),
+    ):
+        if stack.get(key):
+            print(f"export KAFKASTORE_{name}={shlex.quote(str(stack[key]))}")
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
