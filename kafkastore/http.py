@@ -183,6 +183,9 @@ def serve(settings: Settings, *, workers: int = 1) -> int:
         "loop": "auto",
         "http": "auto",
         "timeout_graceful_shutdown": 10,
+        # Connections beyond this get 503 from uvicorn: with the writer's bounded queue
+        # (503 when full), memory stays bounded under any load.
+        "limit_concurrency": 2048,
     }
     if workers > 1:
         uvicorn.run("kafkastore.http:create_app_from_env", factory=True, workers=workers, **options)
