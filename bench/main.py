@@ -10,6 +10,7 @@ import argparse
 import faulthandler
 import functools
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "warmup_s": timing.warmup,
         "measure_s": timing.measure,
         "services": env.origin,
+        "code": code_state(),
         "topic": env.settings.topic,
         "event_bytes": event_size(),
         "writer": {
@@ -130,6 +132,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     write(doc, getattr(args, "output", None))
     drive.console.print(report.markdown(doc), markup=False, highlight=False)
     return 1 if failures else 0
+
+
+def code_state() -> dict[str, Any]:
+    """The commit measured, and the files of the measured packages that differed from it (the
+    checkout is shared: say what was on disk when the services started)."""
+    root = RESULTS_DIR.parent.parent
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=root, capture_output=True, text=True, timeout=10, check=False
+            )
+        except OSError:
+            return ""
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "writer", "indexer", "consumers", "kafkastore")
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "uncommitted": [line[3:] for line in changed.splitlines()],
+    }
 
 
 def warm_up(ctx: Context) -> None:
