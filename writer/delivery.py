@@ -26,35 +26,44 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 class DeliveryTracker:
-    """Collects the delivery reports of one batch."""
+    """Collects the delivery reports of one batch.
 
-    __slots__ = ("_done", "_lock", "error", "offsets", "partitions", "pending", "total")
+    One bound callback serves every message of the batch (no closure per message on the hot
+    path): a report names its message by key (the stream id) and the reports of one partition
+    arrive in produce order (idempotent producer), so :meth:`resolve` can give each produced
+    event its partition and offset from the stream's reports sorted by offset.
+    """
+
+    __slots__ = ("_done", "_lock", "error", "offsets", "partitions", "pending", "reports", "total")
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.pending = total
-        self.offsets: list[int] = [-1] * total
-        self.partitions: list[int] = [-1] * total
+        self.reports: dict[bytes | None, list[tuple[int, int]]] = {}
+        self.offsets: list[int] = []
+        self.partitions: list[int] = []
         self.error: KafkaError | None = None
         self._lock = threading.Lock()
         self._done = threading.Event()
         if total == 0:
             self._done.set()
 
-    def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
-        def report(err: KafkaError | None, msg: Message) -> None:
-            with self._lock:
-                if err is not None:
-                    if self.error is None:
-                        self.error = err
+    def report(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            if err is not None:
+                if self.error is None:
+                    self.error = err
+            else:
+                key = msg.key()
+                entry = (msg.offset() or 0, msg.partition() or 0)
+                found = self.reports.get(key)
+                if found is None:
+                    self.reports[key] = [entry]
                 else:
-                    self.offsets[index] = msg.offset() or 0
-                    self.partitions[index] = msg.partition() or 0
-                self.pending -= 1
-                if self.pending == 0 or err is not None:
-                    self._done.set()
-
-        return report
+                    found.append(entry)
+            self.pending -= 1
+            if self.pending == 0 or err is not None:
+                self._done.set()
 
     def wait(self, timeout: float) -> None:
         """Return when every report arrived successfully; raise Unavailable otherwise."""
@@ -64,6 +73,18 @@ class DeliveryTracker:
             )
         if self.error is not None:
             raise kafka.translate_error(self.error)
+
+    def resolve(self, produced: list[tuple[bytes, int]]) -> None:
+        """Fill ``offsets``/``partitions`` in produce order; ``produced`` lists (key, count) of
+        each stream's contiguous run of messages, in produce order."""
+        offsets, partitions = self.offsets, self.partitions
+        for key, count in produced:
+            entries = sorted(self.reports[key])
+            if len(entries) != count:
+                raise Unavailable(f"expected {count} reports for {key!r}, got {len(entries)}")
+            for offset, partition in entries:
+                offsets.append(offset)
+                partitions.append(partition)
 
 
 class SharedProducer:

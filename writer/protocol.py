@@ -265,14 +265,16 @@ class BatchRunner:
         topic = self._topic
         source = self._source
         sysid = self.sysid
-        for entries in by_stream.values():
+        on_delivery = tracker.report
+        produced: list[tuple[bytes, int]] = []
+        for stream_id, entries in by_stream.items():
+            key = stream_id.encode()
+            produced.append((key, sum(len(u.appends[i].events) for u, i, _ in entries)))
             for unit, index, from_version in entries:
                 append = unit.appends[index]
                 start = len(flat_ids)
                 plan.append((unit, index, from_version, start))
-                key = append.stream_id.encode()
                 for offset_in_append, event in enumerate(append.events):
-                    position = len(flat_ids)
                     flat_ids.append(event.id)
                     headers = encode_headers(
                         event_id=event.id,
@@ -294,11 +296,12 @@ class BatchRunner:
                         event.payload,
                         headers=headers,
                         timestamp_ms=timestamp_ms,
-                        on_delivery=tracker.callback(position),
+                        on_delivery=on_delivery,
                     )
         self.producer.flush_hint()
         self._hook("produced")
         tracker.wait(self.settings.delivery_timeout + 1.0)
+        tracker.resolve(produced)
         self._hook("acked")
 
         markers = _markers(plan, tracker)
