@@ -47,6 +47,15 @@ WORKLOADS: dict[str, Workload] = {
         appends.http, connections=64, prefix="httppipe"
     ),
     "kafkastore_append_latency": appends.latency,
+    # linger.ms trades single-append latency for throughput (issue 6): both sides of the default.
+    "kafkastore_append_inproc_linger0": functools.partial(
+        appends.inproc, per_append=10, prefix="linger0", linger_ms=0.0
+    ),
+    "kafkastore_append_inproc_linger5": functools.partial(
+        appends.inproc, per_append=10, prefix="linger5", linger_ms=5.0
+    ),
+    "kafkastore_append_latency_linger0": functools.partial(appends.latency, linger_ms=0.0),
+    "kafkastore_append_latency_linger5": functools.partial(appends.latency, linger_ms=5.0),
     "kafkastore_index_lag": index.index_lag,
     "kafkastore_read_stream": index.read_stream,
     "raw_kafka_produce": functools.partial(baselines.raw_kafka, per_append=10),

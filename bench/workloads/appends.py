@@ -4,7 +4,8 @@ HTTP (keep-alive connections), and single appends at a fixed rate."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from bench import drive
 from bench.context import DEPTH, PRODUCERS, STREAMS, Context, run_loop
 from bench.httpclient import Connection
 from bench.payload import EVENT_TYPE, OwnedStreams, event_data, expected, split, stream_ids
+from kafkastore.client import AsyncEventStore, EventStore
 from kafkastore.records import NewEvent
 
 LATENCY_RATE = 500.0
@@ -23,9 +25,40 @@ def _events(seq: itertools.count[int], k: int) -> list[NewEvent]:
     return [NewEvent(type=EVENT_TYPE, data=event_data(next(seq))) for _ in range(k)]
 
 
-def inproc(ctx: Context, name: str, *, per_append: int, prefix: str) -> dict[str, Any]:
+@contextmanager
+def _sync_store(ctx: Context, linger_ms: float | None) -> Iterator[EventStore]:
+    """The shared store, or one of its own when ``linger_ms`` differs from the setting."""
+    if linger_ms is None:
+        yield ctx.store()
+        return
+    with EventStore(ctx.settings.replace(linger_ms=linger_ms)) as store:
+        yield store
+
+
+@contextmanager
+def _async_store(ctx: Context, linger_ms: float | None) -> Iterator[AsyncEventStore]:
+    if linger_ms is None:
+        yield ctx.astore()
+        return
+    store = AsyncEventStore(ctx.settings.replace(linger_ms=linger_ms))
+    store.writer.open()
+    try:
+        yield store
+    finally:
+        store.writer.close()
+
+
+def inproc(
+    ctx: Context, name: str, *, per_append: int, prefix: str, linger_ms: float | None = None
+) -> dict[str, Any]:
     """8 threads, each with one ``EventStore.append`` in flight over its own 125 streams."""
-    store = ctx.store()
+    with _sync_store(ctx, linger_ms) as store:
+        return _inproc(ctx, name, store, per_append=per_append, prefix=prefix)
+
+
+def _inproc(
+    ctx: Context, name: str, store: EventStore, *, per_append: int, prefix: str
+) -> dict[str, Any]:
     seq = itertools.count()
 
     def make(owned: OwnedStreams) -> Callable[[], int]:
@@ -55,6 +88,7 @@ def inproc(ctx: Context, name: str, *, per_append: int, prefix: str) -> dict[str
             "events_per_append": per_append,
             "streams": STREAMS,
             "client": "EventStore.append, one thread per producer (closed loop)",
+            "linger_ms": store.settings.linger_ms,
             **ctx.settle(),
         },
     )
@@ -165,10 +199,15 @@ def http(ctx: Context, name: str, *, connections: int, prefix: str) -> dict[str,
     )
 
 
-def latency(ctx: Context, name: str) -> dict[str, Any]:
+def latency(ctx: Context, name: str, *, linger_ms: float | None = None) -> dict[str, Any]:
     """Single-event appends started at a fixed 500/s (open loop) over 1 000 streams."""
-    store = ctx.astore()
-    owned = OwnedStreams(stream_ids("lat", STREAMS))
+    with _async_store(ctx, linger_ms) as store:
+        prefix = "lat" if linger_ms is None else f"lat{linger_ms:g}"
+        return _latency(ctx, name, store, prefix)
+
+
+def _latency(ctx: Context, name: str, store: AsyncEventStore, prefix: str) -> dict[str, Any]:
+    owned = OwnedStreams(stream_ids(prefix, STREAMS))
     seq = itertools.count()
 
     async def op(i: int) -> int:
@@ -195,8 +234,8 @@ def latency(ctx: Context, name: str) -> dict[str, Any]:
             "concurrency": "open loop, 500 appends/s",
             "events_per_append": 1,
             "streams": STREAMS,
-            "linger_ms": ctx.settings.linger_ms,
-            "batch_wait_ms": ctx.settings.batch_wait * 1000,
+            "linger_ms": store.settings.linger_ms,
+            "batch_wait_ms": store.settings.batch_wait * 1000,
             "client": "AsyncEventStore.append; latency from the scheduled start",
             **ctx.settle(),
         },
