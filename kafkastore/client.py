@@ -25,7 +25,7 @@ from kafkastore.records import (
     StreamState,
 )
 from writer.engine import Writer
-from writer.prepare import prepare, prepare_many
+from writer.prepare import PreparedAppend, prepare, prepare_many
 from writer.protocol import FaultHook
 
 if TYPE_CHECKING:
@@ -51,8 +51,10 @@ def _settings(
     return base.replace(**changes) if changes else base
 
 
-class EventStore:
-    """Append to and read from the store, in-process (thread-safe; share one per process)."""
+class _Store:
+    """What both flavours share: settings, the writer, the lifecycle flags, preparation."""
+
+    _reads: Any
 
     def __init__(
         self,
@@ -64,8 +66,28 @@ class EventStore:
         self.settings = _settings(settings, None, None, None, overrides)
         # fault_hook: called at each step of the append protocol (tests inject failures).
         self._writer = Writer(self.settings, fault_hook=fault_hook)
-        self._reads: Reads | None = None
+        self._reads = None
         self._closed = False
+
+    @property
+    def writer(self) -> Writer:
+        return self._writer
+
+    def _prepare_one(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
+    ) -> PreparedAppend:
+        return prepare(
+            AppendRequest(stream_id, tuple(events), expected_version), self.settings.limits
+        )
+
+    def _prepare_many(self, appends: Sequence[AppendRequest]) -> list[PreparedAppend]:
+        return prepare_many(appends, self.settings.limits)
+
+
+class EventStore(_Store):
+    """Append to and read from the store, in-process (thread-safe; share one per process)."""
+
+    _reads: Reads | None
 
     @classmethod
     def connect(
@@ -104,10 +126,6 @@ class EventStore:
     ) -> None:
         self.close()
 
-    @property
-    def writer(self) -> Writer:
-        return self._writer
-
     def append(
         self,
         stream_id: str,
@@ -117,9 +135,7 @@ class EventStore:
         timeout: float | None = None,
     ) -> AppendResult:
         """Append events to one stream; raises WrongExpectedVersion, DuplicateEventId, ..."""
-        prepared = prepare(
-            AppendRequest(stream_id, tuple(events), expected_version), self.settings.limits
-        )
+        prepared = self._prepare_one(stream_id, events, expected_version)
         future = self._writer.submit([prepared], atomic=False, wait=timeout)
         return future.result(self._result_timeout(timeout))[0]
 
@@ -127,8 +143,7 @@ class EventStore:
         self, appends: Sequence[AppendRequest], *, timeout: float | None = None
     ) -> list[AppendResult]:
         """Append to several streams atomically: all committed, or none."""
-        prepared = prepare_many(appends, self.settings.limits)
-        future = self._writer.submit(prepared, atomic=True, wait=timeout)
+        future = self._writer.submit(self._prepare_many(appends), atomic=True, wait=timeout)
         return future.result(self._result_timeout(timeout))
 
     def _result_timeout(self, timeout: float | None) -> float:
@@ -187,21 +202,10 @@ class EventStore:
         return self._reader().stream_state(stream_id)
 
 
-class AsyncEventStore:
+class AsyncEventStore(_Store):
     """The asyncio twin of :class:`EventStore` (same methods, awaitable)."""
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        fault_hook: FaultHook | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.settings = _settings(settings, None, None, None, overrides)
-        # fault_hook: called at each step of the append protocol (tests inject failures).
-        self._writer = Writer(self.settings, fault_hook=fault_hook)
-        self._reads: AsyncReads | None = None
-        self._closed = False
+    _reads: AsyncReads | None
 
     @classmethod
     async def connect(
@@ -239,25 +243,21 @@ class AsyncEventStore:
     ) -> None:
         await self.close()
 
-    @property
-    def writer(self) -> Writer:
-        return self._writer
-
     async def append(
         self,
         stream_id: str,
         events: Sequence[NewEvent],
         expected_version: ExpectedVersion = "any",
     ) -> AppendResult:
-        prepared = prepare(
-            AppendRequest(stream_id, tuple(events), expected_version), self.settings.limits
-        )
+        prepared = self._prepare_one(stream_id, events, expected_version)
         return (await self.submit([prepared], atomic=False))[0]
 
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[AppendResult]:
-        return await self.submit(prepare_many(appends, self.settings.limits), atomic=True)
+        return await self.submit(self._prepare_many(appends), atomic=True)
 
-    async def submit(self, prepared: Sequence[Any], *, atomic: bool) -> list[AppendResult]:
+    async def submit(
+        self, prepared: Sequence[PreparedAppend], *, atomic: bool
+    ) -> list[AppendResult]:
         """Queue prepared appends; when the writer is full, wait for room off the event loop
         (up to ``backpressure_timeout``, then Unavailable)."""
         try:

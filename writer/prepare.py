@@ -101,14 +101,7 @@ def prepare(request: AppendRequest, limits: Limits) -> PreparedAppend:
 
 def parse_append_body(body: bytes, stream_id: str, limits: Limits) -> PreparedAppend:
     """Validate ``POST /streams/{stream_id}``'s JSON body."""
-    if len(body) > limits.max_request_bytes:
-        raise PayloadTooLarge(
-            f"request is {len(body)} bytes; the limit is {limits.max_request_bytes}",
-            limit="max_request_bytes",
-            maximum=limits.max_request_bytes,
-            actual=len(body),
-        )
-    document = _loads(body)
+    document = _loads(body, limits)
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object", fields=["body"])
     return parse_append_object(document, stream_id, limits)
@@ -116,14 +109,7 @@ def parse_append_body(body: bytes, stream_id: str, limits: Limits) -> PreparedAp
 
 def parse_many_body(body: bytes, limits: Limits) -> list[PreparedAppend]:
     """Validate ``POST /append``'s JSON body (an atomic multi-stream append)."""
-    if len(body) > limits.max_request_bytes:
-        raise PayloadTooLarge(
-            f"request is {len(body)} bytes; the limit is {limits.max_request_bytes}",
-            limit="max_request_bytes",
-            maximum=limits.max_request_bytes,
-            actual=len(body),
-        )
-    document = _loads(body)
+    document = _loads(body, limits)
     if not isinstance(document, dict) or not isinstance(document.get("appends"), list):
         raise InvalidRequest('the body must be {"appends": [...]}', fields=["appends"])
     entries = document["appends"]
@@ -228,7 +214,14 @@ def _b64(value: object, field: str) -> bytes:
         raise InvalidRequest(f"{field} is not valid base64", fields=[field]) from None
 
 
-def _loads(body: bytes) -> Any:
+def _loads(body: bytes, limits: Limits) -> Any:
+    if len(body) > limits.max_request_bytes:
+        raise PayloadTooLarge(
+            f"request is {len(body)} bytes; the limit is {limits.max_request_bytes}",
+            limit="max_request_bytes",
+            maximum=limits.max_request_bytes,
+            actual=len(body),
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
