@@ -74,7 +74,12 @@ class Indexer:
                 verdict_wait=1.0,
                 from_beginning=True,
                 # librdkafka spells auto.offset.reset=none "error": a vanished position raises.
-                consumer_config={"auto.offset.reset": "error"},
+                consumer_config={
+                    "auto.offset.reset": "error",
+                    # librdkafka prefetches up to 64 MiB per consumer by default; a few batches
+                    # ahead is enough to keep the indexer busy and bounds its memory.
+                    "queued.max.messages.kbytes": 16384,
+                },
             )
             self._loop = loop
             if self._stopping:
