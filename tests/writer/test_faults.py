@@ -126,22 +126,28 @@ def assert_protocol_held_after_kill(
     assert_protocol_held(settings, {stream: events}, {stream: 2})
 
 
+def set_max_message_bytes(settings: Settings, value: int) -> None:
+    admin = kafka.admin(settings)
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        settings.topic,
+        incremental_configs=[
+            ConfigEntry(
+                "max.message.bytes", str(value), incremental_operation=AlterConfigOpType.SET
+            )
+        ],
+    )
+    admin.incremental_alter_configs([resource])[resource].result(30)
+    time.sleep(1)  # the broker applies topic configs asynchronously
+
+
 def test_a_delivery_failure_mid_batch_rolls_the_whole_atomic_append_back(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(**FAST_LADDER)
     # The broker refuses messages over 2000 bytes on this topic: one event of the batch fails
     # while the others (on other partitions) are delivered.
-    admin = kafka.admin(settings)
-    resource = ConfigResource(
-        ConfigResource.Type.TOPIC,
-        settings.topic,
-        incremental_configs=[
-            ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)
-        ],
-    )
-    admin.incremental_alter_configs([resource])[resource].result(30)
-    time.sleep(1)  # the broker applies topic configs asynchronously
+    set_max_message_bytes(settings, 2000)
     small, other = unique("Small"), unique("Big")
     good = new_events(2)
     # Random bytes: compression must not shrink the event under the limit.
@@ -155,15 +161,7 @@ def test_a_delivery_failure_mid_batch_rolls_the_whole_atomic_append_back(
     assert {i for i, _ in landed} <= {e.id for e in good}
     assert all(v is Verdict.PHANTOM for _, v in landed)
     # Once the topic accepts the event, the same ids go through exactly once.
-    resource = ConfigResource(
-        ConfigResource.Type.TOPIC,
-        settings.topic,
-        incremental_configs=[
-            ConfigEntry("max.message.bytes", "1048588", incremental_operation=AlterConfigOpType.SET)
-        ],
-    )
-    admin.incremental_alter_configs([resource])[resource].result(30)
-    time.sleep(1)
+    set_max_message_bytes(settings, 1048588)
     assert_protocol_held(settings, {small: good, other: big}, {small: 0, other: 0})
 
 
