@@ -122,27 +122,39 @@ class VerdictResolver:
         self.queries = 0
 
     def judge(self, conn: psycopg.Connection, events: Sequence[WireEvent]) -> list[Judgement]:
-        """One judgement per event, in order. Runs at most three statements."""
-        unknown = {
-            e.write_id
-            for e in events
-            if e.sysid == self.sysid
-            and e.write_id not in self._committed
-            and e.write_id not in self._phantom_writes
-        }
+        """One judgement per event, in order. Runs at most three statements.
+
+        The writes this batch needs are gathered in a map of its own before anything is added to
+        the cache: loading new markers may evict old ones from the (bounded) cache, and a write
+        evicted mid-call must not turn its events into phantoms.
+        """
+        writes: dict[UUID, _Write] = {}
+        unknown: set[UUID] = set()
+        for e in events:
+            w = e.write_id
+            if e.sysid != self.sysid or w in writes or w in unknown:
+                continue
+            cached = self._committed.get(w)
+            if cached is not None:
+                self._committed.move_to_end(w)
+                writes[w] = cached
+            elif w not in self._phantom_writes:
+                unknown.add(w)
         pending: set[UUID] = set()
         if unknown:
-            missing = self._load_markers(conn, unknown)
+            missing = self._load_markers(conn, unknown, writes)
             if missing:
                 xids = {e.write_id: e.xid for e in events if e.write_id in missing}
                 running = self._running_xids(conn, set(xids.values()))
                 settled = {w for w, x in xids.items() if x not in running}
                 pending = missing - settled
                 if settled:
-                    still_missing = self._load_markers(conn, settled)
+                    still_missing = self._load_markers(conn, settled, writes)
                     for write_id in still_missing:
                         self._remember_phantom(write_id)
-        return [self._judge_one(e, pending) for e in events]
+        judgements = [self._judge_one(e, writes, pending) for e in events]
+        self._remember(writes)
+        return judgements
 
     def judge_until_settled(
         self,
@@ -168,7 +180,9 @@ class VerdictResolver:
             judgements = self.judge(conn, events)
         return judgements
 
-    def _judge_one(self, event: WireEvent, pending: set[UUID]) -> Judgement:
+    def _judge_one(
+        self, event: WireEvent, writes: dict[UUID, _Write], pending: set[UUID]
+    ) -> Judgement:
         if event.sysid != self.sysid:
             logger.error(
                 "event %s at %s/%s names cluster %r, not ours (%r): phantom",
@@ -179,7 +193,7 @@ class VerdictResolver:
                 self.sysid,
             )
             return Judgement(Verdict.PHANTOM, PhantomReason.FOREIGN_CLUSTER)
-        write = self._committed.get(event.write_id)
+        write = writes.get(event.write_id)
         if write is not None:
             if write.events.get((event.stream_id, event.version)) == event.event_id:
                 return REAL
@@ -189,8 +203,10 @@ class VerdictResolver:
             return PENDING
         return Judgement(Verdict.PHANTOM, PhantomReason.NO_MARKER)
 
-    def _load_markers(self, conn: psycopg.Connection, write_ids: Iterable[UUID]) -> set[UUID]:
-        """Cache the markers found; return the write ids that have none."""
+    def _load_markers(
+        self, conn: psycopg.Connection, write_ids: Iterable[UUID], writes: dict[UUID, _Write]
+    ) -> set[UUID]:
+        """Put the markers found in ``writes``; return the write ids that have none."""
         wanted = set(write_ids)
         found: dict[UUID, dict[tuple[str, int], UUID]] = {}
         self.queries += 1
@@ -201,10 +217,16 @@ class VerdictResolver:
             for i, event_id in enumerate(event_ids):
                 events[(stream_id, from_version + i)] = event_id
         for write_id, events in found.items():
-            self._committed[write_id] = _Write(events)
-            if len(self._committed) > self._cache_size:
-                self._committed.popitem(last=False)
+            writes[write_id] = _Write(events)
         return wanted - found.keys()
+
+    def _remember(self, writes: dict[UUID, _Write]) -> None:
+        """Cache committed writes (settled for good), least recently used evicted first."""
+        for write_id, write in writes.items():
+            self._committed[write_id] = write
+            self._committed.move_to_end(write_id)
+        while len(self._committed) > self._cache_size:
+            self._committed.popitem(last=False)
 
     def _running_xids(self, conn: psycopg.Connection, xids: set[int]) -> set[int]:
         self.queries += 1

@@ -146,3 +146,19 @@ def test_judge_until_settled_waits_for_a_running_writer(settings: Settings) -> N
         thread.join(10)
     assert results == [Verdict.REAL]
     assert isinstance(conn, psycopg.Connection)
+
+
+def test_a_committed_write_evicted_from_the_cache_mid_batch_stays_real(settings: Settings) -> None:
+    # A tiny cache: judging a batch that holds one cached write and new ones evicts the cached
+    # write while the batch is judged; its events must still be judged by their marker.
+    with ManualWriter(settings) as writer:
+        first = writer.append(unique("Old"), [("A", {})])
+        second = writer.append(unique("Old"), [("A", {})])
+        third = writer.append(unique("New"), [("A", {})])
+        events = {e.event_id: e for e in read_topic(settings)}
+        with pg.connect(settings.database_url, autocommit=True) as conn:
+            resolver = VerdictResolver(writer.sysid, cache_size=2)
+            resolver.judge(conn, [events[first[0].event_id], events[second[0].event_id]])
+            batch = [events[first[0].event_id], events[third[0].event_id]]
+            judged = resolver.judge(conn, batch)
+    assert [j.verdict for j in judged] == [Verdict.REAL, Verdict.REAL]
