@@ -308,6 +308,15 @@ class BatchLoop:
             expected = self._position.get(p)
             if expected is not None and offset < expected:
                 continue  # fetched before a seek back
+            if expected is not None and offset > expected and p not in by_partition:
+                # The partition resumed past where we stand: librdkafka reset an offset that is
+                # gone from the topic (retention, a recreated topic) or a seek back failed.
+                # Moving on would store a position past messages nobody judged: an alarm, never
+                # a silent skip (DESIGN.md section 6).
+                raise IntegrityError(
+                    f"group {self.group!r}: partition {p} of {self.topic!r} resumed at offset "
+                    f"{offset}, but the next message to handle is {expected}; refusing to skip"
+                )
             by_partition.setdefault(p, []).append(msg)
         if not by_partition:
             return

@@ -163,3 +163,37 @@ def _wait_until_blocked_on_a_lock(database_url: str, topic: str, timeout: float 
                 return
             done.wait(0.05)
     raise AssertionError(f"no consumer of {topic} blocked on the checkpoint lock")
+
+
+def test_a_loop_whose_stored_position_was_deleted_from_the_topic_refuses_to_skip(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    from confluent_kafka import TopicPartition
+
+    from kafkastore import kafka
+    from kafkastore.errors import IntegrityError
+
+    settings = make_settings(partitions=1)
+    group = _group()
+    checkpoints = PgCheckpoints(table="subscription_checkpoints", group=group)
+    with ManualWriter(settings) as w:
+        produced = w.append(unique("Acct"), [("Deposited", {"amount": i}) for i in range(4)])
+    with pg.connect(database_url, autocommit=True) as conn:
+        checkpoints.lock(conn, settings.topic, {0: produced[0].offset})  # stored: the first one
+    # Retention (or an operator) removes the first two events from the topic.
+    admin = kafka.admin(settings)
+    target = TopicPartition(settings.topic, 0, produced[2].offset)
+    admin.delete_records([target])[target].result(30)
+    loop = BatchLoop(settings, group=group, checkpoints=checkpoints)
+    t = LoopThread(loop).start()
+    pause = threading.Event()
+    for _ in range(300):  # up to 30 s for the loop to fail
+        if t.error is not None:
+            break
+        pause.wait(0.1)
+    loop.stop()
+    assert isinstance(t.error, IntegrityError), t.error
+    assert "refusing to skip" in str(t.error)
+    assert t.events() == []
+    with pg.connect(database_url, autocommit=True) as conn:
+        assert checkpoints.load(conn, settings.topic, [0]) == {0: produced[0].offset}
