@@ -22,12 +22,15 @@ import time
 
 from indexer.projection import NOTIFY_CHANNEL
 from kafkastore import pg
-from kafkastore.errors import KafkaStoreError, Unavailable
 
 logger = logging.getLogger("kafkastore.indexer")
 
 LISTEN = "LISTEN kafkastore_index"
 assert NOTIFY_CHANNEL in LISTEN
+
+
+START_TIMEOUT = 10.0
+"""Longest a reader waits for the listener to start before relying on its own timeout."""
 
 
 class AsyncListener:
@@ -48,7 +51,10 @@ class AsyncListener:
             raise RuntimeError("listener is closed")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="kafkastore-index-listener")
-        await self._ready.wait()
+        # Bounded: a listener that cannot connect sets _ready anyway; waiters then fall back
+        # to their own timeouts.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
 
     async def wait(self, generation: int, timeout: float) -> None:
         """Return when the generation moved past ``generation`` or ``timeout`` passed."""
@@ -68,8 +74,8 @@ class AsyncListener:
         while not self._closed:
             try:
                 conn = await pg.connect_async(self._url, autocommit=True)
-            except KafkaStoreError as exc:
-                logger.warning("index listener cannot connect: %s", exc.message)
+            except Exception as exc:  # the listener must outlive any error: log and retry
+                logger.warning("index listener cannot connect: %s", exc)
                 self._ready.set()  # waiters fall back to their timeouts
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -86,9 +92,12 @@ class AsyncListener:
                             if note.payload.isdigit():
                                 self.last_position = max(self.last_position, int(note.payload))
                             self._bump()
-            except Unavailable as exc:  # connection lost: reopen
-                logger.warning("index listener lost its connection: %s", exc.message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost or anything else: reopen
+                logger.warning("index listener lost its connection: %s", exc)
                 await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
         if self._closed:
@@ -122,7 +131,7 @@ class Listener:
                     target=self._run, name="kafkastore-index-listener", daemon=True
                 )
                 self._thread.start()
-        self._ready.wait()
+        self._ready.wait(START_TIMEOUT)
 
     def wait(self, generation: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -145,8 +154,8 @@ class Listener:
         while not self._closed.is_set():
             try:
                 conn = pg.connect(self._url, autocommit=True)
-            except KafkaStoreError as exc:
-                logger.warning("index listener cannot connect: %s", exc.message)
+            except Exception as exc:  # the listener must outlive any error: log and retry
+                logger.warning("index listener cannot connect: %s", exc)
                 self._ready.set()
                 self._closed.wait(delay)
                 delay = min(delay * 2, 5.0)
@@ -162,9 +171,10 @@ class Listener:
                         for note in conn.notifies(timeout=0.5):
                             position = int(note.payload) if note.payload.isdigit() else None
                             self._bump(position)
-            except Unavailable as exc:
-                logger.warning("index listener lost its connection: %s", exc.message)
+            except Exception as exc:  # connection lost or anything else: reopen
+                logger.warning("index listener lost its connection: %s", exc)
                 self._closed.wait(delay)
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         if self._closed.is_set():

@@ -266,8 +266,12 @@ class Reads:
     @classmethod
     def open(cls, settings: Settings, *, max_size: int = 10) -> Self:
         reads = cls(settings, max_size=max_size)
-        with pg.translated():
-            reads._pool.open(wait=True, timeout=10.0)
+        try:
+            with pg.translated():
+                reads._pool.open(wait=True, timeout=10.0)
+        except BaseException:
+            reads._pool.close()  # else its workers keep trying to connect
+            raise
         reads._opened = True
         return reads
 
@@ -387,8 +391,12 @@ class AsyncReads:
     @classmethod
     async def open(cls, settings: Settings, *, max_size: int = 16) -> Self:
         reads = cls(settings, max_size=max_size)
-        with pg.translated():
-            await reads._pool.open(wait=True, timeout=10.0)
+        try:
+            with pg.translated():
+                await reads._pool.open(wait=True, timeout=10.0)
+        except BaseException:
+            await reads._pool.close()  # else its workers keep trying to connect
+            raise
         return reads
 
     async def close(self) -> None:

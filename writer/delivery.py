@@ -94,6 +94,7 @@ class SharedProducer:
         self._settings = settings
         self._overrides = overrides
         self._lock = threading.Lock()
+        self._replacing = False
         self._producer: Producer = self._new()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafkastore-delivery", daemon=True)
@@ -103,17 +104,31 @@ class SharedProducer:
         return kafka.producer(self._settings, error_cb=self._on_error, **self._overrides)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            logger.error("fatal producer error, replacing the producer: %s", err.str())
-            threading.Thread(target=self._replace, daemon=True).start()
-        else:
+        if not err.fatal():
             logger.warning("Kafka: %s", err.str())
+            return
+        with self._lock:
+            if self._replacing:  # one fatal error is reported many times
+                return
+            self._replacing = True
+        logger.error("fatal producer error, replacing the producer: %s", err.str())
+        threading.Thread(target=self._replace, name="kafkastore-replace", daemon=True).start()
 
     def _replace(self) -> None:
+        """New appends go to a new producer; the old one is drained so that its in-flight
+        batches get their (failed) delivery reports now instead of at their deadline."""
         with self._lock:
             old = self._producer
             self._producer = self._new()
-        old.flush(0)
+        try:
+            remaining = old.flush(self._settings.delivery_timeout)
+            if remaining:
+                logger.warning(
+                    "%d messages of the replaced producer were never reported", remaining
+                )
+        finally:
+            with self._lock:
+                self._replacing = False
 
     def _poll(self) -> None:
         while not self._closed.is_set():
