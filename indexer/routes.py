@@ -46,7 +46,22 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-@router.get("/streams/{stream_id}", summary="Read one stream")
+# Stream ids may contain "/" (a path parameter), so the state route is declared first: for
+# "/streams/a/b/state" it answers the state of "a/b".
+@router.get("/streams/{stream_id:path}/state", summary="A stream's head and indexed version")
+async def stream_state(request: Request, stream_id: str) -> Response:
+    state = await _reads(request).stream_state(stream_id)
+    return Response(render.stream_state_json(state), media_type=JSON)
+
+
+def _types(request: Request) -> list[str] | None:
+    types = request.query_params.getlist("type")
+    if any(not t for t in types):
+        raise InvalidRequest("type must not be empty", fields=["type"])
+    return types or None
+
+
+@router.get("/streams/{stream_id:path}", summary="Read one stream")
 async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by name
     request: Request,
     stream_id: str,
@@ -74,19 +89,6 @@ async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by nam
     if _matches(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=JSON, headers=headers)
-
-
-@router.get("/streams/{stream_id}/state", summary="A stream's head and indexed version")
-async def stream_state(request: Request, stream_id: str) -> Response:
-    state = await _reads(request).stream_state(stream_id)
-    return Response(render.stream_state_json(state), media_type=JSON)
-
-
-def _types(request: Request) -> list[str] | None:
-    types = request.query_params.getlist("type")
-    if any(not t for t in types):
-        raise InvalidRequest("type must not be empty", fields=["type"])
-    return types or None
 
 
 @router.get("/categories/{category}", summary="Read a category in global-position order")

@@ -71,7 +71,7 @@ async def _submit(
 
 
 @router.post(
-    "/streams/{stream_id}",
+    "/streams/{stream_id:path}",  # stream ids may contain "/"
     status_code=201,
     summary="Append events to one stream",
     openapi_extra={

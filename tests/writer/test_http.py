@@ -235,3 +235,14 @@ def test_health_readiness_and_openapi_are_served(client: TestClient) -> None:
     assert client.get("/readyz").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/streams/{stream_id}", "/append", "/healthz", "/readyz"} <= set(paths)
+
+
+def test_a_stream_id_with_a_slash_can_be_appended_to_and_read(client: TestClient) -> None:
+    stream = f"{unique('Tenant')}/Order-1"
+    appended = client.post(f"/streams/{stream}", json={"events": [event()]})
+    assert appended.status_code == 201
+    assert appended.json()["stream_id"] == stream
+    state = client.get(f"/streams/{stream}/state")
+    assert state.status_code == 200 and state.json()["version"] == 1
+    read = client.get(f"/streams/{stream}", params={"min_version": 1, "timeout_ms": 0})
+    assert read.status_code == 200 and read.json()["stream_id"] == stream
