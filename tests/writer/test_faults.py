@@ -28,7 +28,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from kafkastore import kafka, pg
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
-from kafkastore.errors import Unavailable
+from kafkastore.errors import OutcomeUnknown, Unavailable
 from kafkastore.records import AppendRequest, NewEvent
 from kafkastore.verdict import Verdict, VerdictResolver
 from tests.support import settings_environment, unique
@@ -226,3 +226,30 @@ def test_a_postgresql_crash_while_the_writer_waits_for_acks_loses_nothing_acknow
     finally:
         for c in (cluster, *locals().get("restarted", [])):
             postgres.stop(c)
+
+
+def test_a_lost_commit_reply_is_settled_through_the_marker(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from tests.support.wire import ManualWriter
+    from writer.protocol import resolve_commit
+
+    settings = make_settings(commit_resolve_timeout=1.0)
+
+    with ManualWriter(settings) as writer:
+        (committed,) = writer.append(unique("Lost"), [("A", {})])
+        with pg.connect(settings.database_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT xid::text FROM appends WHERE write_id = %s", (committed.write_id,)
+            ).fetchone()
+        assert row is not None
+        assert resolve_commit(settings, committed.write_id, int(row[0])) is True
+        (aborted,) = writer.phantom_aborted(unique("Lost"), [("A", {})])
+        aborted_xid = next(m.xid for m in read_topic(settings) if m.event_id == aborted.event_id)
+        assert resolve_commit(settings, aborted.write_id, aborted_xid) is False
+        with writer.pending(unique("Lost"), [("A", {})]) as running:
+            running_xid = next(
+                m.xid for m in read_topic(settings) if m.event_id == running[0].event_id
+            )
+            with pytest.raises(OutcomeUnknown):
+                resolve_commit(settings, running[0].write_id, running_xid)
