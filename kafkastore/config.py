@@ -192,6 +192,24 @@ def environ_get(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """``KAFKASTORE_*`` variables that make another process build exactly ``settings``."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, Mapping):
+            if value:
+                env[ENV_PREFIX + f.name.upper()] = ",".join(f"{k}={v}" for k, v in value.items())
+        else:
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+    return env
+
+
+def export_settings(settings: Settings) -> None:
+    """Put ``settings`` in this process's environment, for worker processes it spawns."""
+    os.environ.update(settings_environ(settings))
+
+
 def child_environ(overrides: Mapping[str, str]) -> dict[str, str]:
     """The environment for a child process we start: ours plus ``overrides``."""
     return {**os.environ, **overrides}

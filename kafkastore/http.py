@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kafkastore import kafka, pg
-from kafkastore.config import Settings
+from kafkastore.config import Settings, export_settings
 from kafkastore.errors import (
     AppendConflicts,
     ConfigurationError,
@@ -188,6 +188,8 @@ def serve(settings: Settings, *, workers: int = 1) -> int:
         "limit_concurrency": 2048,
     }
     if workers > 1:
+        # Workers are new processes that build their settings from the environment.
+        export_settings(settings)
         uvicorn.run("kafkastore.http:create_app_from_env", factory=True, workers=workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)

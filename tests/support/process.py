@@ -4,7 +4,6 @@ stopped with SIGTERM (SIGKILL after a timeout) so no process outlives the test."
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
@@ -15,20 +14,12 @@ from pathlib import Path
 from types import TracebackType
 
 from dev.process import child_environment, tail, terminate
-from kafkastore.config import ENV_PREFIX, Settings
+from kafkastore.config import Settings, settings_environ
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
     """``KAFKASTORE_*`` variables that make a child process build exactly ``settings``."""
-    env: dict[str, str] = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, Mapping):
-            if value:
-                env[ENV_PREFIX + f.name.upper()] = ",".join(f"{k}={v}" for k, v in value.items())
-        else:
-            env[ENV_PREFIX + f.name.upper()] = str(value)
-    return env
+    return settings_environ(settings)
 
 
 class ServiceProcess:
