@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 from uuid import UUID
@@ -153,24 +153,3 @@ class PositionPage:
     events: tuple[RecordedEvent, ...]
     next_position: int | None
     index_behind: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TopicPartitionOffset:
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """One row of a commit marker (``appends``): what one write stored in one stream."""
-
-    write_id: UUID
-    xid: int
-    stream_id: str
-    from_version: int
-    to_version: int
-    event_ids: tuple[UUID, ...]
-    partition: int | None = None
-    offsets: tuple[int, ...] = field(default=())

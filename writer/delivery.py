@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from kafkastore import kafka
 from kafkastore.config import Settings
-from kafkastore.errors import KafkaStoreError, Unavailable
+from kafkastore.errors import Unavailable
 
 logger = logging.getLogger("kafkastore.writer")
 
@@ -177,14 +176,3 @@ class SharedProducer:
         remaining = self._producer.flush(timeout)
         if remaining:
             logger.warning("%d messages were not delivered at close", remaining)
-
-
-def await_batch(tracker: DeliveryTracker, timeout: float) -> None:
-    start = time.monotonic()
-    try:
-        tracker.wait(timeout)
-    except KafkaStoreError:
-        logger.warning(
-            "batch of %d events failed after %.3fs", tracker.total, time.monotonic() - start
-        )
-        raise
