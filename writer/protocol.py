@@ -259,17 +259,18 @@ class BatchRunner:
                 )
         plan: list[tuple[Unit, int, int, int]] = []  # unit, append index, from_version, start
         flat_ids: list[UUID] = []
-        total = sum(len(u.appends[i].events) for u in accepted for i, _ in u.accepted)
-        tracker = DeliveryTracker(total)
+        # (key, event count) of each stream's contiguous run of messages, in produce order.
+        produced = [
+            (stream_id.encode(), sum(len(u.appends[i].events) for u, i, _ in entries))
+            for stream_id, entries in by_stream.items()
+        ]
+        tracker = DeliveryTracker(sum(count for _, count in produced))
         produce = self.producer.produce
         topic = self._topic
         source = self._source
         sysid = self.sysid
         on_delivery = tracker.report
-        produced: list[tuple[bytes, int]] = []
-        for stream_id, entries in by_stream.items():
-            key = stream_id.encode()
-            produced.append((key, sum(len(u.appends[i].events) for u, i, _ in entries)))
+        for (key, _), entries in zip(produced, by_stream.values(), strict=True):
             for unit, index, from_version in entries:
                 append = unit.appends[index]
                 start = len(flat_ids)
