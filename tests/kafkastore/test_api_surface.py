@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+from pathlib import Path
+
 import orjson
 
 import kafkastore
@@ -9,11 +13,43 @@ from kafkastore import errors
 from kafkastore.http import error_response, status_of
 
 
+def _public_names_of_the_facade() -> set[str]:
+    """Every public name the package root binds at module level: its imports from the package
+    (also those under ``if TYPE_CHECKING``, which ``__getattr__`` serves lazily), its classes,
+    functions and assignments."""
+    tree = ast.parse(Path(kafkastore.__file__).read_text(encoding="utf-8"))
+    body = list(tree.body)
+    body += [inner for node in tree.body if isinstance(node, ast.If) for inner in node.body]
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kafkastore"):
+            names.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return {n for n in names if not n.startswith("_")}
+
+
 def test_the_package_exports_exactly_its_public_names() -> None:
-    assert sorted(kafkastore.__all__) == sorted(set(kafkastore.__all__))
+    assert len(kafkastore.__all__) == len(set(kafkastore.__all__))
+    assert set(kafkastore.__all__) == _public_names_of_the_facade()
     for name in kafkastore.__all__:
         assert getattr(kafkastore, name) is not None
     assert kafkastore.EventStore.__module__ == "kafkastore.client"
+
+
+def test_the_errors_module_exports_every_error_it_defines() -> None:
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if inspect.isclass(value)
+        and value.__module__ == errors.__name__
+        and not name.startswith("_")
+        and issubclass(value, BaseException)
+    }
+
+    assert set(errors.__all__) == defined
 
 
 def test_every_error_has_one_root_and_is_exported() -> None:
