@@ -1,4 +1,9 @@
-"""Kafka client factories and the one boundary where confluent-kafka errors become ours."""
+"""Kafka client factories and the one boundary where confluent-kafka errors become ours.
+
+:data:`ERRORS` maps Kafka error codes to our error classes; :func:`translated` applies it to
+the calls in its block (``raise Ours(...) from exc``); :func:`create_topic` is the one call whose
+error code decides the outcome (an existing topic is not a failure).
+"""
 
 from __future__ import annotations
 

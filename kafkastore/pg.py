@@ -1,4 +1,10 @@
-"""PostgreSQL client factory and the one boundary where psycopg errors become ours."""
+"""PostgreSQL client factory and the one boundary where psycopg errors become ours.
+
+:data:`ERRORS` maps psycopg exception classes to our error classes; :func:`translated` applies
+it to the statements in its block (``raise Ours(...) from exc``). The few statements whose
+driver error decides the outcome (a user without privilege on ``pg_control_system()``) are
+functions here.
+"""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def ensure_topic(
 
 
 def _wait_for(settings: Settings, timeout: float) -> TopicInfo:
-    """The new topic once its metadata reached the broker we ask (created is not yet visible)."""
+    """The new topic once the broker we ask knows it (creation reaches brokers in a moment)."""
     for _attempt in Backoff(initial=0.1, maximum=0.1).attempts(timeout=timeout):
         info = describe_topic(settings)
         if info is not None:
