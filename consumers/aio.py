@@ -9,16 +9,19 @@ worker waits for it, so the ordering and the at-least-once guarantee are those o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
+import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 from consumers.subscription import Subscription
 from kafkastore.records import RecordedEvent
+from kafkastore.signals import stop_signals
+
+logger = logging.getLogger("kafkastore.consumers")
 
 AsyncEventHandler = Callable[[RecordedEvent], Awaitable[None]]
+"""``async def handler(event)`` of an :class:`AsyncSubscription`."""
 
 
 class AsyncSubscription:
@@ -34,6 +37,7 @@ class AsyncSubscription:
 
     @property
     def group(self) -> str:
+        """The consumer group."""
         return self.subscription.group
 
     def _call(self, event: RecordedEvent) -> None:
@@ -42,33 +46,40 @@ class AsyncSubscription:
         future.result()
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Handle events until :meth:`stop` (or SIGTERM/SIGINT when ``handle_signals``)."""
+        """Handle events until :meth:`stop` (or SIGTERM/SIGINT when ``handle_signals``).
+
+        Raises what :meth:`Subscription.run` raises; cancelling the task stops the
+        subscription, waits for its worker thread, then re-raises the cancellation.
+        """
         loop = asyncio.get_running_loop()
         self._loop = loop
-        installed = []
-        if handle_signals:
-            for s in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(s, self.stop)
-                    installed.append(s)
-        worker = loop.run_in_executor(None, self.subscription.run)
-        try:
-            await asyncio.shield(worker)
-        except asyncio.CancelledError:
-            self.stop()
-            await worker
-            raise
-        finally:
-            for s in installed:
-                loop.remove_signal_handler(s)
+
+        def on_signal(signum: int) -> None:
+            logger.info("%r: signal %s, stopping after the current batch", self, signum)
+            loop.call_soon_threadsafe(self.stop)
+
+        with stop_signals(on_signal, enabled=handle_signals):
+            worker = loop.run_in_executor(None, self.subscription.run)
+            try:
+                await asyncio.shield(worker)
+            except asyncio.CancelledError:
+                self.stop()
+                await worker
+                raise
 
     def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch (thread-safe, signal-safe)."""
         self.subscription.stop()
 
     def stats(self) -> dict[str, Any]:
+        """The subscription's positions, lag, rates and handler outcomes."""
         return self.subscription.stats()
 
+    def __repr__(self) -> str:
+        return f"Async{self.subscription!r}"
+
     async def __aenter__(self) -> AsyncSubscription:
+        """The subscription itself; ``await`` :meth:`run` inside the block."""
         return self
 
     async def __aexit__(
@@ -77,6 +88,7 @@ class AsyncSubscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """:meth:`stop` (a running :meth:`run` returns after the current batch)."""
         self.stop()
 
 

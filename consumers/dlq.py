@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import Message, Producer
 
 from kafkastore import kafka, topic
 from kafkastore.config import Settings
@@ -30,6 +30,7 @@ MAX_ERROR_BYTES = 4096
 
 
 def dlq_topic(events_topic: str) -> str:
+    """The dead-letter topic of an events topic: ``<events_topic>.dlq``."""
     return events_topic + DLQ_SUFFIX
 
 
@@ -87,7 +88,7 @@ class DeadLetters:
                 if err is not None:
                     failures.append(err)
 
-            try:
+            with kafka.translated():
                 producer.produce(
                     self.topic,
                     key=message.key(),
@@ -96,8 +97,6 @@ class DeadLetters:
                     on_delivery=report,
                 )
                 remaining = producer.flush(self.timeout)
-            except KafkaException as exc:
-                raise kafka.translate(exc) or exc from exc
             if remaining or failures:
                 raise Unavailable(
                     f"could not dead-letter {message.partition()}/{message.offset()} to "
@@ -106,6 +105,7 @@ class DeadLetters:
             self.sent += 1
 
     def close(self) -> None:
+        """Flush and drop the producer (a later :meth:`send` creates a new one)."""
         with self._lock:
             if self._producer is not None:
                 self._producer.flush(self.timeout)

@@ -152,6 +152,7 @@ class FaustVerdicts:
                 yield event
 
     def close(self) -> None:
+        """Close the verdict connection (a later :meth:`judge` opens a new one)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -23,97 +23,46 @@ seeks every partition explicitly (stored checkpoint, else the low watermark, or 
 when not ``from_beginning``), which is what ``auto.offset.reset=none`` requires. Setting
 ``partition.assignment.strategy=cooperative-sticky`` in ``consumer_config`` also works: the loop
 then uses incremental assign/unassign.
+
+Around this module: the value types it hands on (:mod:`consumers.batches`), step 2
+(:mod:`consumers.judge`), the counters behind :meth:`BatchLoop.stats` (:mod:`consumers.loopstats`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
-from confluent_kafka import (
-    OFFSET_INVALID,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
 
+from consumers.batches import BatchHandler, PartitionBatch, PhantomRecord
 from consumers.checkpoints import PgCheckpoints
-from kafkastore import codec, kafka, pg
-from kafkastore.codec import WireEvent
+from consumers.judge import judge
+from consumers.loopstats import LoopStats
+from consumers.stopflag import StopFlag
+from kafkastore import kafka, pg
 from kafkastore.config import Settings
-from kafkastore.errors import IntegrityError
-from kafkastore.records import RecordedEvent
-from kafkastore.verdict import PhantomReason, Verdict, VerdictResolver
+from kafkastore.errors import IntegrityError, KafkaStoreError
+from kafkastore.verdict import VerdictResolver
+
+__all__ = ["BatchHandler", "BatchLoop", "PartitionBatch", "PhantomRecord"]
 
 logger = logging.getLogger("kafkastore.consumers")
-
-
-class PhantomRecord(NamedTuple):
-    """A message of the topic that is not a real event (never handed to a handler)."""
-
-    partition: int
-    offset: int
-    event: WireEvent | None
-    """The decoded event, or None when the message could not be decoded."""
-    reason: PhantomReason
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionBatch:
-    """The settled messages of one partition from one poll, in offset order."""
-
-    topic: str
-    partition: int
-    first_offset: int
-    """Offset the batch starts at (what the stored checkpoint must equal)."""
-    next_offset: int
-    """Offset to store after applying it (last settled message + 1)."""
-    events: tuple[RecordedEvent, ...]
-    """Real events only, in offset order."""
-    phantoms: tuple[PhantomRecord, ...]
-    """Messages judged phantoms (or malformed), in offset order."""
-    wire: tuple[WireEvent, ...] = ()
-    """The decoded messages of ``events`` (same order)."""
-    messages: tuple[Message, ...] = ()
-    """The Kafka messages of ``events`` (same order): key, value and headers as produced
-    (dead letters copy them)."""
-
-
-def _offset(msg: Message) -> int:
-    offset = msg.offset()
-    assert offset is not None  # only error messages have none, and those were filtered out
-    return offset
-
-
-BatchHandler = Callable[[psycopg.Connection, Sequence[PartitionBatch]], None]
-
-
-@dataclass(slots=True)
-class _PartitionStats:
-    position: int | None = None
-    high_watermark: int | None = None
-    events: int = 0
-    phantoms: int = 0
-    fenced: int = 0
-    held_offset: int | None = None
-    """Offset of the first PENDING message the partition is stopped at (None: not held)."""
-    held_xid: int | None = None
-    held_since: float = 0.0
 
 
 class BatchLoop:
     """Polls a consumer group, decodes, judges with the kernel's VerdictResolver (one marker query
     per batch in the common case, waiting only while a writer may still run; a partition stops
     before its first PENDING message and is re-polled from there - seek), and hands per-partition
-    batches to a handler."""
+    batches to a handler.
+
+    ``checkpoints`` given: exactly-once (offsets stored in the handler's transaction, fenced);
+    None: at-least-once (Kafka offsets committed after the handler). ``on_phantom`` sees every
+    phantom once its batch was applied. ``commit_to_kafka=False`` skips the (lag-only) Kafka
+    commit of exactly-once mode.
+    """
 
     def __init__(
         self,
@@ -145,33 +94,26 @@ class BatchLoop:
         }
         self._consumer_config = config
         self._cooperative = config.get("partition.assignment.strategy") == "cooperative-sticky"
-        # A plain attribute, not an Event: assigning a bool is safe inside a signal handler.
-        self._stopping = False
+        self.stop_flag = StopFlag()
+        """Raised by :meth:`stop`; sleeps of the loop's owner (retry waits) watch it too."""
         self._running = False
         self._consumer: Consumer | None = None
         self._conn: psycopg.Connection | None = None
         self._resolver: VerdictResolver | None = None
-        self._assigned: set[int] = set()
         # Next offset this loop expects per assigned partition (None: Kafka's committed offset).
         self._position: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._stats: dict[int, _PartitionStats] = {}
-        self._rate: deque[tuple[float, int]] = deque(maxlen=64)
-        self._total_events = 0
-        self._total_phantoms = 0
-        self._verdict_waits = 0
-        self._batches = 0
-        self._started_at: float | None = None
+        self._stats = LoopStats(group=group, topic=self.topic)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch (thread-safe, signal-safe)."""
-        self._stopping = True
+        self.stop_flag.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        """Whether :meth:`stop` was called."""
+        return self.stop_flag.is_set()
 
     @property
     def resolver_queries(self) -> int:
@@ -184,7 +126,6 @@ class BatchLoop:
         if self._running:
             raise RuntimeError("BatchLoop.run() is already running")
         self._running = True
-        self._started_at = time.monotonic()
         conn = pg.connect(self.settings.database_url, autocommit=True)
         consumer: Consumer | None = None
         try:
@@ -198,7 +139,7 @@ class BatchLoop:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_revoke,
             )
-            while not self._stopping:
+            while not self.stopping:
                 self._iterate(consumer, conn, handler)
         finally:
             self._running = False
@@ -206,8 +147,9 @@ class BatchLoop:
                 try:
                     # Leaves the group now (the next owner need not wait for the session
                     # timeout). Nothing is committed here: every handled batch already was.
-                    consumer.close()
-                except (KafkaException, RuntimeError) as exc:
+                    with kafka.translated():
+                        consumer.close()
+                except (KafkaStoreError, RuntimeError) as exc:
                     logger.warning("closing the consumer of group %r failed: %s", self.group, exc)
             self._consumer = None
             self._conn = None
@@ -232,14 +174,12 @@ class BatchLoop:
             if tp.partition in starts:
                 tp.offset = starts[tp.partition]
         logger.info("group %r assigned %s of %r at %s", self.group, numbers, self.topic, starts)
-        with self._lock:
-            for p in numbers:
-                self._assigned.add(p)
-                self._stats.setdefault(p, _PartitionStats()).position = starts.get(p)
-                if p in starts:
-                    self._position[p] = starts[p]
-                else:
-                    self._position.pop(p, None)
+        self._stats.on_assign({p: starts.get(p) for p in numbers})
+        for p in numbers:
+            if p in starts:
+                self._position[p] = starts[p]
+            else:
+                self._position.pop(p, None)
         if self._cooperative:
             consumer.incremental_assign(partitions)
         else:
@@ -249,10 +189,11 @@ class BatchLoop:
         """The group's committed Kafka offsets (at-least-once mode); partitions without one are
         left to ``auto.offset.reset``."""
         try:
-            committed = consumer.committed(
-                [TopicPartition(self.topic, tp.partition) for tp in partitions], timeout=10.0
-            )
-        except KafkaException as exc:
+            with kafka.translated():
+                committed = consumer.committed(
+                    [TopicPartition(self.topic, tp.partition) for tp in partitions], timeout=10.0
+                )
+        except KafkaStoreError as exc:
             logger.warning("group %r: cannot read committed offsets: %s", self.group, exc)
             return {}
         return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
@@ -260,12 +201,10 @@ class BatchLoop:
     def _initial_offset(self, consumer: Consumer, partition: int) -> int:
         """Where a partition with no stored checkpoint starts: the low watermark (the first
         event still in the topic), or the high watermark when not from the beginning."""
-        try:
+        with kafka.translated():
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(self.topic, partition), timeout=10.0, cached=False
             )
-        except KafkaException as exc:
-            raise kafka.translate(exc) or exc from exc
         return int(low if self.from_beginning else high)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -273,11 +212,9 @@ class BatchLoop:
         # already committed, and messages fetched for these partitions are dropped unhandled.
         numbers = [tp.partition for tp in partitions]
         logger.info("group %r revoked %s of %r", self.group, numbers, self.topic)
-        with self._lock:
-            for p in numbers:
-                self._assigned.discard(p)
-                self._position.pop(p, None)
-                self._stats.pop(p, None)
+        self._stats.on_revoke(numbers)
+        for p in numbers:
+            self._position.pop(p, None)
         if self._cooperative:
             consumer.incremental_unassign(partitions)
         else:
@@ -303,7 +240,7 @@ class BatchLoop:
                 self._on_message_error(error)
                 continue
             p, offset = msg.partition(), msg.offset()
-            if p is None or offset is None or p not in self._assigned:
+            if p is None or offset is None or p not in self._stats.assigned:
                 continue  # fetched before a revocation served in the same consume()
             expected = self._position.get(p)
             if expected is not None and offset < expected:
@@ -320,7 +257,21 @@ class BatchLoop:
             by_partition.setdefault(p, []).append(msg)
         if not by_partition:
             return
-        batches = self._judge(conn, consumer, by_partition)
+        assert self._resolver is not None
+        judged = judge(
+            self._resolver,
+            conn,
+            self.topic,
+            by_partition,
+            self._position,
+            timeout=self.verdict_wait,
+        )
+        for h in judged.held:
+            # Fetch the PENDING message again next time (seek discards what librdkafka
+            # prefetched after it).
+            self._stats.held(h.partition, h.offset, h.xid)
+            self._seek(consumer, h.partition, h.offset)
+        batches = judged.batches
         if not batches:
             return
         if self.checkpoints is not None:
@@ -342,76 +293,6 @@ class BatchLoop:
         if error.fatal():
             raise kafka.translate_error(error)
         logger.warning("group %r: Kafka reported %s", self.group, error.str())
-
-    def _judge(
-        self, conn: psycopg.Connection, consumer: Consumer, by_partition: dict[int, list[Any]]
-    ) -> list[PartitionBatch]:
-        assert self._resolver is not None
-        decoded: dict[int, list[WireEvent | None]] = {}
-        wires: list[WireEvent] = []
-        for p, msgs in by_partition.items():
-            row: list[WireEvent | None] = []
-            for msg in msgs:
-                try:
-                    event = codec.decode(msg)
-                except codec.MalformedMessage as exc:
-                    logger.error(
-                        "message %s/%s of %r is not a kafkastore event: %s",
-                        p,
-                        msg.offset(),
-                        self.topic,
-                        exc,
-                    )
-                    row.append(None)
-                    continue
-                row.append(event)
-                wires.append(event)
-            decoded[p] = row
-        judgements = self._resolver.judge_until_settled(conn, wires, timeout=self.verdict_wait)
-        verdicts = {(w.partition, w.offset): j for w, j in zip(wires, judgements, strict=True)}
-        batches: list[PartitionBatch] = []
-        for p, msgs in by_partition.items():
-            events: list[RecordedEvent] = []
-            real: list[WireEvent] = []
-            real_messages: list[Message] = []
-            phantoms: list[PhantomRecord] = []
-            first = self._position.get(p, _offset(msgs[0]))
-            next_offset = first
-            for msg, wire in zip(msgs, decoded[p], strict=True):
-                offset = _offset(msg)
-                if wire is None:
-                    phantoms.append(PhantomRecord(p, offset, None, PhantomReason.MALFORMED))
-                else:
-                    judgement = verdicts[(p, offset)]
-                    if judgement.verdict is Verdict.PENDING:
-                        # Never move past a message whose writer may still commit: fetch it
-                        # again next time (seek discards what librdkafka prefetched).
-                        self._hold(p, offset, wire.xid)
-                        self._seek(consumer, p, offset)
-                        break
-                    if judgement.verdict is Verdict.REAL:
-                        events.append(wire.recorded())
-                        real.append(wire)
-                        real_messages.append(msg)
-                    else:
-                        assert judgement.reason is not None
-                        phantoms.append(PhantomRecord(p, offset, wire, judgement.reason))
-                next_offset = offset + 1
-            if next_offset == first:
-                continue
-            batches.append(
-                PartitionBatch(
-                    topic=self.topic,
-                    partition=p,
-                    first_offset=first,
-                    next_offset=next_offset,
-                    events=tuple(events),
-                    phantoms=tuple(phantoms),
-                    wire=tuple(real),
-                    messages=tuple(real_messages),
-                )
-            )
-        return batches
 
     def _apply_exactly_once(
         self,
@@ -441,9 +322,7 @@ class BatchLoop:
                 stored.get(p),
                 starts[p],
             )
-            with self._lock:
-                if p in self._stats:
-                    self._stats[p].fenced += 1
+            self._stats.fenced(p)
             if p in stored:
                 self._seek(consumer, p, stored[p])
         for b in valid:
@@ -474,60 +353,41 @@ class BatchLoop:
     ) -> None:
         offsets = [TopicPartition(self.topic, b.partition, b.next_offset) for b in batches]
         try:
-            if asynchronous:
-                consumer.commit(offsets=offsets, asynchronous=True)
-            else:
-                consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
+            with kafka.translated():
+                if asynchronous:
+                    consumer.commit(offsets=offsets, asynchronous=True)
+                else:
+                    consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaStoreError as exc:
             # A rebalance raced with the commit: the new owner re-delivers from the last
             # committed offset (at-least-once); the next commit of this loop covers the rest.
             logger.warning("group %r: offset commit failed: %s", self.group, exc)
 
-    def _hold(self, partition: int, offset: int, xid: int) -> None:
-        """Record that a partition waits behind a running writer (stats, stuck-writer alarm)."""
-        with self._lock:
-            self._verdict_waits += 1
-            st = self._stats.setdefault(partition, _PartitionStats())
-            if st.held_offset != offset:
-                st.held_offset, st.held_xid, st.held_since = offset, xid, time.monotonic()
-
     def _seek(self, consumer: Consumer, partition: int, offset: int) -> None:
         self._position[partition] = offset
         try:
-            consumer.seek(TopicPartition(self.topic, partition, offset))
-        except KafkaException as exc:
+            with kafka.translated():
+                consumer.seek(TopicPartition(self.topic, partition, offset))
+        except KafkaStoreError as exc:
             # The partition was revoked meanwhile: its next owner starts from the checkpoint.
             logger.info("group %r: seek %s to %s failed: %s", self.group, partition, offset, exc)
 
     # -- statistics --------------------------------------------------------------------------
 
     def _refresh_watermarks(self, consumer: Consumer) -> None:
-        with self._lock:
-            parts = list(self._stats.items())
-        for p, st in parts:
+        for p in self._stats.partitions():
             try:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), cached=True
-                )
-            except KafkaException:
+                with kafka.translated():
+                    _low, high = consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, p), cached=True
+                    )
+            except KafkaStoreError:
                 continue
             if high is not None and high != OFFSET_INVALID and high >= 0:
-                st.high_watermark = int(high)
+                self._stats.high_watermark(p, int(high))
 
     def _account(self, applied: Sequence[PartitionBatch]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._batches += 1
-            for b in applied:
-                st = self._stats.setdefault(b.partition, _PartitionStats())
-                st.position = b.next_offset
-                if st.held_offset is not None and b.next_offset > st.held_offset:
-                    st.held_offset, st.held_xid = None, None
-                st.events += len(b.events)
-                st.phantoms += len(b.phantoms)
-                self._total_events += len(b.events)
-                self._total_phantoms += len(b.phantoms)
-            self._rate.append((now, self._total_events))
+        self._stats.applied(applied)
         if self.on_phantom is not None:
             for b in applied:
                 for phantom in b.phantoms:
@@ -535,40 +395,4 @@ class BatchLoop:
 
     def stats(self) -> dict[str, Any]:
         """Per-partition position, high watermark, lag, totals and events/s (thread-safe)."""
-        now = time.monotonic()
-        with self._lock:
-            partitions = {}
-            total_lag = 0
-            for p, st in sorted(self._stats.items()):
-                lag = None
-                if st.position is not None and st.high_watermark is not None:
-                    lag = max(0, st.high_watermark - st.position)
-                    total_lag += lag
-                partitions[p] = {
-                    "position": st.position,
-                    "high_watermark": st.high_watermark,
-                    "lag": lag,
-                    "events": st.events,
-                    "phantoms": st.phantoms,
-                    "fenced": st.fenced,
-                    "held_offset": st.held_offset,
-                    "held_xid": st.held_xid,
-                    "held_for": now - st.held_since if st.held_offset is not None else 0.0,
-                }
-            rate = 0.0
-            recent = [(t, n) for t, n in self._rate if now - t <= 10.0]
-            if len(recent) >= 2 and recent[-1][0] > recent[0][0]:
-                rate = (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0])
-            return {
-                "group": self.group,
-                "topic": self.topic,
-                "running": self._running,
-                "assigned": sorted(self._assigned),
-                "partitions": partitions,
-                "lag": total_lag,
-                "verdict_waits": self._verdict_waits,
-                "events": self._total_events,
-                "phantoms": self._total_phantoms,
-                "batches": self._batches,
-                "events_per_second": rate,
-            }
+        return self._stats.snapshot(running=self._running)

@@ -22,14 +22,11 @@ moves on. ``dead_letter=False`` makes the error stop the subscription instead.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, ClassVar
 
 import psycopg
@@ -43,11 +40,17 @@ from kafkastore import pg
 from kafkastore.config import Settings
 from kafkastore.errors import Unavailable
 from kafkastore.records import RecordedEvent
+from kafkastore.retry import Backoff
+from kafkastore.signals import stop_signals
 from kafkastore.streams import check_category, check_event_type
 
 logger = logging.getLogger("kafkastore.consumers")
 
 EventHandler = Callable[[RecordedEvent], None]
+"""``handler(event)`` of an at-least-once subscription."""
+
+RESTARTS = Backoff(initial=0.5, maximum=10.0)
+"""Waits between restarts of the loop after an outage of Kafka or PostgreSQL."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,8 +64,18 @@ class RetryPolicy:
     backoff_max: float = 5.0
     """Longest wait between two attempts."""
 
+    def delays(self) -> Iterator[float]:
+        """The waits after the first, second, ... failure of one event."""
+        return Backoff(
+            initial=min(self.backoff, self.backoff_max), maximum=self.backoff_max
+        ).delays()
+
     def delay(self, failures: int) -> float:
-        return float(min(self.backoff * 2 ** (failures - 1), self.backoff_max))
+        """The wait after the ``failures``-th failure of one event (1 for the first)."""
+        delays = self.delays()
+        for _ in range(failures - 1):
+            next(delays)
+        return next(delays)
 
 
 class PostgresProjection:
@@ -82,11 +95,19 @@ class PostgresProjection:
         """Called once before the first event, in its own transaction (create your tables)."""
 
     def handle(self, conn: psycopg.Connection, event: RecordedEvent) -> None:
+        """Apply one event with ``conn`` (inside the subscription's transaction: do not commit).
+
+        Raising rolls back this event's savepoint; the event is then retried or dead-lettered.
+        """
         raise NotImplementedError
 
 
 def _is_outage(conn: psycopg.Connection, exc: Exception) -> bool:
-    return isinstance(exc, Unavailable | psycopg.OperationalError) or conn.closed or conn.broken
+    # Kafka or PostgreSQL is down, not the event's fault. A psycopg error that the handler let
+    # through counts when the boundary's table (kafkastore.pg.ERRORS) calls it Unavailable.
+    if isinstance(exc, Unavailable) or isinstance(pg.translate(exc), Unavailable):
+        return True
+    return conn.closed or conn.broken
 
 
 class _Abandoned(Exception):
@@ -174,7 +195,7 @@ class Subscription:
         letters are off; outages of Kafka or PostgreSQL are retried with backoff."""
         if self.metrics_port:
             metrics.serve(self.metrics_port)
-        with self._signals():
+        with stop_signals(self._on_signal, enabled=self.install_signal_handlers):
             try:
                 if self.projection is not None:
                     self._setup_projection(self.projection)
@@ -188,14 +209,14 @@ class Subscription:
     def _run_until_stopped(self) -> None:
         # Outages of Kafka or PostgreSQL are waited out: the loop starts again from the last
         # committed position (re-delivering the batch it was in). Other errors propagate.
-        delay = 0.5
+        delays = RESTARTS.delays()
         while not self.loop.stopping:
             try:
                 self.loop.run(self._handle_batch)
             except Unavailable as exc:
+                delay = next(delays)
                 logger.warning("%r: %s; restarting in %.1fs", self, exc.message, delay)
                 self._sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     def start(self) -> Subscription:
         """Run in a background thread (for tests, notebooks and servers with their own loop)."""
@@ -226,11 +247,13 @@ class Subscription:
             raise self.error
 
     def close(self) -> None:
+        """Stop, wait up to 60 s for the background thread, and leave the metrics."""
         self.stop()
         self.join(60.0)
         metrics.COLLECTOR.discard(self)
 
     def __enter__(self) -> Subscription:
+        """The subscription itself; :meth:`start` it inside the block."""
         return self
 
     def __exit__(
@@ -239,26 +262,12 @@ class Subscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """:meth:`close` (stop and wait)."""
         self.close()
 
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        if not self.install_signal_handlers or (
-            threading.current_thread() is not threading.main_thread()
-        ):
-            yield
-            return
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            logger.info("%r: signal %s, stopping after the current batch", self, signum)
-            self.stop()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    def _on_signal(self, signum: int) -> None:
+        logger.info("%r: signal %s, stopping after the current batch", self, signum)
+        self.stop()
 
     def _setup_projection(self, projection: PostgresProjection) -> None:
         with (
@@ -288,6 +297,7 @@ class Subscription:
     def _deliver(
         self, conn: psycopg.Connection, event: RecordedEvent, message: Message | None
     ) -> None:
+        delays = self.retry.delays()
         attempt = 0
         while True:
             attempt += 1
@@ -306,7 +316,7 @@ class Subscription:
                     self._give_up(event, message, exc, attempt)
                     return
                 self._retries += 1
-                delay = self.retry.delay(attempt)
+                delay = next(delays)
                 logger.warning(
                     "%r: handler failed on %s v%s (%s/%s), attempt %s of %s, retrying in %.2fs: %s",
                     self,
@@ -343,15 +353,9 @@ class Subscription:
         self._dead += 1
 
     def _sleep(self, seconds: float) -> None:
-        # Short slices that watch the stop flag (an Event would not be signal-safe).
-        deadline = time.monotonic() + seconds
-        while True:
-            if self.loop.stopping:
-                raise _Abandoned()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.05))
+        # Ends early when stop() is called (or a signal arrives): the batch is then abandoned.
+        if self.loop.stop_flag.wait(seconds):
+            raise _Abandoned()
 
     # -- observability -----------------------------------------------------------------------
 

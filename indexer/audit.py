@@ -17,6 +17,7 @@ database, as in production (markers have no topic column).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import defaultdict
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from uuid import UUID
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -225,12 +226,12 @@ def _read_topic(
 ) -> tuple[dict[tuple[int, int], _Message], dict[int, int], bool]:
     """Every message below the high watermarks taken now, decoded; the high watermarks; and
     whether all were read."""
+    sysid = _sysid(settings)
     consumer = kafka.consumer(
         settings, f"kafkastore-audit-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True}
     )
-    sysid = _sysid(settings)
     messages: dict[tuple[int, int], _Message] = {}
-    try:
+    with contextlib.closing(consumer), kafka.translated():
         metadata = consumer.list_topics(settings.topic, timeout=10)
         topic = metadata.topics.get(settings.topic)
         if topic is None or topic.error is not None:
@@ -271,10 +272,6 @@ def _read_topic(
                     if offset >= bounds[p][1] - 1:
                         pending.discard(p)
         return messages, highs, not pending
-    except KafkaException as exc:
-        raise kafka.translate(exc) or exc from exc
-    finally:
-        consumer.close()
 
 
 def _sysid(settings: Settings) -> str:

@@ -39,6 +39,7 @@ from consumers.runtime import PhantomRecord
 from kafkastore import pg
 from kafkastore.errors import IntegrityError
 from kafkastore.records import RecordedEvent
+from kafkastore.streams import category_of
 
 logger = logging.getLogger("kafkastore.indexer")
 
@@ -159,7 +160,7 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
             for e in fresh:
                 category = categories.get(e.stream_id)
                 if category is None:
-                    category = categories[e.stream_id] = e.stream_id.partition("-")[0]
+                    category = categories[e.stream_id] = category_of(e.stream_id)
                 write_row(
                     (
                         position,

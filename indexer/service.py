@@ -20,22 +20,30 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 import psycopg
 
 from consumers.checkpoints import PgCheckpoints
 from consumers.runtime import BatchLoop, PartitionBatch
+from consumers.stopflag import StopFlag
 from indexer import metrics, projection
 from kafkastore import schema, topic
 from kafkastore.config import Settings
 from kafkastore.errors import ConfigurationError, Unavailable
+from kafkastore.retry import Backoff
+from kafkastore.signals import stop_signals
 
 logger = logging.getLogger("kafkastore.indexer")
 
 PROGRESS_EVERY = 10.0
 """Seconds between progress lines in the log."""
+
+TICK = 0.5
+"""Seconds between two looks of the background ticker at the loop's stats."""
+
+RESTARTS = Backoff(initial=0.5, maximum=10.0)
+"""Waits between restarts of the loop after an outage of Kafka or PostgreSQL."""
 
 
 class Indexer:
@@ -44,7 +52,7 @@ class Indexer:
     def __init__(self, settings: Settings, *, poll_timeout: float = 0.2) -> None:
         self.settings = settings
         self.poll_timeout = poll_timeout
-        self._stopping = False
+        self._stop = StopFlag()
         self._loop: BatchLoop | None = None
         self._held: dict[int, tuple[int | None, float]] = {}
         self._alarmed: set[int] = set()
@@ -53,7 +61,8 @@ class Indexer:
         self.phantoms = 0
 
     def stop(self) -> None:
-        self._stopping = True
+        """Return from :meth:`run` after the current batch (thread-safe, signal-safe)."""
+        self._stop.set()
         loop = self._loop
         if loop is not None:
             loop.stop()
@@ -61,10 +70,10 @@ class Indexer:
     def run(self) -> None:
         """Index until stopped. PostgreSQL or Kafka outages are waited out (the loop restarts
         from the stored checkpoints); IntegrityError and configuration errors propagate."""
-        delay = 0.5
+        delays = RESTARTS.delays()
         ticker = threading.Thread(target=self._tick, name="kafkastore-indexer-ticker", daemon=True)
         ticker.start()
-        while not self._stopping:
+        while not self._stop.is_set():
             loop = BatchLoop(
                 self.settings,
                 group=self.settings.indexer_group,
@@ -82,15 +91,14 @@ class Indexer:
                 },
             )
             self._loop = loop
-            if self._stopping:
+            if self._stop.is_set():
                 break
             try:
                 loop.run(self._handle)
-                delay = 0.5
             except Unavailable as exc:
+                delay = next(delays)
                 logger.warning("indexer: %s; restarting in %.1fs", exc.message, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                self._stop.wait(delay)
         self._loop = None
         ticker.join(timeout=2.0)
         logger.info("indexer stopped: %d events indexed, %d phantoms", self.indexed, self.phantoms)
@@ -118,8 +126,7 @@ class Indexer:
     def _tick(self) -> None:
         last_log = time.monotonic()
         last_count = 0
-        while not self._stopping:
-            time.sleep(0.5)
+        while not self._stop.wait(TICK):
             loop = self._loop
             if loop is None:
                 continue
@@ -190,29 +197,29 @@ def run(settings: Settings) -> int:
         )
     indexer = Indexer(settings)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int) -> None:
         logger.info("indexer: %s received, stopping", signal.Signals(signum).name)
         indexer.stop()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    server = None
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
+    with stop_signals(on_signal):
+        server = None
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
 
-        server, _thread = start_http_server(settings.metrics_port, addr=settings.host)
-        logger.info("indexer metrics on http://%s:%s/metrics", settings.host, settings.metrics_port)
-    logger.info(
-        "indexer started: topic %r, group %r, batches of up to %d",
-        settings.topic,
-        settings.indexer_group,
-        settings.indexer_batch_max,
-    )
-    try:
-        indexer.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if server is not None:
-            with contextlib.suppress(Exception):
-                server.shutdown()
+            server, _thread = start_http_server(settings.metrics_port, addr=settings.host)
+            logger.info(
+                "indexer metrics on http://%s:%s/metrics", settings.host, settings.metrics_port
+            )
+        logger.info(
+            "indexer started: topic %r, group %r, batches of up to %d",
+            settings.topic,
+            settings.indexer_group,
+            settings.indexer_batch_max,
+        )
+        try:
+            indexer.run()
+        finally:
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.shutdown()
     return 0

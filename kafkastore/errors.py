@@ -17,7 +17,9 @@
     └── IntegrityError            the store disagrees with itself (audit findings, foreign cluster)
 
 Errors carry data, not messages to parse. Driver exceptions (psycopg, confluent-kafka) are
-translated to these in exactly one place each: :mod:`kafkastore.pg` and :mod:`kafkastore.kafka`.
+translated to these in exactly one place each, by a table: ``ERRORS`` of :mod:`kafkastore.pg`
+(exception class -> ours) and of :mod:`kafkastore.kafka` (Kafka error code -> ours). Code
+elsewhere wraps driver calls in ``pg.translated()`` / ``kafka.translated()`` and catches ours.
 """
 
 from __future__ import annotations

@@ -1,13 +1,19 @@
-"""Kafka client factories and the one boundary where confluent-kafka errors become ours."""
+"""Kafka client factories and the one boundary where confluent-kafka errors become ours.
+
+:data:`ERRORS` maps Kafka error codes to our error classes; :func:`translated` applies it to
+the calls in its block (``raise Ours(...) from exc``); :func:`create_topic` is the one call whose
+error code decides the outcome (an existing topic is not a failure).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from kafkastore.config import Settings
 from kafkastore.errors import ConfigurationError, KafkaStoreError, Unavailable
@@ -29,11 +35,14 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "message.max.bytes": 8 * 1024 * 1024,
 }
 
-_FATAL_OR_CONFIG = {
-    KafkaError._INVALID_ARG,
-    KafkaError.INVALID_CONFIG,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+# Kafka error code -> our error class. A code not listed is Unavailable: a broker, the network
+# or a timeout, worth trying again later (librdkafka itself retries what it can before it
+# reports). The listed ones do not get better by waiting: a setting or an ACL must change.
+ERRORS: Mapping[int, type[KafkaStoreError]] = {
+    KafkaError._INVALID_ARG: ConfigurationError,
+    KafkaError.INVALID_CONFIG: ConfigurationError,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: ConfigurationError,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: ConfigurationError,
 }
 
 
@@ -73,19 +82,52 @@ def admin(settings: Settings) -> AdminClient:
 
 
 def translate(exc: BaseException) -> KafkaStoreError | None:
-    """Our error for a confluent-kafka exception or KafkaError, or None when unmapped."""
-    error: KafkaError | None
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        error = exc.args[0]
-    else:
+    """Our error for a confluent-kafka exception (by :data:`ERRORS`), or None for any other."""
+    if not isinstance(exc, KafkaException):
         return None
-    return translate_error(error)
+    if exc.args and isinstance(exc.args[0], KafkaError):
+        return translate_error(exc.args[0])
+    return Unavailable(f"Kafka unavailable: {exc}")
 
 
 def translate_error(error: KafkaError) -> KafkaStoreError:
-    if error.code() in _FATAL_OR_CONFIG:
-        return ConfigurationError(f"Kafka: {error.str()}")
-    return Unavailable(f"Kafka unavailable: {error.str()}")
+    """Our error for a KafkaError (a delivery report's, a message's or an exception's)."""
+    ours = ERRORS.get(error.code(), Unavailable)
+    if ours is Unavailable:
+        return Unavailable(f"Kafka unavailable: {error.str()}")
+    return ours(f"Kafka: {error.str()}")
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise confluent-kafka exceptions as ours (``raise Ours(...) from exc``).
+
+    Callers that tolerate a failed call (an offset commit racing with a rebalance, a seek of a
+    partition revoked meanwhile) catch :class:`~kafkastore.errors.KafkaStoreError` around it.
+    """
+    try:
+        yield
+    except KafkaException as exc:
+        ours = translate(exc)
+        assert ours is not None  # translate maps every KafkaException
+        raise ours from exc
+
+
+def create_topic(client: AdminClient, new: NewTopic, *, timeout: float) -> bool:
+    """Create a topic and wait for the controller; False when it exists already.
+
+    Other failures raise ours (:data:`ERRORS`).
+    """
+    with translated():
+        future = client.create_topics([new], operation_timeout=timeout)[new.topic]
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return False
+            raise
+    return True
 
 
 def check_reachable(settings: Settings, timeout: float = 5.0) -> int:

@@ -1,4 +1,10 @@
-"""PostgreSQL client factory and the one boundary where psycopg errors become ours."""
+"""PostgreSQL client factory and the one boundary where psycopg errors become ours.
+
+:data:`ERRORS` maps psycopg exception classes to our error classes; :func:`translated` applies
+it to the statements in its block (``raise Ours(...) from exc``). The few statements whose
+driver error decides the outcome (a user without privilege on ``pg_control_system()``) are
+functions here.
+"""
 
 from __future__ import annotations
 
@@ -9,37 +15,43 @@ from collections.abc import Iterator
 import psycopg
 import psycopg.errors
 from psycopg import sql
+from psycopg_pool import PoolTimeout
 
 from kafkastore.errors import KafkaStoreError, SchemaError, Unavailable
 
 logger = logging.getLogger("kafkastore.pg")
 
-# Which psycopg failures mean "the database is unreachable or timed out" (retriable) vs
-# "the schema is missing". Everything else is a bug or an integrity problem and propagates.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,  # connection refused/lost, server shutdown, admin termination
-    psycopg.errors.LockNotAvailable,  # lock_timeout
-    psycopg.errors.QueryCanceled,  # statement_timeout
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.IdleInTransactionSessionTimeout,
-    psycopg.errors.TooManyConnections,
-    psycopg.errors.CannotConnectNow,
+_UNAVAILABLE = "PostgreSQL unavailable: {reason}"
+
+# psycopg exception class -> our error class and message; the first entry that matches wins
+# (subclasses before their bases). Everything else is a bug or an integrity problem and
+# propagates as it is.
+ERRORS: tuple[tuple[type[psycopg.Error], type[KafkaStoreError], str], ...] = (
+    # An OperationalError too; named apart because a pool timeout is about the pool's size.
+    (PoolTimeout, Unavailable, "PostgreSQL pool exhausted: {reason}"),
+    (
+        psycopg.errors.UndefinedTable,
+        SchemaError,
+        "the kafkastore schema is missing (run `kafkastore migrate`): {text}",
+    ),
+    # Unreachable, overloaded or timed out: retriable.
+    (psycopg.errors.LockNotAvailable, Unavailable, _UNAVAILABLE),  # lock_timeout
+    (psycopg.errors.QueryCanceled, Unavailable, _UNAVAILABLE),  # statement_timeout
+    (psycopg.errors.SerializationFailure, Unavailable, _UNAVAILABLE),
+    (psycopg.errors.DeadlockDetected, Unavailable, _UNAVAILABLE),
+    (psycopg.errors.IdleInTransactionSessionTimeout, Unavailable, _UNAVAILABLE),
+    (psycopg.errors.TooManyConnections, Unavailable, _UNAVAILABLE),
+    (psycopg.errors.CannotConnectNow, Unavailable, _UNAVAILABLE),
+    # Connection refused or lost, server shutdown, admin termination.
+    (psycopg.OperationalError, Unavailable, _UNAVAILABLE),
 )
 
 
 def translate(exc: BaseException) -> KafkaStoreError | None:
-    """Our error for a psycopg exception, or None when it is not one we map."""
-    if isinstance(exc, psycopg.errors.UndefinedTable):
-        return SchemaError(f"the kafkastore schema is missing (run `kafkastore migrate`): {exc}")
-    if isinstance(exc, _UNAVAILABLE):
-        return Unavailable(f"PostgreSQL unavailable: {_first_line(exc)}")
-    try:
-        from psycopg_pool import PoolTimeout
-    except ImportError:  # pragma: no cover - psycopg_pool is a dependency
-        return None
-    if isinstance(exc, PoolTimeout):
-        return Unavailable(f"PostgreSQL pool exhausted: {_first_line(exc)}")
+    """Our error for a psycopg exception (by :data:`ERRORS`), or None when it is not one we map."""
+    for driver, ours, message in ERRORS:
+        if isinstance(exc, driver):
+            return ours(message.format(reason=_first_line(exc), text=exc))
     return None
 
 
@@ -79,6 +91,11 @@ async def connect_async(
 
 SYSTEM_IDENTIFIER = "SELECT system_identifier::text FROM pg_control_system()"
 META_SYSID = "SELECT value FROM store_meta WHERE key = 'system_identifier'"
+RECORD_SYSID = """
+INSERT INTO store_meta (key, value)
+SELECT 'system_identifier', system_identifier::text FROM pg_control_system()
+ON CONFLICT (key) DO NOTHING
+"""
 
 
 def system_identifier(conn: psycopg.Connection) -> str:
@@ -92,6 +109,18 @@ def system_identifier(conn: psycopg.Connection) -> str:
     if row is None:
         raise SchemaError("system identifier unknown: run `kafkastore migrate`")
     return str(row[0])
+
+
+def record_system_identifier(conn: psycopg.Connection) -> bool:
+    """Store the cluster's system identifier in ``store_meta`` (kept when already there), for
+    roles whose user may not read ``pg_control_system()``; False when this user may not."""
+    with translated():
+        try:
+            with conn.transaction():
+                conn.execute(RECORD_SYSID)
+        except psycopg.errors.InsufficientPrivilege:
+            return False
+    return True
 
 
 def set_session_timeouts(
@@ -108,3 +137,6 @@ def set_session_timeouts(
                 sql.Literal(name), sql.Literal(f"{int(seconds * 1000)}ms")
             )
         )
+
+
+# -- writer transaction helpers --

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 from uuid import UUID
 
+from kafkastore.streams import category_of
+
 ExpectedVersion: TypeAlias = int | Literal["any", "no_stream", "exists"]
 """``"any"`` (default), ``"no_stream"`` or ``0``, ``"exists"``, or an exact version N >= 1."""
 
@@ -114,8 +116,8 @@ class RecordedEvent:
 
     @property
     def category(self) -> str:
-        """The part of the stream id before the first ``-`` (the whole id when there is none)."""
-        return self.stream_id.partition("-")[0]
+        """The stream's category (:func:`kafkastore.streams.category_of`)."""
+        return category_of(self.stream_id)
 
     @property
     def is_json(self) -> bool:

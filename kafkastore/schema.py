@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import psycopg
-import psycopg.errors
 from psycopg import sql
 
 from kafkastore import pg
@@ -29,11 +27,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     name        text NOT NULL,
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
-"""
-RECORD_SYSID = """
-INSERT INTO store_meta (key, value)
-SELECT 'system_identifier', system_identifier::text FROM pg_control_system()
-ON CONFLICT (key) DO NOTHING
 """
 
 
@@ -82,18 +75,11 @@ def migrate(database_url: str) -> list[str]:
                     )
                 applied.append(f"{migration.version:04d}_{migration.name}")
                 logger.info("applied migration %s", applied[-1])
-            _record_system_identifier(conn)
+            if not pg.record_system_identifier(conn):
+                logger.warning("cannot read pg_control_system(); ce_pgsysid will be unknown")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied
-
-
-def _record_system_identifier(conn: psycopg.Connection) -> None:
-    try:
-        with conn.transaction():
-            conn.execute(RECORD_SYSID)
-    except psycopg.errors.InsufficientPrivilege:
-        logger.warning("cannot read pg_control_system(); ce_pgsysid will be unknown")
 
 
 def current_version(database_url: str) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from kafkastore import kafka
 from kafkastore.config import Settings
-from kafkastore.errors import ConfigurationError, Unavailable
+from kafkastore.errors import ConfigurationError, KafkaStoreError, Unavailable
+from kafkastore.retry import Backoff
 
 logger = logging.getLogger("kafkastore.topic")
 
@@ -37,24 +39,35 @@ class TopicInfo:
     created: bool = False
 
 
+@contextlib.contextmanager
+def _admin_call(what: str) -> Iterator[None]:
+    """Any Kafka failure of the admin calls inside is Unavailable(``what: reason``).
+
+    Also authorization and configuration errors (which :data:`kafkastore.kafka.ERRORS` calls
+    ConfigurationError): the callers - the indexer's start, a subscription creating its
+    dead-letter topic - wait admin failures out and try again.
+    """
+    try:
+        with kafka.translated():
+            yield
+    except KafkaStoreError as exc:
+        raise Unavailable(f"{what}: {exc.message}") from exc
+
+
 def describe_topic(settings: Settings, *, timeout: float = 10.0) -> TopicInfo | None:
     """The topic as the cluster sees it, or None when it does not exist."""
     client = kafka.admin(settings)
-    try:
+    with _admin_call(f"Kafka unreachable at {settings.kafka}"):
         # All topics, not list_topics(topic=...): a metadata request naming a missing topic
         # makes a broker with auto.create.topics.enable create it with the broker defaults.
         metadata = client.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise Unavailable(f"Kafka unreachable at {settings.kafka}: {exc}") from exc
     topic = metadata.topics.get(settings.topic)
     if topic is None or topic.error is not None or not topic.partitions:
         return None
     replicas = len(next(iter(topic.partitions.values())).replicas)
     resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topic)
-    try:
+    with _admin_call(f"cannot read the configuration of {settings.topic!r}"):
         configs = client.describe_configs([resource])[resource].result(timeout=timeout)
-    except KafkaException as exc:
-        raise Unavailable(f"cannot read the configuration of {settings.topic!r}: {exc}") from exc
     return TopicInfo(
         name=settings.topic,
         partitions=len(topic.partitions),
@@ -89,13 +102,9 @@ def ensure_topic(
         replication_factor=settings.replication_factor,
         config=topic_config(settings.replication_factor),
     )
-    future = client.create_topics([new], operation_timeout=timeout)[settings.topic]
-    try:
-        future.result(timeout=timeout)
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        if getattr(error, "name", lambda: "")() != "TOPIC_ALREADY_EXISTS":
-            raise Unavailable(f"cannot create topic {settings.topic!r}: {exc}") from exc
+    with _admin_call(f"cannot create topic {settings.topic!r}"):
+        # Another process may create it first: then it is verified like an existing one.
+        kafka.create_topic(client, new, timeout=timeout)
     info = _wait_for(settings, timeout)
     _verify(info, settings)
     return TopicInfo(
@@ -108,16 +117,12 @@ def ensure_topic(
 
 
 def _wait_for(settings: Settings, timeout: float) -> TopicInfo:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
+    """The new topic once the broker we ask knows it (creation reaches brokers in a moment)."""
+    for _attempt in Backoff(initial=0.1, maximum=0.1).attempts(timeout=timeout):
         info = describe_topic(settings)
         if info is not None:
             return info
-        if time.monotonic() > deadline:
-            raise Unavailable(f"topic {settings.topic!r} did not appear within {timeout}s")
-        time.sleep(0.1)
+    raise Unavailable(f"topic {settings.topic!r} did not appear within {timeout}s")
 
 
 def _verify(info: TopicInfo, settings: Settings) -> None:

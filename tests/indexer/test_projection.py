@@ -17,6 +17,7 @@ from indexer import projection
 from kafkastore.codec import WireEvent
 from kafkastore.errors import IntegrityError
 from kafkastore.records import BINARY_CONTENT_TYPE, RecordedEvent
+from kafkastore.streams import category_of
 from kafkastore.verdict import PhantomReason
 
 
@@ -156,3 +157,16 @@ def test_concurrent_transactions_hand_out_positions_in_commit_order(own_database
         ).fetchone()
     assert positions == list(range(1, 161))
     assert per_stream == (True,)
+
+
+@pytest.mark.parametrize("shape", ["NoDash{}", "Many-parts-{}-here", "-leading{}", "Sl/ash-{}/x"])
+def test_indexed_rows_carry_the_category_of_the_one_rule(own_database: str, shape: str) -> None:
+    s = shape.format(uuid.uuid4().hex)
+    e = event(s, 1, 0)
+
+    apply(own_database, [Batch("t", 0, [e])])
+
+    with psycopg.connect(own_database) as conn:
+        row = conn.execute("SELECT category FROM events WHERE stream_id = %s", (s,)).fetchone()
+    assert row is not None
+    assert row[0] == category_of(s) == e.category

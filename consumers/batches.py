@@ -1,0 +1,56 @@
+"""What the consumer runtime hands to a handler: per-partition batches of judged messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import psycopg
+from confluent_kafka import Message
+
+from kafkastore.codec import WireEvent
+from kafkastore.records import RecordedEvent
+from kafkastore.verdict import PhantomReason
+
+__all__ = ["BatchHandler", "PartitionBatch", "PhantomRecord"]
+
+
+class PhantomRecord(NamedTuple):
+    """A message of the topic that is not a real event (never handed to a handler)."""
+
+    partition: int
+    """Kafka partition of the message."""
+    offset: int
+    """Kafka offset of the message."""
+    event: WireEvent | None
+    """The decoded event, or None when the message could not be decoded."""
+    reason: PhantomReason
+    """Why it is not real (no marker, another cluster, malformed, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionBatch:
+    """The settled messages of one partition from one poll, in offset order."""
+
+    topic: str
+    """The events topic."""
+    partition: int
+    """Kafka partition of every message of the batch."""
+    first_offset: int
+    """Offset the batch starts at (what the stored checkpoint must equal)."""
+    next_offset: int
+    """Offset to store after applying it (last settled message + 1)."""
+    events: tuple[RecordedEvent, ...]
+    """Real events only, in offset order."""
+    phantoms: tuple[PhantomRecord, ...]
+    """Messages judged phantoms (or malformed), in offset order."""
+    wire: tuple[WireEvent, ...] = ()
+    """The decoded messages of ``events`` (same order)."""
+    messages: tuple[Message, ...] = ()
+    """The Kafka messages of ``events`` (same order): key, value and headers as produced
+    (dead letters copy them)."""
+
+
+BatchHandler = Callable[[psycopg.Connection, Sequence[PartitionBatch]], None]
+"""``handler(conn, batches)``: runs in a transaction on ``conn``; must not commit it."""
