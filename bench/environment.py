@@ -12,7 +12,6 @@ with an indexer group of their own.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -157,9 +156,9 @@ def _answers(settings: Settings) -> bool:
     return True
 
 
-def locate(args: argparse.Namespace, settings: Settings) -> tuple[Settings, str, dict[str, int]]:
+def locate(settings: Settings, *, services_given: bool) -> tuple[Settings, str, dict[str, int]]:
     """(settings with Kafka and the server, origin, known pids) - starting a stack if needed."""
-    if getattr(args, "kafka", None) and getattr(args, "database_url", None):
+    if services_given:
         return settings, "flags", {}
     doc = _dev_manifest()
     if doc is not None:
@@ -184,11 +183,11 @@ def locate(args: argparse.Namespace, settings: Settings) -> tuple[Settings, str,
     )
 
 
-def prepare(args: argparse.Namespace, settings: Settings, run_id: str) -> Environment:
+def prepare(settings: Settings, run_id: str, *, services_given: bool) -> Environment:
     """Locate the services, make the run's database and topic, start the API and the indexer."""
     from bench import procfs
 
-    base, origin, pids = locate(args, settings)
+    base, origin, pids = locate(settings, services_given=services_given)
     database = f"bench_{run_id}"
     topic_name = f"bench-{run_id}"
     run_settings = base.replace(

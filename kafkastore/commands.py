@@ -1,4 +1,8 @@
-"""Implementations of the CLI subcommands (composition: the only CLI module importing roles)."""
+"""Implementations of the CLI subcommands (composition: the only CLI module importing roles).
+
+Arguments become typed options here, at the edge (``AppendOptions``, ``ReadOptions``,
+``TailOptions``, ``BenchOptions``); the roles never see an ``argparse.Namespace``.
+"""
 
 from __future__ import annotations
 
@@ -110,19 +114,40 @@ def cmd_indexer(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_append(args: argparse.Namespace, settings: Settings) -> int:
     from writer import cli as writer_cli
 
-    return writer_cli.append(args, settings, stdin=sys.stdin, out=sys.stdout)
+    options = writer_cli.AppendOptions(
+        stream_id=args.stream_id,
+        type=args.type,
+        data=args.data,
+        expected_version=args.expected_version,
+        metadata=args.metadata,
+        id=args.id,
+    )
+    return writer_cli.append(options, settings, stdin=sys.stdin, out=sys.stdout)
 
 
 def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
     from indexer import cli as indexer_cli
 
-    return indexer_cli.read(args, settings, out=sys.stdout)
+    options = indexer_cli.ReadOptions(
+        stream_id=args.stream_id,
+        from_version=args.from_version,
+        limit=args.limit,
+        backward=args.backward,
+        api=args.api,
+    )
+    return indexer_cli.read(options, settings, out=sys.stdout)
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import tail
 
-    return tail.run(args, settings, out=sys.stdout)
+    options = tail.TailOptions(
+        group=args.group,
+        from_beginning=args.from_beginning,
+        categories=_tuple(args.category),
+        types=_tuple(args.types),
+    )
+    return tail.run(options, settings, out=sys.stdout)
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -133,8 +158,20 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from bench import main as bench_main
+    from bench.options import BenchOptions
 
-    return bench_main.run(args, settings)
+    options = BenchOptions(
+        quick=args.quick,
+        output=Path(args.output) if args.output else None,
+        only=tuple(args.only or ()),
+        services_given=bool(args.kafka and args.database_url),
+    )
+    return bench_main.run(options, settings)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    """A repeatable option: None when never given."""
+    return tuple(values) if values is not None else None
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
