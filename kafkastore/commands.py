@@ -1,7 +1,9 @@
 """Implementations of the CLI subcommands (composition: the only CLI module importing roles).
 
 Arguments become typed options here, at the edge (``AppendOptions``, ``ReadOptions``,
-``TailOptions``, ``BenchOptions``); the roles never see an ``argparse.Namespace``.
+``TailOptions``, ``BenchOptions``); the roles never see an ``argparse.Namespace``. This is the
+one kernel module that imports ``dev`` and ``bench``, to run ``kafkastore dev`` and
+``kafkastore bench``; neither imports it back.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from pathlib import Path
 from rich.console import Console
 
 from kafkastore.config import Settings
+from kafkastore.manifest import FILE_NAME, Manifest, dev_home
 
 console = Console(stderr=True)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from dev import stack
+    if args.action == "env":
+        return _print_dev_env(dev_home() / FILE_NAME)
+    from dev import command
 
     if args.action == "stop":
-        return stack.stop()
-    if args.action == "env":
-        return _print_dev_env(stack.dev_home() / "dev.json")
-    return stack.run(
+        return command.stop()
+    return command.run(
         detach=args.detach,
         kafka_port=args.kafka_port,
         pg_port=args.pg_port,
@@ -35,20 +38,14 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _print_dev_env(manifest: Path) -> int:
+def _print_dev_env(path: Path) -> int:
     """``eval "$(kafkastore dev env)"`` points a shell at the running dev stack."""
-    if not manifest.exists():
-        console.print(f"no dev stack: {manifest} is missing (start one with `kafkastore dev`)")
+    manifest = Manifest.load(path)
+    if manifest is None:
+        console.print(f"no dev stack: {path} is missing (start one with `kafkastore dev`)")
         return 1
-    stack = json.loads(manifest.read_text())
-    for name, key in (
-        ("KAFKA", "kafka"),
-        ("DATABASE_URL", "database_url"),
-        ("TOPIC", "topic"),
-        ("API_URL", "api"),
-    ):
-        if stack.get(key):
-            print(f"export KAFKASTORE_{name}={shlex.quote(str(stack[key]))}")
+    for name, value in manifest.exports().items():
+        print(f"export {name}={shlex.quote(value)}")
     return 0
 
 
