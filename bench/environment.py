@@ -12,9 +12,7 @@ with an indexer group of their own.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -28,7 +26,8 @@ from dev import services
 from dev.process import LOCALHOST, free_port, state_dir, terminate
 from kafkastore import kafka, pg, schema, topic
 from kafkastore.config import Settings
-from kafkastore.errors import KafkaStoreError
+from kafkastore.errors import ConfigurationError, KafkaStoreError
+from kafkastore.manifest import FILE_NAME, Manifest, dev_home
 
 logger = logging.getLogger("kafkastore.bench")
 
@@ -129,22 +128,16 @@ class Environment:
             ):
                 conn.execute(drop.format(sql.Identifier(self.database)))
         if self.started_stack:
-            from dev import stack
+            from dev import command
 
-            stack.stop()
+            command.stop()
 
 
-def _dev_manifest() -> dict[str, object] | None:
-    from dev.stack import dev_home
-
-    path = dev_home() / "dev.json"
-    if not path.is_file():
-        return None
+def _dev_manifest() -> Manifest | None:
     try:
-        doc = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
+        return Manifest.load(dev_home() / FILE_NAME)
+    except ConfigurationError:
+        return None  # not a manifest: `kafkastore dev` replaces it
 
 
 def _answers(settings: Settings) -> bool:
@@ -157,38 +150,34 @@ def _answers(settings: Settings) -> bool:
     return True
 
 
-def locate(args: argparse.Namespace, settings: Settings) -> tuple[Settings, str, dict[str, int]]:
+def locate(settings: Settings, *, services_given: bool) -> tuple[Settings, str, dict[str, int]]:
     """(settings with Kafka and the server, origin, known pids) - starting a stack if needed."""
-    if getattr(args, "kafka", None) and getattr(args, "database_url", None):
+    if services_given:
         return settings, "flags", {}
-    doc = _dev_manifest()
-    if doc is not None:
-        candidate = settings.replace(kafka=str(doc["kafka"]), database_url=str(doc["database_url"]))
+    manifest = _dev_manifest()
+    if manifest is not None:
+        candidate = settings.replace(kafka=manifest.kafka, database_url=manifest.database_url)
         if _answers(candidate):
-            pids = doc.get("pids", {})
-            known = {k: int(v) for k, v in pids.items()} if isinstance(pids, dict) else {}
-            return candidate, "dev.json", known
-    from dev import stack
+            return candidate, "dev.json", dict(manifest.pids)
+    from dev import command
 
-    if stack.run(detach=True, kafka_port=None, pg_port=None, api_port=None) != 0:
+    if command.run(detach=True) != 0:
         raise KafkaStoreError("could not start the dev stack (see .kafkastore/logs)")
-    doc = _dev_manifest()
-    if doc is None:
+    manifest = _dev_manifest()
+    if manifest is None:
         raise KafkaStoreError("the dev stack started but wrote no dev.json")
-    pids = doc.get("pids", {})
-    known = {k: int(v) for k, v in pids.items()} if isinstance(pids, dict) else {}
     return (
-        settings.replace(kafka=str(doc["kafka"]), database_url=str(doc["database_url"])),
+        settings.replace(kafka=manifest.kafka, database_url=manifest.database_url),
         "started",
-        known,
+        dict(manifest.pids),
     )
 
 
-def prepare(args: argparse.Namespace, settings: Settings, run_id: str) -> Environment:
+def prepare(settings: Settings, run_id: str, *, services_given: bool) -> Environment:
     """Locate the services, make the run's database and topic, start the API and the indexer."""
     from bench import procfs
 
-    base, origin, pids = locate(args, settings)
+    base, origin, pids = locate(settings, services_given=services_given)
     database = f"bench_{run_id}"
     topic_name = f"bench-{run_id}"
     run_settings = base.replace(

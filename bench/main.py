@@ -6,7 +6,6 @@ See ``bench/README.md`` for the definitions (closed loop vs pipelined, what is m
 
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import functools
 import json
@@ -19,6 +18,7 @@ from typing import Any
 from bench import drive, environment, procfs, report
 from bench.context import Context
 from bench.drive import Timing
+from bench.options import BenchOptions
 from bench.payload import event_size
 from bench.workloads import appends, baselines, index
 from kafkastore.config import Settings
@@ -77,7 +77,7 @@ WARM_UP_S = {True: 8.0, False: 15.0}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def selected(only: list[str] | None) -> list[str]:
+def selected(only: tuple[str, ...]) -> list[str]:
     if not only:
         return list(WORKLOADS)
     unknown = [name for name in only if name not in WORKLOADS]
@@ -86,17 +86,17 @@ def selected(only: list[str] | None) -> list[str]:
     return [name for name in WORKLOADS if name in only]
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(options: BenchOptions, settings: Settings) -> int:
     """The ``kafkastore bench`` subcommand."""
     faulthandler.enable()  # a crash in a C extension prints every thread's stack
-    names = selected(getattr(args, "only", None))
-    quick = bool(getattr(args, "quick", False))
+    names = selected(options.only)
+    quick = options.quick
     timing = QUICK if quick else FULL
     run_id = environment.new_run_id()
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     machine = procfs.machine_info()
     drive.console.print(f"[bold]kafkastore bench[/] run {run_id} ({'quick' if quick else 'full'})")
-    env = environment.prepare(args, settings, run_id)
+    env = environment.prepare(settings, run_id, services_given=options.services_given)
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     try:
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "notes": _notes(machine, results),
     }
     doc = report.document(machine, run_info, results)
-    write(doc, getattr(args, "output", None))
+    write(doc, options.output)
     drive.console.print(report.markdown(doc), markup=False, highlight=False)
     return 1 if failures else 0
 
@@ -199,14 +199,14 @@ def _notes(machine: dict[str, Any], results: dict[str, dict[str, Any]]) -> list[
     ]
 
 
-def write(doc: dict[str, Any], output: str | None) -> Path:
+def write(doc: dict[str, Any], output: Path | None) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = doc["run"]["started_at"].replace(":", "").replace("-", "")
     path = RESULTS_DIR / f"{stamp}.json"
     text = json.dumps(doc, indent=2) + "\n"
     path.write_text(text)
     (RESULTS_DIR / "latest.md").write_text(report.markdown(doc) + "\n")
-    if output:
-        Path(output).write_text(text)
+    if output is not None:
+        output.write_text(text)
     drive.console.print(f"results: {path} and {RESULTS_DIR / 'latest.md'}")
     return path

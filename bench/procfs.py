@@ -44,11 +44,6 @@ def peak_rss_mb(pid: int) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def rss_mb(pid: int) -> float | None:
-    value = _kb(_status(pid).get("VmRSS"))
-    return None if value is None else round(value, 1)
-
-
 def reset_peak(pid: int) -> bool:
     """Reset ``VmHWM`` to the current RSS; False when the kernel refused."""
     try:

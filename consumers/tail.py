@@ -8,10 +8,10 @@ group's committed position is used.
 
 from __future__ import annotations
 
-import argparse
 import base64
-import logging
+import contextlib
 import uuid
+from dataclasses import dataclass
 from typing import TextIO
 
 import orjson
@@ -20,7 +20,19 @@ from consumers.subscription import Subscription
 from kafkastore.config import Settings
 from kafkastore.records import RecordedEvent
 
-logger = logging.getLogger("kafkastore.consumers")
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailOptions:
+    """What one ``kafkastore tail`` asks for."""
+
+    group: str | None = None
+    """The consumer group; None: a throw-away group of this tail."""
+    from_beginning: bool = False
+    """Without a committed position, start at the topic's beginning instead of its end."""
+    categories: tuple[str, ...] | None = None
+    """Only events of these categories; None: every category."""
+    types: tuple[str, ...] | None = None
+    """Only events of these types; None: every type."""
 
 
 def format_event(event: RecordedEvent) -> str:
@@ -33,11 +45,8 @@ def format_event(event: RecordedEvent) -> str:
     )
 
 
-def run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    group = getattr(args, "group", None)
-    from_beginning = bool(getattr(args, "from_beginning", False))
-    if not group:
-        group = f"kafkastore-tail-{uuid.uuid4().hex[:12]}"
+def run(options: TailOptions, settings: Settings, out: TextIO) -> int:
+    group = options.group or f"kafkastore-tail-{uuid.uuid4().hex[:12]}"
 
     def show(event: RecordedEvent) -> None:
         out.write(format_event(event) + "\n")
@@ -46,17 +55,14 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     subscription = Subscription(
         group,
         show,
-        categories=getattr(args, "category", None),
-        event_types=getattr(args, "types", None),
-        from_beginning=from_beginning,
+        categories=options.categories,
+        event_types=options.types,
+        from_beginning=options.from_beginning,
         settings=settings,
         # Printing cannot fail in a way a retry fixes; a broken pipe ends the tail.
         dead_letter=False,
     )
-    try:
+    # Ctrl-C and a closed pipe (``kafkastore tail | head``) are how a tail ends.
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         subscription.run()
-    except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        return 0
     return 0

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dev.process import LOCALHOST, StackError, free_port, port_accepts, state_dir, tail, terminate
+from kafkastore.config import Settings
+from kafkastore.errors import Unavailable
+from kafkastore.kafka import check_reachable
+from kafkastore.retry import Backoff
 
 log = logging.getLogger("dev.kafka")
 
@@ -234,35 +238,33 @@ def wait_ready(
     log_path: Path | None = None,
 ) -> None:
     """Return once a metadata request names at least one broker."""
-    from confluent_kafka.admin import AdminClient
-
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout
     # Wait for the socket first: librdkafka logs every refused connection to stderr.
-    while not port_accepts(int(port), host):
-        if proc is not None and proc.poll() is not None:
-            raise StackError(f"the Kafka broker exited with {proc.returncode}", log=log_path)
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"Kafka did not listen on {bootstrap} within {timeout:.0f}s", log=log_path
-            )
-        time.sleep(0.1)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": log})  # type: ignore[dict-item]
-    while True:
+    for _ in Backoff(initial=0.1, maximum=0.1).attempts(timeout=timeout):
+        if port_accepts(int(port), host):
+            break
+        _check_running(proc, log_path)
+    else:
+        raise StackError(f"Kafka did not listen on {bootstrap} within {timeout:.0f}s", log=log_path)
+    # Only the address: a local broker speaks PLAINTEXT, whatever KAFKASTORE_EXTRA_KAFKA says.
+    settings = Settings(kafka=bootstrap)
+    for _ in Backoff(initial=0.2, maximum=0.2).attempts(timeout=deadline - time.monotonic()):
         try:
-            if admin.list_topics(timeout=2.0).brokers:
+            if check_reachable(settings, timeout=2.0):
                 return
-        except Exception as exc:  # KafkaException while the broker finishes starting
-            log.debug("metadata request failed: %r", exc)
-        if proc is not None and proc.poll() is not None:
-            raise StackError(f"the Kafka broker exited with {proc.returncode}", log=log_path)
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"Kafka at {bootstrap} did not answer metadata within "
-                f"{timeout:.0f}s\n{tail(log_path)}",
-                log=log_path,
-            )
-        time.sleep(0.2)
+        except Unavailable as exc:  # while the broker finishes starting
+            log.debug("metadata request failed: %s", exc.message)
+        _check_running(proc, log_path)
+    raise StackError(
+        f"Kafka at {bootstrap} did not answer metadata within {timeout:.0f}s\n{tail(log_path)}",
+        log=log_path,
+    )
+
+
+def _check_running(proc: subprocess.Popen[bytes] | None, log_path: Path | None) -> None:
+    if proc is not None and proc.poll() is not None:
+        raise StackError(f"the Kafka broker exited with {proc.returncode}", log=log_path)
 
 
 def stop(pid: int, *, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:

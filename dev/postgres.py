@@ -17,11 +17,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dev.process import LOCALHOST, StackError, free_port, terminate
+from kafkastore import pg
+from kafkastore.errors import Unavailable
+from kafkastore.retry import Backoff
 
 log = logging.getLogger("dev.postgres")
 
@@ -237,19 +239,17 @@ def _postmaster_pid(data_dir: Path) -> int:
 
 
 def _create_database(cluster: PostgresCluster) -> None:
-    import psycopg
     from psycopg import sql
 
     url = f"postgresql://{SUPERUSER}@{LOCALHOST}:{cluster.port}/postgres"
-    deadline = time.monotonic() + 10.0
-    while True:
+    for _ in Backoff(initial=0.1, maximum=0.1).attempts(timeout=10.0):
         try:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+            conn = pg.connect(url, autocommit=True, connect_timeout=5)
             break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise StackError(f"cannot connect to {url}", log=cluster.log_path) from None
-            time.sleep(0.1)
+        except Unavailable as exc:
+            log.debug("connecting to %s failed: %s", url, exc.message)
+    else:
+        raise StackError(f"cannot connect to {url}", log=cluster.log_path)
     with conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (cluster.database,)

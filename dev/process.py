@@ -7,14 +7,18 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from kafkastore import manifest
 from kafkastore.config import child_environ
 from kafkastore.errors import KafkaStoreError
+from kafkastore.retry import Backoff
 
 LOCALHOST = "127.0.0.1"
+
+# ``.kafkastore/``: the kernel says where the project's state lives (it reads dev.json too).
+state_dir = manifest.state_dir
 
 
 class StackError(KafkaStoreError):
@@ -23,17 +27,6 @@ class StackError(KafkaStoreError):
     def __init__(self, message: str, *, log: Path | None = None) -> None:
         super().__init__(message)
         self.log = log
-
-
-def project_root() -> Path:
-    """The checkout ``dev/`` lives in, or the working directory for an installed package."""
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
-
-
-def state_dir() -> Path:
-    """``.kafkastore/``: caches, data directories, logs and ``dev.json``."""
-    return project_root() / ".kafkastore"
 
 
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:
@@ -96,13 +89,12 @@ def pid_cmdline(pid: int) -> str:
 
 
 def wait_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """True once ``pid`` has exited (reaped, when ``proc`` is our child) within ``timeout``."""
+    for _ in Backoff(initial=0.05, maximum=0.05).attempts(timeout=timeout):
         if proc is not None and proc.poll() is not None:
             return True
         if proc is None and not pid_alive(pid):
             return True
-        time.sleep(0.05)
     return False
 
 

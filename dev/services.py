@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -14,25 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dev.process import StackError, child_environment, tail
-
-# A subcommand is registered in the CLI before the role that implements it exists; the service
-# "exists" once the module behind it can be imported (later issues add them).
-IMPLEMENTED_BY = {"serve": "kafkastore.http", "indexer": "indexer.service"}
-
-
-def available(subcommand: str) -> bool:
-    """True when ``kafkastore <subcommand>`` is registered and its implementation is present."""
-    try:
-        from kafkastore.cli import subcommands
-    except ImportError:
-        return False
-    if subcommand not in subcommands():
-        return False
-    module = IMPLEMENTED_BY.get(subcommand)
-    try:
-        return module is None or importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # the parent package itself is missing
-        return False
+from kafkastore.retry import Backoff
 
 
 @dataclass(slots=True)
@@ -73,14 +53,10 @@ def start(
 
 def wait_http_ok(url: str, *, timeout: float, service: Service | None = None) -> None:
     """Poll ``url`` until it answers 200 (``/readyz``: Kafka and PostgreSQL reachable)."""
-    deadline = time.monotonic() + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
-        if service is not None and service.proc.poll() is not None:
-            raise StackError(
-                f"{service.name} exited with {service.proc.returncode}\n{tail(service.log_path)}",
-                log=service.log_path,
-            )
+    for _ in Backoff(initial=0.2, maximum=0.2).attempts(timeout=timeout):
+        if service is not None:
+            _check_running(service)
         try:
             with urllib.request.urlopen(url, timeout=2.0) as resp:
                 if resp.status == 200:
@@ -90,21 +66,22 @@ def wait_http_ok(url: str, *, timeout: float, service: Service | None = None) ->
             last = f"HTTP {exc.code}"
         except OSError as exc:
             last = str(exc)
-        time.sleep(0.2)
     log = service.log_path if service else None
     raise StackError(f"{url} not ready within {timeout:.0f}s ({last})", log=log)
 
 
 def wait_alive(service: Service, seconds: float) -> None:
     """A service without a readiness endpoint: it must at least survive its start-up."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if service.proc.poll() is not None:
-            raise StackError(
-                f"{service.name} exited with {service.proc.returncode}\n{tail(service.log_path)}",
-                log=service.log_path,
-            )
-        time.sleep(0.1)
+    for _ in Backoff(initial=0.1, maximum=0.1).attempts(timeout=seconds):
+        _check_running(service)
+
+
+def _check_running(service: Service) -> None:
+    if service.proc.poll() is not None:
+        raise StackError(
+            f"{service.name} exited with {service.proc.returncode}\n{tail(service.log_path)}",
+            log=service.log_path,
+        )
 
 
 def http_json(

@@ -6,9 +6,9 @@ running HTTP API with ``--api URL``.
 
 from __future__ import annotations
 
-import argparse
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
@@ -20,27 +20,46 @@ from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, StreamNotFound, Unavailable
 
 
-def read(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    direction: Direction = "backward" if args.backward else "forward"
-    if args.api:
-        events = _read_http(args, direction)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadOptions:
+    """What one ``kafkastore read`` asks for."""
+
+    stream_id: str
+    from_version: int | None = None
+    """The page's first version; None: the stream's first (last when ``backward``) version."""
+    limit: int = 100
+    """Most events of the page."""
+    backward: bool = False
+    """Newest first."""
+    api: str | None = None
+    """Base URL of an HTTP API to read through; None: PostgreSQL directly."""
+
+
+def read(options: ReadOptions, settings: Settings, out: TextIO) -> int:
+    direction: Direction = "backward" if options.backward else "forward"
+    if options.api:
+        events = _read_http(options, options.api, direction)
         for event in events:
             out.write(orjson.dumps(event).decode() + "\n")
         return 0
     with Reads.open(settings, max_size=1) as reads:
         page = reads.read_stream(
-            args.stream_id, from_version=args.from_version, limit=args.limit, direction=direction
+            options.stream_id,
+            from_version=options.from_version,
+            limit=options.limit,
+            direction=direction,
         )
     for e in page.events:
         out.write(orjson.dumps(render.event_json(e)).decode() + "\n")
     return 0
 
 
-def _read_http(args: argparse.Namespace, direction: str) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"limit": args.limit, "direction": direction}
-    if args.from_version is not None:
-        params["from_version"] = args.from_version
-    url = f"{args.api.rstrip('/')}/streams/{quote(args.stream_id, safe='')}?{urlencode(params)}"
+def _read_http(options: ReadOptions, api: str, direction: str) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"limit": options.limit, "direction": direction}
+    if options.from_version is not None:
+        params["from_version"] = options.from_version
+    stream = quote(options.stream_id, safe="")
+    url = f"{api.rstrip('/')}/streams/{stream}?{urlencode(params)}"
     try:
         with urllib.request.urlopen(url, timeout=30.0) as response:
             body = orjson.loads(response.read())
@@ -48,11 +67,11 @@ def _read_http(args: argparse.Namespace, direction: str) -> list[dict[str, Any]]
         text = exc.read()
         message = orjson.loads(text).get("message", "") if text.startswith(b"{") else ""
         if exc.code == 404:
-            raise StreamNotFound(args.stream_id) from exc
+            raise StreamNotFound(options.stream_id) from exc
         if exc.code == 400:
             raise InvalidRequest(message or "invalid request") from exc
         raise Unavailable(f"{url} answered {exc.code}: {message}") from exc
     except OSError as exc:
-        raise Unavailable(f"cannot reach {args.api}: {exc}") from exc
+        raise Unavailable(f"cannot reach {api}: {exc}") from exc
     events: list[dict[str, Any]] = body["events"]
     return events

@@ -16,7 +16,6 @@ from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
-_HANDLERS: dict[str, Handler] = {}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

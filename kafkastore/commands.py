@@ -1,4 +1,10 @@
-"""Implementations of the CLI subcommands (composition: the only CLI module importing roles)."""
+"""Implementations of the CLI subcommands (composition: the only CLI module importing roles).
+
+Arguments become typed options here, at the edge (``AppendOptions``, ``ReadOptions``,
+``TailOptions``, ``BenchOptions``); the roles never see an ``argparse.Namespace``. This is the
+one kernel module that imports ``dev`` and ``bench``, to run ``kafkastore dev`` and
+``kafkastore bench``; neither imports it back.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +18,19 @@ from pathlib import Path
 from rich.console import Console
 
 from kafkastore.config import Settings
+from kafkastore.manifest import FILE_NAME, Manifest, dev_home
 
 console = Console(stderr=True)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from dev import stack
+    if args.action == "env":
+        return _print_dev_env(dev_home() / FILE_NAME)
+    from dev import command
 
     if args.action == "stop":
-        return stack.stop()
-    if args.action == "env":
-        return _print_dev_env(stack.dev_home() / "dev.json")
-    return stack.run(
+        return command.stop()
+    return command.run(
         detach=args.detach,
         kafka_port=args.kafka_port,
         pg_port=args.pg_port,
@@ -31,20 +38,14 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _print_dev_env(manifest: Path) -> int:
+def _print_dev_env(path: Path) -> int:
     """``eval "$(kafkastore dev env)"`` points a shell at the running dev stack."""
-    if not manifest.exists():
-        console.print(f"no dev stack: {manifest} is missing (start one with `kafkastore dev`)")
+    manifest = Manifest.load(path)
+    if manifest is None:
+        console.print(f"no dev stack: {path} is missing (start one with `kafkastore dev`)")
         return 1
-    stack = json.loads(manifest.read_text())
-    for name, key in (
-        ("KAFKA", "kafka"),
-        ("DATABASE_URL", "database_url"),
-        ("TOPIC", "topic"),
-        ("API_URL", "api"),
-    ):
-        if stack.get(key):
-            print(f"export KAFKASTORE_{name}={shlex.quote(str(stack[key]))}")
+    for name, value in manifest.exports().items():
+        print(f"export {name}={shlex.quote(value)}")
     return 0
 
 
@@ -110,19 +111,40 @@ def cmd_indexer(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_append(args: argparse.Namespace, settings: Settings) -> int:
     from writer import cli as writer_cli
 
-    return writer_cli.append(args, settings, stdin=sys.stdin, out=sys.stdout)
+    options = writer_cli.AppendOptions(
+        stream_id=args.stream_id,
+        type=args.type,
+        data=args.data,
+        expected_version=args.expected_version,
+        metadata=args.metadata,
+        id=args.id,
+    )
+    return writer_cli.append(options, settings, stdin=sys.stdin, out=sys.stdout)
 
 
 def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
     from indexer import cli as indexer_cli
 
-    return indexer_cli.read(args, settings, out=sys.stdout)
+    options = indexer_cli.ReadOptions(
+        stream_id=args.stream_id,
+        from_version=args.from_version,
+        limit=args.limit,
+        backward=args.backward,
+        api=args.api,
+    )
+    return indexer_cli.read(options, settings, out=sys.stdout)
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import tail
 
-    return tail.run(args, settings, out=sys.stdout)
+    options = tail.TailOptions(
+        group=args.group,
+        from_beginning=args.from_beginning,
+        categories=_tuple(args.category),
+        types=_tuple(args.types),
+    )
+    return tail.run(options, settings, out=sys.stdout)
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -133,8 +155,20 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from bench import main as bench_main
+    from bench.options import BenchOptions
 
-    return bench_main.run(args, settings)
+    options = BenchOptions(
+        quick=args.quick,
+        output=Path(args.output) if args.output else None,
+        only=tuple(args.only or ()),
+        services_given=bool(args.kafka and args.database_url),
+    )
+    return bench_main.run(options, settings)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    """A repeatable option: None when never given."""
+    return tuple(values) if values is not None else None
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

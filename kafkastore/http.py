@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +17,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from indexer import metrics as indexer_metrics
+from indexer.reads import AsyncReads
+from indexer.routes import router as read_router
 from kafkastore import kafka, pg
 from kafkastore.config import Settings, export_settings
 from kafkastore.errors import (
@@ -35,8 +37,7 @@ from kafkastore.errors import (
     WrongExpectedVersion,
 )
 from writer.engine import Writer
-
-logger = logging.getLogger("kafkastore.http")
+from writer.routes import router as append_router
 
 STATUS: dict[type[KafkaStoreError], int] = {
     InvalidRequest: 400,
@@ -79,22 +80,14 @@ def create_app(settings: Settings) -> FastAPI:
         writer = Writer(settings)
         await asyncio.to_thread(writer.open)
         app.state.writer = writer
-        reads = None
-        try:
-            from indexer import metrics as indexer_metrics
-            from indexer.reads import AsyncReads
-
-            reads = await AsyncReads.open(settings)
-            app.state.reads = reads
-            indexer_metrics.register_api_collectors(settings)
-        except ImportError:  # the read side is not installed in this build
-            logger.warning("read routes unavailable: indexer package incomplete")
+        reads = await AsyncReads.open(settings)
+        app.state.reads = reads
+        indexer_metrics.register_api_collectors(settings)
         try:
             yield
         finally:
             await asyncio.to_thread(writer.close)
-            if reads is not None:
-                await reads.close()
+            await reads.close()
 
     app = FastAPI(
         title="kafkastore",
@@ -156,15 +149,8 @@ def create_app(settings: Settings) -> FastAPI:
         body = await asyncio.to_thread(generate_latest)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    from writer.routes import router as append_router
-
     app.include_router(append_router)
-    try:
-        from indexer.routes import router as read_router
-
-        app.include_router(read_router)
-    except ImportError:
-        logger.warning("read routes unavailable: indexer package incomplete")
+    app.include_router(read_router)
     return app
 
 

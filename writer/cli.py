@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
@@ -13,6 +13,23 @@ from kafkastore.records import AppendRequest, NewEvent
 from kafkastore.streams import parse_event_id
 from writer.engine import Writer
 from writer.prepare import check_expected, prepare
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendOptions:
+    """What one ``kafkastore append`` asks for (its arguments, as given)."""
+
+    stream_id: str
+    type: str | None = None
+    """The event's type; None: read the events as JSON lines from stdin."""
+    data: str = "{}"
+    """The event's data as JSON text (with ``type``)."""
+    expected_version: str = "any"
+    """``any``, ``no_stream``, ``exists`` or a version number."""
+    metadata: str | None = None
+    """The event's metadata as a JSON object (with ``type``)."""
+    id: str | None = None
+    """The event's id (a UUID, with ``type``); generated when None."""
 
 
 def _expected(raw: str) -> Any:
@@ -26,13 +43,12 @@ def _json(raw: str, field: str) -> Any:
         raise InvalidRequest(f"{field} is not valid JSON: {exc}", fields=[field]) from None
 
 
-def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
-    if args.type is not None:
-        metadata = _json(args.metadata, "--metadata") if args.metadata else None
-        event_id = parse_event_id(args.id, field="--id") if args.id else None
-        return [
-            NewEvent(type=args.type, data=_json(args.data, "data"), metadata=metadata, id=event_id)
-        ]
+def events_from(options: AppendOptions, stdin: IO[str]) -> list[NewEvent]:
+    if options.type is not None:
+        metadata = _json(options.metadata, "--metadata") if options.metadata else None
+        event_id = parse_event_id(options.id, field="--id") if options.id else None
+        data = _json(options.data, "data")
+        return [NewEvent(type=options.type, data=data, metadata=metadata, id=event_id)]
     events = []
     for number, line in enumerate(stdin, 1):
         if not line.strip():
@@ -53,11 +69,10 @@ def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
     return events
 
 
-def append(args: argparse.Namespace, settings: Settings, *, stdin: IO[str], out: IO[str]) -> int:
-    expected = check_expected(_expected(args.expected_version))
-    prepared = prepare(
-        AppendRequest(args.stream_id, tuple(events_from(args, stdin)), expected), settings.limits
-    )
+def append(options: AppendOptions, settings: Settings, *, stdin: IO[str], out: IO[str]) -> int:
+    expected = check_expected(_expected(options.expected_version))
+    events = tuple(events_from(options, stdin))
+    prepared = prepare(AppendRequest(options.stream_id, events, expected), settings.limits)
     writer = Writer(settings).open()
     try:
         result = writer.submit([prepared], atomic=False).result()[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 from collections.abc import Callable
 
@@ -53,8 +52,8 @@ def test_read_command_prints_one_json_line_per_event(settings: Settings) -> None
     with running_indexer(settings) as ix:
         assert wait_for_count(settings.database_url, [stream], 3, indexer=ix) == 3
     out = io.StringIO()
-    args = argparse.Namespace(stream_id=stream, from_version=None, limit=2, backward=True, api=None)
-    assert cli.read(args, settings, out) == 0
+    options = cli.ReadOptions(stream_id=stream, limit=2, backward=True)
+    assert cli.read(options, settings, out) == 0
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["version"], e["type"], e["data"]) for e in lines] == [
         (3, "C", {"n": 3}),

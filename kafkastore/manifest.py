@@ -1,0 +1,141 @@
+"""``.kafkastore/dev.json``: what a running ``kafkastore dev`` started, and where to reach it.
+
+``dev.stack`` writes it once the stack is ready and removes it when the stack stops;
+``kafkastore dev env``, ``kafkastore dev stop``, the next ``kafkastore dev`` (is one running
+already?) and the benchmarks read it. The file holds API.md's keys (``kafka``, ``database_url``,
+``api``, ``topic``) plus what a stop from another process needs (``pids``, ``postgres``,
+``logs``). It is a kernel module so the CLI can read it without importing ``dev/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafkastore.config import ENV_PREFIX, environ_get
+from kafkastore.errors import ConfigurationError
+
+__all__ = ["FILE_NAME", "Manifest", "PostgresFiles", "dev_home", "state_dir"]
+
+FILE_NAME = "dev.json"
+
+
+def _project_root() -> Path:
+    """The checkout the packages live in, or the working directory for an installed package."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def state_dir() -> Path:
+    """``.kafkastore/``: caches, data directories, logs and ``dev.json``."""
+    return _project_root() / ".kafkastore"
+
+
+def dev_home() -> Path:
+    """Where the dev stack keeps data, logs and ``dev.json``: ``.kafkastore/``, or
+    ``$KAFKASTORE_DEV_HOME`` (tests run a second stack beside an engineer's own)."""
+    given = environ_get("KAFKASTORE_DEV_HOME")
+    return Path(given) if given else state_dir()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostgresFiles:
+    """The dev stack's PostgreSQL cluster on disk (``dev stop`` runs its ``pg_ctl stop``)."""
+
+    data_dir: Path
+    """The cluster's data directory."""
+    bindir: Path
+    """The server binaries that created it (``initdb``, ``pg_ctl``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """The content of ``dev.json``."""
+
+    kafka: str
+    """Kafka bootstrap servers."""
+    database_url: str
+    """The PostgreSQL URL of the store's database."""
+    topic: str
+    """The events topic."""
+    api: str | None = None
+    """Base URL of the HTTP API, when the stack runs one."""
+    pids: Mapping[str, int] = field(default_factory=dict)
+    """Process ids by name (``kafka``, ``postgres``, ``api``, ``indexer``), in start order."""
+    postgres: PostgresFiles | None = None
+    """The PostgreSQL cluster's directories."""
+    logs: Path | None = None
+    """The directory of the services' logs."""
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest | None:
+        """The manifest at ``path``; None when there is none. A file that is not one (not
+        JSON, keys missing or of the wrong type) raises :class:`ConfigurationError`."""
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return cls.from_json(json.loads(text))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigurationError(f"{path} is not a dev stack manifest: {exc!r}") from None
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Manifest:
+        if not isinstance(doc, dict):
+            raise TypeError(f"expected an object, got {type(doc).__name__}")
+        postgres = doc.get("postgres")
+        logs = doc.get("logs")
+        return cls(
+            kafka=_text(doc["kafka"]),
+            database_url=_text(doc["database_url"]),
+            topic=_text(doc["topic"]),
+            api=_text(doc["api"]) if doc.get("api") else None,
+            pids={_text(name): int(pid) for name, pid in dict(doc.get("pids", {})).items()},
+            postgres=PostgresFiles(
+                data_dir=Path(_text(postgres["data_dir"])), bindir=Path(_text(postgres["bindir"]))
+            )
+            if postgres
+            else None,
+            logs=Path(_text(logs)) if logs else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (keys in API.md's order; absent ones left out)."""
+        doc: dict[str, Any] = {"kafka": self.kafka, "database_url": self.database_url}
+        if self.api:
+            doc["api"] = self.api
+        doc |= {"topic": self.topic, "pids": dict(self.pids)}
+        if self.postgres is not None:
+            doc["postgres"] = {
+                "data_dir": str(self.postgres.data_dir),
+                "bindir": str(self.postgres.bindir),
+            }
+        if self.logs is not None:
+            doc["logs"] = str(self.logs)
+        return doc
+
+    def write(self, path: Path) -> None:
+        """Write ``path`` atomically: a reader sees the old file, or the whole new one."""
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.replace(path)
+
+    def exports(self) -> dict[str, str]:
+        """The ``KAFKASTORE_*`` variables that point a client at this stack."""
+        values = {
+            "KAFKA": self.kafka,
+            "DATABASE_URL": self.database_url,
+            "TOPIC": self.topic,
+            "API_URL": self.api,
+        }
+        return {ENV_PREFIX + name: value for name, value in values.items() if value}
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
