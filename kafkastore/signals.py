@@ -2,8 +2,10 @@
 
 ``with stop_signals(on_stop):`` installs a handler that calls ``on_stop(signum)`` and puts the
 previous handlers back on exit. Outside the main thread (where Python cannot install handlers)
-it installs nothing. Handlers run in the main thread between bytecodes: ``on_stop`` must only
-set flags or events (asyncio users pass ``loop.call_soon_threadsafe``-based callbacks).
+it installs nothing. Handlers run in the main thread between bytecodes, possibly while that
+thread holds a lock: ``on_stop`` must not take locks (so no ``threading.Event.set``). It may set
+a plain flag (``consumers.stopflag.StopFlag``), call ``loop.call_soon_threadsafe`` (asyncio), or
+raise ``KeyboardInterrupt`` to abandon the main thread's current work (the dev stack's start).
 """
 
 from __future__ import annotations
