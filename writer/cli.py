@@ -12,7 +12,7 @@ from kafkastore.errors import InvalidRequest
 from kafkastore.records import AppendRequest, NewEvent
 from kafkastore.streams import parse_event_id
 from writer.engine import Writer
-from writer.prepare import check_expected, prepare
+from writer.prepare import parse_expected, prepare
 
 
 def _expected(raw: str) -> Any:
@@ -54,7 +54,7 @@ def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
 
 
 def append(args: argparse.Namespace, settings: Settings, *, stdin: IO[str], out: IO[str]) -> int:
-    expected = check_expected(_expected(args.expected_version))
+    expected = parse_expected(_expected(args.expected_version))
     prepared = prepare(
         AppendRequest(args.stream_id, tuple(events_from(args, stdin)), expected), settings.limits
     )

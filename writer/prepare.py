@@ -44,7 +44,7 @@ class PreparedAppend:
     size: int
 
 
-def check_expected(value: object, *, field: str = "expected_version") -> ExpectedVersion:
+def parse_expected(value: object, *, field: str = "expected_version") -> ExpectedVersion:
     """One of "any", "no_stream", "exists", or an integer >= 0 (0 means "no_stream")."""
     if isinstance(value, bool):
         raise InvalidRequest(f"{field} must be a version or a word", fields=[field])
@@ -63,7 +63,7 @@ def check_expected(value: object, *, field: str = "expected_version") -> Expecte
 def prepare(request: AppendRequest, limits: Limits) -> PreparedAppend:
     """Validate a Python-API append."""
     stream_id = check_stream_id(request.stream_id)
-    expected = check_expected(request.expected_version)
+    expected = parse_expected(request.expected_version)
     if not request.events:
         raise InvalidRequest("an append needs at least one event", fields=["events"])
     _check_count(len(request.events), limits)
@@ -136,7 +136,7 @@ def parse_append_object(
             f"unknown fields: {', '.join(sorted(unknown))}",
             fields=[prefix + name for name in sorted(unknown)],
         )
-    expected = check_expected(
+    expected = parse_expected(
         document.get("expected_version", "any"), field=prefix + "expected_version"
     )
     raw_events = document.get("events")

@@ -33,6 +33,7 @@ from kafkastore.records import AppendRequest, NewEvent
 from kafkastore.verdict import Verdict, VerdictResolver
 from tests.support import settings_environment, unique
 from tests.writer.topic_reader import read_topic
+from writer import faults
 from writer.protocol import APPLICATION_NAME
 
 pytestmark = pytest.mark.slow
@@ -183,7 +184,7 @@ def test_a_commit_that_fails_after_all_acks_is_rolled_back_and_retryable(
                 )
 
     events = new_events(2)
-    with EventStore(settings, fault_hook=terminate_writer) as store:
+    with faults.injected(terminate_writer), EventStore(settings) as store:
         store.append(stream, [NewEvent(type="First", data={})])
         armed.append(True)
         with pytest.raises(Unavailable) as info:
@@ -219,7 +220,7 @@ def test_a_postgresql_crash_while_the_writer_waits_for_acks_loses_nothing_acknow
         with EventStore(settings) as store:
             store.append(stream, [NewEvent(type="Before", data={})])
         events = new_events(2)
-        with EventStore(settings, fault_hook=crash) as store, pytest.raises(Unavailable):
+        with faults.injected(crash), EventStore(settings) as store, pytest.raises(Unavailable):
             store.append(stream, events)
         assert restarted
         assert_protocol_held(settings, {stream: events}, {stream: 1})
