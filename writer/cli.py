@@ -27,6 +27,7 @@ def _json(raw: str, field: str) -> Any:
 
 
 def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
+    """The events to append: one from ``--type``/``data``, else JSON lines read from stdin."""
     if args.type is not None:
         metadata = _json(args.metadata, "--metadata") if args.metadata else None
         event_id = parse_event_id(args.id, field="--id") if args.id else None
@@ -54,6 +55,7 @@ def events_from(args: argparse.Namespace, stdin: IO[str]) -> list[NewEvent]:
 
 
 def append(args: argparse.Namespace, settings: Settings, *, stdin: IO[str], out: IO[str]) -> int:
+    """``kafkastore append``: append through a writer of our own, print the result as JSON."""
     expected = parse_expected(_expected(args.expected_version))
     prepared = prepare(
         AppendRequest(args.stream_id, tuple(events_from(args, stdin)), expected), settings.limits

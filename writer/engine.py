@@ -45,6 +45,7 @@ class Writer:
         self.appends = 0
 
     def open(self) -> Writer:
+        """Read the cluster's system identifier, start the producer and the worker threads."""
         if self._opened:
             return self
         with pg.connect(self.settings.database_url, autocommit=True) as conn:
@@ -61,6 +62,7 @@ class Writer:
         return self
 
     def close(self, timeout: float = 30.0) -> None:
+        """Finish the queued batches (bounded by ``timeout``), then fail what is left."""
         if not self._opened or self._closing:
             return
         with self._cond:
@@ -79,6 +81,7 @@ class Writer:
 
     @property
     def producer(self) -> SharedProducer:
+        """The shared producer (the writer must be open)."""
         assert self._producer is not None
         return self._producer
 

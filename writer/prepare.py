@@ -24,6 +24,8 @@ _EXPECTED_WORDS = {"any", "no_stream", "exists"}
 
 @dataclass(frozen=True, slots=True)
 class PreparedEvent:
+    """One event, validated and encoded: what is produced, byte for byte."""
+
     id: UUID
     type: str
     payload: bytes
@@ -129,6 +131,7 @@ def parse_many_body(body: bytes, limits: Limits) -> list[PreparedAppend]:
 def parse_append_object(
     document: Mapping[str, Any], stream_id: str, limits: Limits, *, prefix: str = ""
 ) -> PreparedAppend:
+    """Validate one append's JSON object; ``prefix`` names its place in error fields."""
     stream_id = check_stream_id(stream_id)
     unknown = set(document) - {"expected_version", "events", "stream_id"}
     if unknown:
@@ -271,6 +274,7 @@ def _check_unique_ids(events: Iterable[PreparedEvent]) -> None:
 
 
 def prepare_many(requests: Sequence[AppendRequest], limits: Limits) -> list[PreparedAppend]:
+    """Validate a Python-API atomic multi-stream append (ids unique across all its events)."""
     if not requests:
         raise InvalidRequest("append_many needs at least one append", fields=["appends"])
     out = [prepare(r, limits) for r in requests]
