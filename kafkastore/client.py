@@ -26,7 +26,6 @@ from kafkastore.records import (
 )
 from writer.engine import Writer
 from writer.prepare import PreparedAppend, prepare, prepare_many
-from writer.protocol import FaultHook
 
 if TYPE_CHECKING:
     from indexer.reads import AsyncReads, Reads
@@ -59,13 +58,10 @@ class _Store:
     def __init__(
         self,
         settings: Settings | None = None,
-        *,
-        fault_hook: FaultHook | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = _settings(settings, None, None, None, overrides)
-        # fault_hook: called at each step of the append protocol (tests inject failures).
-        self._writer = Writer(self.settings, fault_hook=fault_hook)
+        self._writer = Writer(self.settings)
         self._reads = None
         self._closed = False
 

@@ -140,3 +140,32 @@ def set_session_timeouts(
 
 
 # -- writer transaction helpers --
+
+
+def discard(conn: psycopg.Connection) -> None:
+    """Roll back ``conn``'s transaction; close ``conn`` when even that fails (it is broken: the
+    owner opens a new one on next use)."""
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg.Error:
+        conn.close()
+
+
+@contextlib.contextmanager
+def commit_translated() -> Iterator[None]:
+    """:func:`translated` for statements pipelined with COMMIT, whose failure may hide a commit.
+
+    The server refusing a statement (IntegrityError, DataError) proves that nothing committed:
+    like every error we do not map, it propagates as the driver's error (a bug to log, not an
+    outcome to settle). Every other psycopg failure - the connection or the reply lost, the
+    session terminated, a timeout - raises Unavailable: the caller must settle the outcome
+    (DESIGN.md section 2, step 5).
+    """
+    try:
+        yield
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
+        raise
+    except psycopg.Error as exc:
+        ours = translate(exc) or Unavailable(f"PostgreSQL failed at COMMIT: {_first_line(exc)}")
+        raise ours from exc

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,11 +39,14 @@ import psycopg
 
 from kafkastore import pg
 from kafkastore.codec import WireEvent
+from kafkastore.retry import Backoff
 
 logger = logging.getLogger("kafkastore.verdict")
 
 
 class Verdict(enum.Enum):
+    """What the rule says of one event."""
+
     REAL = "real"
     PHANTOM = "phantom"
     PENDING = "pending"
@@ -52,6 +54,8 @@ class Verdict(enum.Enum):
 
 
 class PhantomReason(enum.Enum):
+    """Why an event is a phantom."""
+
     NO_MARKER = "no_marker"
     NOT_IN_MARKER = "not_in_marker"
     FOREIGN_CLUSTER = "foreign_cluster"
@@ -86,7 +90,15 @@ SELECT x::text,
 FROM unnest(%s::xid8[]) AS x
 """
 
-_RUNNING = {"in progress", "future"}
+WRITER_MAY_RUN = frozenset({"in progress", "future"})
+"""The answers of XID_STATUS that mean the writer may still commit: wait, then ask again."""
+
+
+def running_xids(conn: psycopg.Connection, xids: Iterable[int]) -> set[int]:
+    """Those of ``xids`` whose writer may still commit (step 2, a statement of its own)."""
+    with pg.translated():
+        rows = conn.execute(XID_STATUS, ([str(x) for x in xids],)).fetchall()
+    return {int(x) for x, status in rows if status in WRITER_MAY_RUN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,8 @@ class _Write:
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
+    """The verdict on one event, and for a phantom the reason."""
+
     verdict: Verdict
     reason: PhantomReason | None = None
 
@@ -170,14 +184,11 @@ class VerdictResolver:
         Judgements still PENDING at the deadline are returned as such: the caller must stop
         before the first of them and try again later.
         """
-        deadline = time.monotonic() + timeout
-        judgements = self.judge(conn, events)
-        while any(j.verdict is Verdict.PENDING for j in judgements):
-            if time.monotonic() >= deadline:
-                return judgements
-            time.sleep(poll)
-            poll = min(poll * 2, max_poll)
+        judgements: list[Judgement] = []
+        for _ in Backoff(initial=poll, maximum=max_poll).attempts(timeout=timeout):
             judgements = self.judge(conn, events)
+            if not any(j.verdict is Verdict.PENDING for j in judgements):
+                break
         return judgements
 
     def _judge_one(
@@ -230,9 +241,7 @@ class VerdictResolver:
 
     def _running_xids(self, conn: psycopg.Connection, xids: set[int]) -> set[int]:
         self.queries += 1
-        with pg.translated():
-            rows = conn.execute(XID_STATUS, ([str(x) for x in xids],)).fetchall()
-        return {int(x) for x, status in rows if status in _RUNNING}
+        return running_xids(conn, xids)
 
     def _remember_phantom(self, write_id: UUID) -> None:
         self._phantom_writes[write_id] = None

@@ -12,7 +12,7 @@ from kafkastore.errors import InvalidRequest
 from kafkastore.records import AppendRequest, NewEvent
 from kafkastore.streams import parse_event_id
 from writer.engine import Writer
-from writer.prepare import check_expected, prepare
+from writer.prepare import parse_expected, prepare
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +44,7 @@ def _json(raw: str, field: str) -> Any:
 
 
 def events_from(options: AppendOptions, stdin: IO[str]) -> list[NewEvent]:
+    """The events to append: one from ``--type``/``data``, else JSON lines read from stdin."""
     if options.type is not None:
         metadata = _json(options.metadata, "--metadata") if options.metadata else None
         event_id = parse_event_id(options.id, field="--id") if options.id else None
@@ -70,7 +71,8 @@ def events_from(options: AppendOptions, stdin: IO[str]) -> list[NewEvent]:
 
 
 def append(options: AppendOptions, settings: Settings, *, stdin: IO[str], out: IO[str]) -> int:
-    expected = check_expected(_expected(options.expected_version))
+    """``kafkastore append``: append through a writer of our own, print the result as JSON."""
+    expected = parse_expected(_expected(options.expected_version))
     events = tuple(events_from(options, stdin))
     prepared = prepare(AppendRequest(options.stream_id, events, expected), settings.limits)
     writer = Writer(settings).open()

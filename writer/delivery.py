@@ -48,6 +48,7 @@ class DeliveryTracker:
             self._done.set()
 
     def report(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's delivery callback (on the poller thread) for every message of the batch."""
         with self._lock:
             if err is not None:
                 if self.error is None:
@@ -143,6 +144,7 @@ class SharedProducer:
         timestamp_ms: int,
         on_delivery: Callable[[KafkaError | None, Message], None],
     ) -> None:
+        """Hand one message to librdkafka, waiting while its local queue is full."""
         producer = self._producer
         while True:
             try:
@@ -169,6 +171,7 @@ class SharedProducer:
         self._producer.poll(0)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Stop polling and flush what is queued; returns early when closed."""
         if self._closed.is_set():
             return
         self._closed.set()

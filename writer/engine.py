@@ -18,11 +18,12 @@ from concurrent.futures import Future
 
 from kafkastore import pg
 from kafkastore.config import Settings
-from kafkastore.errors import Unavailable
+from kafkastore.errors import KafkaStoreError, Unavailable
 from kafkastore.records import AppendResult
+from writer.decide import Unit
 from writer.delivery import SharedProducer
 from writer.prepare import PreparedAppend
-from writer.protocol import BatchRunner, FaultHook, Unit
+from writer.protocol import BatchRunner
 
 logger = logging.getLogger("kafkastore.writer")
 
@@ -30,9 +31,8 @@ logger = logging.getLogger("kafkastore.writer")
 class Writer:
     """The append engine. ``open()`` is safe to call twice; ``close()`` drains and stops."""
 
-    def __init__(self, settings: Settings, *, fault_hook: FaultHook | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.fault_hook = fault_hook
         self._cond = threading.Condition()
         self._queue: deque[tuple[Unit, Future[list[AppendResult]]]] = deque()
         self._bytes = 0
@@ -45,6 +45,7 @@ class Writer:
         self.appends = 0
 
     def open(self) -> Writer:
+        """Read the cluster's system identifier, start the producer and the worker threads."""
         if self._opened:
             return self
         with pg.connect(self.settings.database_url, autocommit=True) as conn:
@@ -52,7 +53,7 @@ class Writer:
         self._producer = SharedProducer(self.settings)
         self._opened = True
         for i in range(self.settings.max_inflight_batches):
-            runner = BatchRunner(self.settings, self._producer, self.sysid, self.fault_hook)
+            runner = BatchRunner(self.settings, self._producer, self.sysid)
             thread = threading.Thread(
                 target=self._work, args=(runner,), name=f"kafkastore-writer-{i}", daemon=True
             )
@@ -61,6 +62,7 @@ class Writer:
         return self
 
     def close(self, timeout: float = 30.0) -> None:
+        """Finish the queued batches (bounded by ``timeout``), then fail what is left."""
         if not self._opened or self._closing:
             return
         with self._cond:
@@ -79,6 +81,7 @@ class Writer:
 
     @property
     def producer(self) -> SharedProducer:
+        """The shared producer (the writer must be open)."""
         assert self._producer is not None
         return self._producer
 
@@ -156,17 +159,16 @@ class Writer:
                 taken = self._take()
                 if not taken:
                     return
-                runner.run([unit for unit, _ in taken])
+                settled = runner.run([unit for unit, _ in taken])
                 with self._cond:
                     self._bytes -= sum(unit.size for unit, _ in taken)
                     self.batches += 1
                     self.appends += len(taken)
                     self._cond.notify_all()
-                for unit, future in taken:
-                    if unit.error is not None:
-                        future.set_exception(unit.error)
+                for (_, future), outcome in zip(taken, settled, strict=True):
+                    if isinstance(outcome, KafkaStoreError):
+                        future.set_exception(outcome)
                     else:
-                        assert unit.results is not None
-                        future.set_result(unit.results)
+                        future.set_result(outcome)
         finally:
             runner.close()

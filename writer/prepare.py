@@ -24,6 +24,8 @@ _EXPECTED_WORDS = {"any", "no_stream", "exists"}
 
 @dataclass(frozen=True, slots=True)
 class PreparedEvent:
+    """One event, validated and encoded: what is produced, byte for byte."""
+
     id: UUID
     type: str
     payload: bytes
@@ -44,7 +46,7 @@ class PreparedAppend:
     size: int
 
 
-def check_expected(value: object, *, field: str = "expected_version") -> ExpectedVersion:
+def parse_expected(value: object, *, field: str = "expected_version") -> ExpectedVersion:
     """One of "any", "no_stream", "exists", or an integer >= 0 (0 means "no_stream")."""
     if isinstance(value, bool):
         raise InvalidRequest(f"{field} must be a version or a word", fields=[field])
@@ -63,7 +65,7 @@ def check_expected(value: object, *, field: str = "expected_version") -> Expecte
 def prepare(request: AppendRequest, limits: Limits) -> PreparedAppend:
     """Validate a Python-API append."""
     stream_id = check_stream_id(request.stream_id)
-    expected = check_expected(request.expected_version)
+    expected = parse_expected(request.expected_version)
     if not request.events:
         raise InvalidRequest("an append needs at least one event", fields=["events"])
     _check_count(len(request.events), limits)
@@ -129,6 +131,7 @@ def parse_many_body(body: bytes, limits: Limits) -> list[PreparedAppend]:
 def parse_append_object(
     document: Mapping[str, Any], stream_id: str, limits: Limits, *, prefix: str = ""
 ) -> PreparedAppend:
+    """Validate one append's JSON object; ``prefix`` names its place in error fields."""
     stream_id = check_stream_id(stream_id)
     unknown = set(document) - {"expected_version", "events", "stream_id"}
     if unknown:
@@ -136,7 +139,7 @@ def parse_append_object(
             f"unknown fields: {', '.join(sorted(unknown))}",
             fields=[prefix + name for name in sorted(unknown)],
         )
-    expected = check_expected(
+    expected = parse_expected(
         document.get("expected_version", "any"), field=prefix + "expected_version"
     )
     raw_events = document.get("events")
@@ -271,6 +274,7 @@ def _check_unique_ids(events: Iterable[PreparedEvent]) -> None:
 
 
 def prepare_many(requests: Sequence[AppendRequest], limits: Limits) -> list[PreparedAppend]:
+    """Validate a Python-API atomic multi-stream append (ids unique across all its events)."""
     if not requests:
         raise InvalidRequest("append_many needs at least one append", fields=["appends"])
     out = [prepare(r, limits) for r in requests]

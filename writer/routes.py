@@ -83,6 +83,7 @@ async def _submit(
     responses={"200": {"description": "idempotent repeat of a committed append"}, **_ERRORS},
 )
 async def append_to_stream(stream_id: str, request: Request) -> Response:
+    """Append events to one stream (201 created, 200 for an idempotent repeat)."""
     settings: Settings = request.app.state.settings
     prepared = parse_append_body(await request.body(), stream_id, settings.limits)
     result = (await _submit(request, [prepared], atomic=False))[0]
@@ -122,6 +123,7 @@ async def append_to_stream(stream_id: str, request: Request) -> Response:
     responses=_ERRORS,
 )
 async def append_many(request: Request) -> Response:
+    """Append to several streams atomically: all entries are stored, or none."""
     settings: Settings = request.app.state.settings
     prepared = parse_many_body(await request.body(), settings.limits)
     results = await _submit(request, prepared, atomic=True)

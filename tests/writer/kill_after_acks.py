@@ -13,6 +13,7 @@ import uuid
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
 from kafkastore.records import NewEvent
+from writer import faults
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
         if at == step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    with EventStore(Settings.from_env(), fault_hook=die) as store:
+    with faults.injected(die), EventStore(Settings.from_env()) as store:
         store.append(
             stream,
             [NewEvent(type="Doomed", data={"i": i}, id=uuid.UUID(e)) for i, e in enumerate(ids)],

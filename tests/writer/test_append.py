@@ -19,6 +19,7 @@ from kafkastore.errors import (
 )
 from kafkastore.records import AppendRequest, NewEvent
 from tests.support import unique
+from writer import faults
 from writer.prepare import prepare
 
 
@@ -193,7 +194,7 @@ def test_a_full_writer_refuses_at_once_when_asked_not_to_wait(settings: Settings
             release.wait(20)
 
     tight = settings.replace(max_inflight_bytes=1, max_inflight_batches=1)
-    with EventStore(tight, fault_hook=hold) as store:
+    with faults.injected(hold), EventStore(tight) as store:
         first = store.writer.submit(
             [prepare(AppendRequest(unique("Bp"), (ev(),)), tight.limits)], atomic=False
         )

@@ -8,6 +8,7 @@ succeeds exactly once.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from kafkastore.records import AppendRequest, NewEvent
 from kafkastore.verdict import Verdict, VerdictResolver
 from tests.support import settings_environment, unique
 from tests.writer.topic_reader import read_topic
+from writer import faults
 from writer.protocol import APPLICATION_NAME
 
 pytestmark = pytest.mark.slow
@@ -183,7 +185,7 @@ def test_a_commit_that_fails_after_all_acks_is_rolled_back_and_retryable(
                 )
 
     events = new_events(2)
-    with EventStore(settings, fault_hook=terminate_writer) as store:
+    with faults.injected(terminate_writer), EventStore(settings) as store:
         store.append(stream, [NewEvent(type="First", data={})])
         armed.append(True)
         with pytest.raises(Unavailable) as info:
@@ -219,13 +221,43 @@ def test_a_postgresql_crash_while_the_writer_waits_for_acks_loses_nothing_acknow
         with EventStore(settings) as store:
             store.append(stream, [NewEvent(type="Before", data={})])
         events = new_events(2)
-        with EventStore(settings, fault_hook=crash) as store, pytest.raises(Unavailable):
+        with faults.injected(crash), EventStore(settings) as store, pytest.raises(Unavailable):
             store.append(stream, events)
         assert restarted
         assert_protocol_held(settings, {stream: events}, {stream: 1})
     finally:
         for c in (cluster, *locals().get("restarted", [])):
             postgres.stop(c)
+
+
+def test_a_commit_whose_reply_is_lost_is_answered_as_committed(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The writer talks to PostgreSQL through a proxy that forwards one COMMIT and drops the
+    # connection before the reply reaches the writer: the real commit path must settle it
+    # through the marker on a fresh connection.
+    from tests.support.proxy import LossyProxy
+
+    caplog.set_level(logging.INFO, logger="kafkastore.writer")
+    direct = make_settings(**FAST_LADDER)
+    stream = unique("ReplyLost")
+    events = new_events(2)
+    with LossyProxy(direct.database_url) as proxy:
+        with EventStore(direct.replace(database_url=proxy.url)) as store:
+            store.append(stream, [NewEvent(type="First", data={})])
+            proxy.lose_next_commit_reply()
+            result = store.append(stream, events)
+        assert proxy.tripped.is_set()
+    assert any("had committed" in r.getMessage() for r in caplog.records)
+    assert result.created and (result.from_version, result.to_version) == (2, 3)
+    assert [e.id for e in result.events] == [e.id for e in events]
+    assert head(direct, stream) == 3
+    judged = verdicts(direct, [stream])
+    real = sorted(str(i) for i, v in judged if v is Verdict.REAL and i in {e.id for e in events})
+    assert real == sorted(str(e.id) for e in events)  # each event real exactly once
+    with EventStore(direct) as store:
+        again = store.append(stream, events)
+    assert not again.created and again.events == result.events
 
 
 def test_a_lost_commit_reply_is_settled_through_the_marker(

@@ -1,0 +1,54 @@
+"""The statements of the append protocol (writer.protocol), named; values always as parameters."""
+
+from __future__ import annotations
+
+# Step 2. One upsert ordered by stream id creates the missing rows and locks every target row:
+# concurrent batches take the row locks in the same order, so they never deadlock, and two
+# writers creating one new stream serialise on the insert. The category is a parameter
+# (kafkastore.streams.category_of) so that its rule exists once.
+LOCK_STREAMS = """
+INSERT INTO streams AS s (stream_id, category)
+SELECT t.id, t.category FROM unnest(%s::text[], %s::text[]) AS t(id, category) ORDER BY t.id
+ON CONFLICT (stream_id) DO UPDATE SET updated_at = s.updated_at
+RETURNING stream_id, version, deleted
+"""
+
+CURRENT_XID = "SELECT pg_current_xact_id()::text"
+
+# Client-supplied event ids are locked (transaction-scoped advisory locks, in one global order,
+# after the stream locks) before they are looked up: two concurrent appends reusing one id on
+# different streams serialise here, so the second sees the first's committed marker. No deadlock:
+# a transaction takes id locks only once it holds all its stream locks, and ids in sorted order.
+EVENT_ID_LOCK_SPACE = 0x6B617673  # "kavs": the classid of our advisory locks on event ids
+LOCK_EVENT_IDS = """
+SELECT count(pg_advisory_xact_lock(%(space)s, k))
+FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest(%(ids)s::uuid[]) AS id ORDER BY 1) AS t
+"""
+
+# Markers holding any of the given (client-supplied) event ids; the ordinality of event_ids
+# gives each id's version.
+FIND_EVENT_IDS = """
+SELECT x.id, a.stream_id, a.from_version + (x.ord - 1), a.partition, (a.offsets)[x.ord]
+FROM appends a, unnest(a.event_ids) WITH ORDINALITY AS x(id, ord)
+WHERE a.event_ids && %(ids)s::uuid[] AND x.id = ANY(%(ids)s::uuid[])
+"""
+
+# Step 5, pipelined with COMMIT.
+UPDATE_HEADS = """
+UPDATE streams s SET version = u.version, updated_at = now()
+FROM unnest(%s::text[], %s::bigint[]) AS u(stream_id, version)
+WHERE s.stream_id = u.stream_id
+"""
+
+# One marker row per stream: its slice [lo:hi] (1-based, inclusive) of the flat id/offset arrays.
+INSERT_MARKERS = """
+INSERT INTO appends (write_id, xid, stream_id, from_version, to_version, event_ids, partition,
+                     offsets)
+SELECT %(write_id)s, %(xid)s::xid8, r.stream_id, r.from_version, r.to_version,
+       (%(ids)s::uuid[])[r.lo:r.hi], r.partition, (%(offsets)s::bigint[])[r.lo:r.hi]
+FROM unnest(%(streams)s::text[], %(froms)s::bigint[], %(tos)s::bigint[], %(los)s::int[],
+            %(his)s::int[], %(partitions)s::int[])
+     AS r(stream_id, from_version, to_version, lo, hi, partition)
+"""
+
+MARKER_EXISTS = "SELECT EXISTS (SELECT 1 FROM appends WHERE write_id = %s)"
