@@ -20,7 +20,8 @@ import asyncio
 from collections.abc import Generator, Sequence
 from typing import Any, Generic, TypeVar
 
-from indexer.reads import AsyncReads, Op, Reads, ReadSteps, awaiting, blocking
+from indexer.read_steps import Op, ReadSteps
+from indexer.reads import AsyncReads, Reads, awaiting, blocking
 from kafkastore.config import Settings
 from kafkastore.errors import Unavailable
 from kafkastore.records import (

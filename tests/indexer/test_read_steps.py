@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from indexer.reads import LISTEN, STREAM_FORWARD, STREAM_HEAD, Fetch, ReadSteps, Steps, Wait
+from indexer.read_steps import LISTEN, STREAM_FORWARD, STREAM_HEAD, Fetch, ReadSteps, Steps, Wait
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, StreamNotFound
 
