@@ -3,13 +3,17 @@
 The indexer sends ``NOTIFY kafkastore_index, '<last_position>'`` in every transaction that
 indexes events; PostgreSQL delivers it at COMMIT. A read waiting for ``min_version`` does:
 
-    generation = listener.generation    # after the listener is listening
+    generation = listener.start()       # returns once the listener is listening
     check the index                     # a new READ COMMITTED snapshot
-    wait until listener.generation != generation (bounded)
+    generation = listener.wait(generation, remaining)   # until the generation moves (bounded)
 
 Any commit after the check bumps the generation, so no wake-up is lost and nobody polls. A lost
 LISTEN connection is reopened; the reconnect bumps the generation too (waiters re-check, since
 notifications sent while it was down are gone).
+
+:class:`AsyncListener` is the one implementation (a task on the caller's event loop).
+:class:`Listener`, for blocking callers, runs an AsyncListener on an event loop of its own
+daemon thread and wakes its waiters through a Condition.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from indexer.projection import NOTIFY_CHANNEL
 from kafkastore import pg
+from kafkastore.retry import Backoff
 
 logger = logging.getLogger("kafkastore.indexer")
 
@@ -32,21 +38,31 @@ assert NOTIFY_CHANNEL in LISTEN
 START_TIMEOUT = 10.0
 """Longest a reader waits for the listener to start before relying on its own timeout."""
 
+RECONNECT = Backoff(initial=0.1, maximum=5.0)
+"""Delays between attempts to (re)open the LISTEN connection."""
+
+CLOSE_TIMEOUT = 2.0
+"""Longest :meth:`Listener.close` waits for the listener's thread to stop."""
+
 
 class AsyncListener:
-    """The asyncio flavour: a task reads notifications, waiters await an asyncio.Event."""
+    """A task reads notifications; waiters await an asyncio.Event replaced at every bump.
 
-    def __init__(self, database_url: str) -> None:
+    ``on_bump`` (optional) is called on the listener's event loop after every bump.
+    """
+
+    def __init__(self, database_url: str, *, on_bump: Callable[[], None] | None = None) -> None:
         self._url = database_url
+        self._on_bump = on_bump
         self.generation = 0
-        self.last_position = 0
         self._event = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def start(self) -> None:
-        """Start listening (idempotent); returns once LISTEN is active or failed once."""
+    async def start(self) -> int:
+        """Start listening (idempotent); returns the generation once LISTEN is active or has
+        failed once."""
         if self._closed:
             raise RuntimeError("listener is closed")
         if self._task is None:
@@ -55,51 +71,42 @@ class AsyncListener:
         # to their own timeouts.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
+        return self.generation
 
-    async def wait(self, generation: int, timeout: float) -> None:
-        """Return when the generation moved past ``generation`` or ``timeout`` passed."""
-        if self.generation != generation or timeout <= 0:
-            return
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+    async def wait(self, generation: int, timeout: float) -> int:
+        """Return the generation once it moved past ``generation`` or ``timeout`` passed."""
+        if self.generation == generation and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        return self.generation
 
     def _bump(self) -> None:
         self.generation += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
+        if self._on_bump is not None:
+            self._on_bump()
 
     async def _run(self) -> None:
-        delay = 0.1
-        while not self._closed:
+        delays = RECONNECT.delays()
+        while True:  # until close() cancels the task
             try:
                 conn = await pg.connect_async(self._url, autocommit=True)
-            except Exception as exc:  # the listener must outlive any error: log and retry
-                logger.warning("index listener cannot connect: %s", exc)
-                self._ready.set()  # waiters fall back to their timeouts
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            try:
                 async with conn:
                     with pg.translated():
                         await conn.execute(LISTEN)
-                    delay = 0.1
-                    self._bump()
-                    self._ready.set()
-                    with pg.translated():
-                        async for note in conn.notifies():
-                            if note.payload.isdigit():
-                                self.last_position = max(self.last_position, int(note.payload))
+                        delays = RECONNECT.delays()
+                        self._bump()
+                        self._ready.set()
+                        async for _note in conn.notifies():
                             self._bump()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost or anything else: reopen
-                logger.warning("index listener lost its connection: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # the listener must outlive any error: log and reopen
+                logger.warning("index listener lost or cannot open its connection: %s", exc)
+                self._ready.set()  # waiters fall back to their timeouts
+                await asyncio.sleep(next(delays))
 
     async def close(self) -> None:
+        """Stop listening and wake every waiter; returns at once when already closed."""
         if self._closed:
             return
         self._closed = True
@@ -111,75 +118,65 @@ class AsyncListener:
 
 
 class Listener:
-    """The threaded flavour: a daemon thread reading notifications; waiters use a Condition."""
+    """The blocking flavour: an :class:`AsyncListener` on an event loop of its own daemon
+    thread; waiters sleep on a Condition that every bump notifies."""
 
     def __init__(self, database_url: str) -> None:
-        self._url = database_url
-        self.generation = 0
-        self.last_position = 0
         self._cond = threading.Condition()
-        self._ready = threading.Event()
+        self._core = AsyncListener(database_url, on_bump=self._notify_waiters)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._closed = threading.Event()
+        self._closed = False
 
-    def start(self) -> None:
+    @property
+    def generation(self) -> int:
+        """Moves on at every notification, reconnect and close."""
+        return self._core.generation
+
+    def start(self) -> int:
+        """Start listening (idempotent); returns the generation once LISTEN is active or has
+        failed once."""
         with self._cond:
-            if self._closed.is_set():
+            if self._closed:
                 raise RuntimeError("listener is closed")
-            if self._thread is None:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
-                    target=self._run, name="kafkastore-index-listener", daemon=True
+                    target=self._loop.run_forever, name="kafkastore-index-listener", daemon=True
                 )
                 self._thread.start()
-        self._ready.wait(START_TIMEOUT)
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(self._core.start(), loop).result()
 
-    def wait(self, generation: int, timeout: float) -> None:
+    def wait(self, generation: int, timeout: float) -> int:
+        """Return the generation once it moved past ``generation`` or ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self.generation == generation and not self._closed.is_set():
+            while self.generation == generation and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return
+                    break
                 self._cond.wait(remaining)
+        return self.generation
 
-    def _bump(self, position: int | None = None) -> None:
+    def _notify_waiters(self) -> None:
         with self._cond:
-            if position is not None:
-                self.last_position = max(self.last_position, position)
-            self.generation += 1
             self._cond.notify_all()
 
-    def _run(self) -> None:
-        delay = 0.1
-        while not self._closed.is_set():
-            try:
-                conn = pg.connect(self._url, autocommit=True)
-            except Exception as exc:  # the listener must outlive any error: log and retry
-                logger.warning("index listener cannot connect: %s", exc)
-                self._ready.set()
-                self._closed.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            try:
-                with conn, pg.translated():
-                    conn.execute(LISTEN)
-                    delay = 0.1
-                    self._bump()
-                    self._ready.set()
-                    while not self._closed.is_set():
-                        # The timeout lets close() stop the thread within half a second.
-                        for note in conn.notifies(timeout=0.5):
-                            position = int(note.payload) if note.payload.isdigit() else None
-                            self._bump(position)
-            except Exception as exc:  # connection lost or anything else: reopen
-                logger.warning("index listener lost its connection: %s", exc)
-                self._closed.wait(delay)
-                delay = min(delay * 2, 5.0)
-
     def close(self) -> None:
-        if self._closed.is_set():
+        """Stop listening and the thread, wake every waiter; returns at once when closed."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
             return
-        self._closed.set()
-        self._bump()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        closing = asyncio.run_coroutine_threadsafe(self._core.close(), loop)
+        with contextlib.suppress(TimeoutError):
+            closing.result(CLOSE_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(CLOSE_TIMEOUT)
+        if not thread.is_alive():
+            loop.close()

@@ -14,12 +14,12 @@ the app's one error table.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
 from indexer import render
-from indexer.reads import AsyncReads
+from indexer.reads import AsyncReads, Direction
 from kafkastore.errors import InvalidRequest
 
 router = APIRouter(tags=["reads"])
@@ -67,7 +67,7 @@ async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by nam
     stream_id: str,
     from_version: int | None = None,
     limit: int | None = None,
-    direction: Literal["forward", "backward"] = "forward",
+    direction: Direction = "forward",
     min_version: int | None = None,
     timeout_ms: int | None = None,
 ) -> Response:

@@ -3,16 +3,25 @@
 Appends go through the writer (group commit, the protocol of DESIGN.md section 2); reads come
 from the PostgreSQL index (indexer.reads). Both objects have an explicit lifecycle: ``connect``
 (or the constructor plus ``open()``, safe to call twice), ``close()`` (returns early when
-closed), and context-manager use.
+closed), and context-manager use::
+
+    with EventStore.connect() as store: ...
+    async with AsyncEventStore.connect() as store: ...    # or: store = await ....connect()
+
+One implementation: what the flavours share (settings, preparation, ``connect``) is in
+``_Store``; their read methods are the very generators of :class:`indexer.reads.ReadSteps`,
+turned into methods by ``blocking`` / ``awaiting`` as in :mod:`indexer.reads`. What is left in
+each flavour is its I/O: blocking calls, or awaits that keep the event loop free.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Generator, Sequence
+from typing import Any, Generic, TypeVar
 
+from indexer.read_steps import Op, ReadSteps
+from indexer.reads import AsyncReads, Reads, awaiting, blocking
 from kafkastore.config import Settings
 from kafkastore.errors import Unavailable
 from kafkastore.records import (
@@ -20,17 +29,11 @@ from kafkastore.records import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
-    PositionPage,
-    StreamPage,
-    StreamState,
 )
 from writer.engine import Writer
 from writer.prepare import PreparedAppend, prepare, prepare_many
 
-if TYPE_CHECKING:
-    from indexer.reads import AsyncReads, Reads
-
-Direction = Literal["forward", "backward"]
+Opened = TypeVar("Opened")
 
 
 def _settings(
@@ -50,23 +53,34 @@ def _settings(
     return base.replace(**changes) if changes else base
 
 
-class _Store:
-    """What both flavours share: settings, the writer, the lifecycle flags, preparation."""
+class _Store(Generic[Opened]):
+    """What both flavours share: settings, the writer, preparation, ``connect``."""
 
-    _reads: Any
-
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        **overrides: Any,
-    ) -> None:
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         self.settings = _settings(settings, None, None, None, overrides)
         self._writer = Writer(self.settings)
-        self._reads = None
-        self._closed = False
+        self._steps = ReadSteps(self.settings)
+
+    @classmethod
+    def connect(
+        cls,
+        kafka: str | None = None,
+        database: str | None = None,
+        *,
+        topic: str | None = None,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> Opened:
+        """Open a store; unset arguments come from ``settings``, else ``KAFKASTORE_*``
+        variables; ``overrides`` replace single settings (``linger_ms=2``)."""
+        return cls(_settings(settings, kafka, database, topic, overrides))._connected()
+
+    def _connected(self) -> Opened:
+        raise NotImplementedError
 
     @property
     def writer(self) -> Writer:
+        """The append engine (group commit) of this store."""
         return self._writer
 
     def _prepare_one(
@@ -80,33 +94,22 @@ class _Store:
         return prepare_many(appends, self.settings.limits)
 
 
-class EventStore(_Store):
+class EventStore(_Store["EventStore"]):
     """Append to and read from the store, in-process (thread-safe; share one per process)."""
 
-    _reads: Reads | None
+    _reads: Reads | None = None
 
-    @classmethod
-    def connect(
-        cls,
-        kafka: str | None = None,
-        database: str | None = None,
-        *,
-        topic: str | None = None,
-        settings: Settings | None = None,
-        **overrides: Any,
-    ) -> EventStore:
-        """Open a store; unset arguments come from ``KAFKASTORE_*`` variables."""
-        store = cls(_settings(settings, kafka, database, topic, overrides))
-        return store.open()
+    def _connected(self) -> EventStore:
+        return self.open()
 
     def open(self) -> EventStore:
+        """Start the writer (safe to call twice); the read pool opens at the first read."""
         self._writer.open()
         return self
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the writer (queued appends are answered first) and the reads; safe to call
+        twice."""
         self._writer.close()
         if self._reads is not None:
             self._reads.close()
@@ -114,12 +117,7 @@ class EventStore(_Store):
     def __enter__(self) -> EventStore:
         return self.open()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def append(
@@ -130,7 +128,11 @@ class EventStore(_Store):
         *,
         timeout: float | None = None,
     ) -> AppendResult:
-        """Append events to one stream; raises WrongExpectedVersion, DuplicateEventId, ..."""
+        """Append events to one stream; raises WrongExpectedVersion, DuplicateEventId, ...
+
+        ``timeout`` bounds the wait for room in a full writer (default
+        ``backpressure_timeout``, then Unavailable).
+        """
         prepared = self._prepare_one(stream_id, events, expected_version)
         future = self._writer.submit([prepared], atomic=False, wait=timeout)
         return future.result(self._result_timeout(timeout))[0]
@@ -138,7 +140,8 @@ class EventStore(_Store):
     def append_many(
         self, appends: Sequence[AppendRequest], *, timeout: float | None = None
     ) -> list[AppendResult]:
-        """Append to several streams atomically: all committed, or none."""
+        """Append to several streams atomically: all committed, or none (AppendConflicts
+        lists every append that failed its check)."""
         future = self._writer.submit(self._prepare_many(appends), atomic=True, wait=timeout)
         return future.result(self._result_timeout(timeout))
 
@@ -150,80 +153,34 @@ class EventStore(_Store):
             + s.commit_resolve_timeout
         )
 
-    # Reads (the index).
-    def _reader(self) -> Reads:
+    def _do(self, op: Op) -> Any:
         if self._reads is None:
-            from indexer.reads import Reads
-
             self._reads = Reads.open(self.settings)
-        return self._reads
+        return self._reads._do(op)
 
-    def read_stream(
-        self,
-        stream_id: str,
-        *,
-        from_version: int | None = None,
-        limit: int = 100,
-        direction: Direction = "forward",
-        min_version: int | None = None,
-        timeout: float | None = None,
-    ) -> StreamPage:
-        return self._reader().read_stream(
-            stream_id,
-            from_version=from_version,
-            limit=limit,
-            direction=direction,
-            min_version=min_version,
-            timeout=timeout,
-        )
-
-    def read_category(
-        self,
-        category: str,
-        *,
-        from_position: int = 1,
-        limit: int = 100,
-        types: Sequence[str] | None = None,
-    ) -> PositionPage:
-        return self._reader().read_category(
-            category, from_position=from_position, limit=limit, types=types
-        )
-
-    def read_all(
-        self, *, from_position: int = 1, limit: int = 100, types: Sequence[str] | None = None
-    ) -> PositionPage:
-        return self._reader().read_all(from_position=from_position, limit=limit, types=types)
-
-    def stream_state(self, stream_id: str) -> StreamState:
-        return self._reader().stream_state(stream_id)
+    read_stream = blocking(ReadSteps.read_stream)
+    read_category = blocking(ReadSteps.read_category)
+    read_all = blocking(ReadSteps.read_all)
+    stream_state = blocking(ReadSteps.stream_state)
 
 
-class AsyncEventStore(_Store):
+class AsyncEventStore(_Store["_Connecting"]):
     """The asyncio twin of :class:`EventStore` (same methods, awaitable)."""
 
-    _reads: AsyncReads | None
+    _reads: AsyncReads | None = None
 
-    @classmethod
-    async def connect(
-        cls,
-        kafka: str | None = None,
-        database: str | None = None,
-        *,
-        topic: str | None = None,
-        settings: Settings | None = None,
-        **overrides: Any,
-    ) -> AsyncEventStore:
-        store = cls(_settings(settings, kafka, database, topic, overrides))
-        return await store.open()
+    def _connected(self) -> _Connecting:
+        return _Connecting(self)
 
     async def open(self) -> AsyncEventStore:
+        """Start the writer off the event loop (safe to call twice); the read pool opens at
+        the first read."""
         await asyncio.to_thread(self._writer.open)
         return self
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the writer (queued appends are answered first) and the reads; safe to call
+        twice."""
         await asyncio.to_thread(self._writer.close)
         if self._reads is not None:
             await self._reads.close()
@@ -231,12 +188,7 @@ class AsyncEventStore(_Store):
     async def __aenter__(self) -> AsyncEventStore:
         return await self.open()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def append(
@@ -245,10 +197,13 @@ class AsyncEventStore(_Store):
         events: Sequence[NewEvent],
         expected_version: ExpectedVersion = "any",
     ) -> AppendResult:
+        """Append events to one stream; raises WrongExpectedVersion, DuplicateEventId, ..."""
         prepared = self._prepare_one(stream_id, events, expected_version)
         return (await self.submit([prepared], atomic=False))[0]
 
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[AppendResult]:
+        """Append to several streams atomically: all committed, or none (AppendConflicts
+        lists every append that failed its check)."""
         return await self.submit(self._prepare_many(appends), atomic=True)
 
     async def submit(
@@ -262,52 +217,29 @@ class AsyncEventStore(_Store):
             future = await asyncio.to_thread(self._writer.submit, prepared, atomic=atomic)
         return await asyncio.wrap_future(future)
 
-    async def _reader(self) -> AsyncReads:
+    async def _do(self, op: Op) -> Any:
         if self._reads is None:
-            from indexer.reads import AsyncReads
-
             self._reads = await AsyncReads.open(self.settings)
-        return self._reads
+        return await self._reads._do(op)
 
-    async def read_stream(
-        self,
-        stream_id: str,
-        *,
-        from_version: int | None = None,
-        limit: int = 100,
-        direction: Direction = "forward",
-        min_version: int | None = None,
-        timeout: float | None = None,
-    ) -> StreamPage:
-        reads = await self._reader()
-        return await reads.read_stream(
-            stream_id,
-            from_version=from_version,
-            limit=limit,
-            direction=direction,
-            min_version=min_version,
-            timeout=timeout,
-        )
+    read_stream = awaiting(ReadSteps.read_stream)
+    read_category = awaiting(ReadSteps.read_category)
+    read_all = awaiting(ReadSteps.read_all)
+    stream_state = awaiting(ReadSteps.stream_state)
 
-    async def read_category(
-        self,
-        category: str,
-        *,
-        from_position: int = 1,
-        limit: int = 100,
-        types: Sequence[str] | None = None,
-    ) -> PositionPage:
-        reads = await self._reader()
-        return await reads.read_category(
-            category, from_position=from_position, limit=limit, types=types
-        )
 
-    async def read_all(
-        self, *, from_position: int = 1, limit: int = 100, types: Sequence[str] | None = None
-    ) -> PositionPage:
-        reads = await self._reader()
-        return await reads.read_all(from_position=from_position, limit=limit, types=types)
+class _Connecting:
+    """What :meth:`AsyncEventStore.connect` returns: ``await`` it for the open store, or use
+    it in ``async with`` (opens, then closes at the end)."""
 
-    async def stream_state(self, stream_id: str) -> StreamState:
-        reads = await self._reader()
-        return await reads.stream_state(stream_id)
+    def __init__(self, store: AsyncEventStore) -> None:
+        self._store = store
+
+    def __await__(self) -> Generator[Any, None, AsyncEventStore]:
+        return self._store.open().__await__()
+
+    async def __aenter__(self) -> AsyncEventStore:
+        return await self._store.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._store.close()

@@ -1,0 +1,316 @@
+"""What a read does, free of I/O (DESIGN.md section 7): per-stream, category and ``$all`` reads.
+
+Only the indexer writes ``events`` and it writes real events only, so nothing read here can be a
+phantom. Consistency, as a reader sees it:
+
+- An append is acknowledged when its PostgreSQL transaction commits; the indexer picks its
+  events up from Kafka shortly after. ``stream_state().version`` (the writer's head) is current
+  at once; event reads show what is indexed. ``min_version`` makes a stream read wait, bounded,
+  until the index holds that version (read-your-writes); on time-out it answers with what is
+  indexed and ``index_behind=True``.
+- ``global_position`` is gap-free and handed out in commit order (see
+  :mod:`indexer.projection`), so a reader paging ``$all`` or a category by ``next_position``
+  never skips an event that commits later with a lower position.
+
+After psycopg's own sans-I/O generators, every read is a generator method of
+:class:`ReadSteps`: it validates, waits, pages and builds the result, and *yields* each piece of
+I/O it needs as a small value (:class:`Fetch` rows, :data:`LISTEN`, :class:`Wait` for a
+notification), to be sent back its result. :mod:`indexer.reads` does that I/O, blocking or
+awaited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from indexer import metrics
+from kafkastore.codec import decode_data
+from kafkastore.config import Settings
+from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound
+from kafkastore.records import PositionPage, RecordedEvent, StreamPage, StreamState
+from kafkastore.streams import category_of, check_category, check_event_type, check_stream_id
+
+Direction = Literal["forward", "backward"]
+
+DEFAULT_WAIT = 5.0
+"""How long a read with ``min_version`` and no timeout waits (capped by ``read_max_wait``)."""
+
+_COLUMNS = """global_position, stream_id, version, event_id, event_type, data, content_type,
+    metadata, created_at, partition, "offset", write_id, xid::text::bigint"""
+
+# The stream's indexed head next to its writer-side head and visibility settings.
+STREAM_HEAD = """
+SELECT (SELECT max(version) FROM events WHERE stream_id = %(s)s),
+       s.version, s.truncate_before, s.deleted, s.category, s.created_at, s.updated_at
+FROM (SELECT 1) AS one LEFT JOIN streams s ON s.stream_id = %(s)s
+"""
+STREAM_FORWARD = f"""
+SELECT {_COLUMNS} FROM events
+WHERE stream_id = %s AND version >= %s ORDER BY version LIMIT %s
+"""
+STREAM_BACKWARD = f"""
+SELECT {_COLUMNS} FROM events
+WHERE stream_id = %s AND version <= %s AND version >= %s ORDER BY version DESC LIMIT %s
+"""
+CATEGORY = f"""
+SELECT {_COLUMNS} FROM events
+WHERE category = %s AND global_position >= %s ORDER BY global_position LIMIT %s
+"""
+CATEGORY_TYPES = f"""
+SELECT {_COLUMNS} FROM events
+WHERE category = %s AND global_position >= %s AND event_type = ANY(%s)
+ORDER BY global_position LIMIT %s
+"""
+ALL = f"""
+SELECT {_COLUMNS} FROM events WHERE global_position >= %s ORDER BY global_position LIMIT %s
+"""
+ALL_TYPES = f"""
+SELECT {_COLUMNS} FROM events WHERE global_position >= %s AND event_type = ANY(%s)
+ORDER BY global_position LIMIT %s
+"""
+
+
+# The I/O a read asks for. Each flavour's ``_do`` performs one and returns its result.
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Run ``query`` on a pooled connection; the read is sent all its rows."""
+
+    query: str
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Start the notification listener (idempotent); the read is sent its generation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait until the listener's generation moves past ``generation`` or ``timeout`` passes;
+    the read is sent the generation then."""
+
+    generation: int
+    timeout: float
+
+
+LISTEN = Listen()
+Op = Fetch | Listen | Wait
+T = TypeVar("T")
+Steps = Generator[Op, Any, T]
+"""A read as a generator: yields each :data:`Op`, is sent its result, returns the answer."""
+
+
+def _recorded(row: Sequence[Any]) -> RecordedEvent:
+    (position, stream_id, version, event_id, event_type, data, content_type, metadata,
+     created_at, partition, offset, write_id, xid) = row  # fmt: skip
+    raw = bytes(data)
+    return RecordedEvent(
+        id=event_id,
+        stream_id=stream_id,
+        version=version,
+        type=event_type,
+        data=decode_data(raw, content_type),
+        raw=raw,
+        metadata=metadata or {},
+        created_at=created_at,
+        partition=partition,
+        offset=offset,
+        content_type=content_type,
+        global_position=position,
+        write_id=write_id,
+        xid=xid,
+    )
+
+
+def _position_page(rows: Sequence[Sequence[Any]], from_position: int) -> PositionPage:
+    events = tuple(_recorded(r) for r in rows)
+    next_position = events[-1].global_position + 1 if events else from_position  # type: ignore[operator]
+    return PositionPage(events=events, next_position=next_position)
+
+
+def _check_head(stream_id: str, head: Sequence[Any]) -> None:
+    indexed, version, _truncate_before, deleted = head[:4]
+    if deleted:
+        raise StreamDeleted(stream_id)
+    if not indexed and not version:
+        raise StreamNotFound(stream_id)
+
+
+def _page_query(
+    stream_id: str, head: Sequence[Any], from_version: int | None, direction: str, limit: int
+) -> Fetch | None:
+    """The page statement (one row more than ``limit``, to learn the next page), or None when
+    the page is empty without asking."""
+    indexed, _version, truncate_before, _deleted = head[:4]
+    lowest = max(1, truncate_before or 1)
+    if direction == "forward":
+        start = max(from_version or 1, lowest)
+        return Fetch(STREAM_FORWARD, (stream_id, start, limit + 1))
+    top = indexed if from_version is None else min(from_version, indexed or 0)
+    if not top or top < lowest:
+        return None
+    return Fetch(STREAM_BACKWARD, (stream_id, top, lowest, limit + 1))
+
+
+def _head(stream_id: str) -> Steps[tuple[Any, ...]]:
+    rows = yield Fetch(STREAM_HEAD, {"s": stream_id})
+    head: tuple[Any, ...] = rows[0]
+    return head
+
+
+class ReadSteps:
+    """The reads, free of I/O: argument checks, the ``min_version`` wait, paging, results."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        limit: int | None = None,
+        direction: Direction = "forward",
+        min_version: int | None = None,
+        timeout: float | None = None,
+    ) -> Steps[StreamPage]:
+        """One page of a stream: at most ``limit`` events (default ``read_default_limit``) in
+        version order from ``from_version`` (forward: default the first event; ``backward``:
+        down from it, default the head); ``next_version`` is where the next page starts.
+
+        With ``min_version``, first wait up to ``timeout`` seconds (default 5, capped by
+        ``read_max_wait``) until the index holds that version, woken by the indexer's NOTIFY;
+        on time-out the page holds what is indexed and ``index_behind`` is True. Raises
+        StreamNotFound, StreamDeleted or InvalidRequest.
+        """
+        started = time.perf_counter()
+        self._check_stream_args(stream_id, from_version, direction, min_version)
+        n = self._limit(limit)
+        behind = False
+        if min_version:
+            # notify.py explains why no wake-up is lost: the generation is taken before each
+            # check of the index, and any commit after it moves the generation on.
+            generation = yield LISTEN
+            deadline = time.monotonic() + self._timeout(timeout)
+            while True:
+                head = yield from _head(stream_id)
+                if (head[0] or 0) >= min_version:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    behind = True
+                    break
+                metrics.READ_WAITS.inc()
+                generation = yield Wait(generation, remaining)
+        else:
+            head = yield from _head(stream_id)
+        _check_head(stream_id, head)
+        query = _page_query(stream_id, head, from_version, direction, n)
+        rows = (yield query) if query else []
+        page = StreamPage(
+            stream_id=stream_id,
+            version=int(head[0] or 0),
+            events=tuple(_recorded(r) for r in rows[:n]),
+            next_version=int(rows[n][2]) if len(rows) > n else None,
+            index_behind=behind,
+        )
+        metrics.READ_SECONDS.labels("stream").observe(time.perf_counter() - started)
+        return page
+
+    def read_category(
+        self,
+        category: str,
+        *,
+        from_position: int = 1,
+        limit: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Steps[PositionPage]:
+        """Events of every stream of ``category`` in global-position order from
+        ``from_position``, at most ``limit``; ``types`` keeps only those event types.
+        ``next_position`` is where the next page starts."""
+        started = time.perf_counter()
+        check_category(category)
+        start, n, wanted = self._page_args(from_position, limit, types)
+        if wanted:
+            rows = yield Fetch(CATEGORY_TYPES, (category, start, wanted, n))
+        else:
+            rows = yield Fetch(CATEGORY, (category, start, n))
+        page = _position_page(rows, start)
+        metrics.READ_SECONDS.labels("category").observe(time.perf_counter() - started)
+        return page
+
+    def read_all(
+        self,
+        *,
+        from_position: int = 1,
+        limit: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Steps[PositionPage]:
+        """Every event (``$all``) in global-position order from ``from_position``, at most
+        ``limit``; ``types`` keeps only those event types."""
+        started = time.perf_counter()
+        start, n, wanted = self._page_args(from_position, limit, types)
+        if wanted:
+            rows = yield Fetch(ALL_TYPES, (start, wanted, n))
+        else:
+            rows = yield Fetch(ALL, (start, n))
+        page = _position_page(rows, start)
+        metrics.READ_SECONDS.labels("all").observe(time.perf_counter() - started)
+        return page
+
+    def stream_state(self, stream_id: str) -> Steps[StreamState]:
+        """The stream's writer-side head (current as soon as an append is acknowledged), its
+        indexed version, category and timestamps. Raises StreamNotFound."""
+        check_stream_id(stream_id)
+        head = yield from _head(stream_id)
+        indexed, version, _tb, deleted, category, created_at, updated_at = head
+        if not indexed and not version:
+            raise StreamNotFound(stream_id)
+        return StreamState(
+            stream_id=stream_id,
+            version=int(version if version is not None else indexed),
+            indexed_version=int(indexed or 0),
+            category=category or category_of(stream_id),
+            created_at=created_at,
+            updated_at=updated_at,
+            deleted=bool(deleted),
+        )
+
+    # Argument checks.
+    def _limit(self, limit: int | None) -> int:
+        if limit is None:
+            return self.settings.read_default_limit
+        if not isinstance(limit, int) or not 1 <= limit <= self.settings.read_max_limit:
+            raise InvalidRequest(
+                f"limit must be 1-{self.settings.read_max_limit}", fields=["limit"]
+            )
+        return limit
+
+    def _timeout(self, timeout: float | None) -> float:
+        wait = DEFAULT_WAIT if timeout is None else timeout
+        if wait < 0:
+            raise InvalidRequest("timeout must not be negative", fields=["timeout_ms"])
+        return min(wait, self.settings.read_max_wait)
+
+    def _page_args(
+        self, from_position: int, limit: int | None, types: Sequence[str] | None
+    ) -> tuple[int, int, list[str] | None]:
+        if not isinstance(from_position, int) or from_position < 1:
+            raise InvalidRequest("from_position must be at least 1", fields=["from_position"])
+        wanted = [check_event_type(t, field="type") for t in types] if types else None
+        return from_position, self._limit(limit), wanted
+
+    @staticmethod
+    def _check_stream_args(
+        stream_id: str, from_version: int | None, direction: str, min_version: int | None
+    ) -> None:
+        check_stream_id(stream_id)
+        if direction not in ("forward", "backward"):
+            raise InvalidRequest("direction must be forward or backward", fields=["direction"])
+        if from_version is not None and (not isinstance(from_version, int) or from_version < 0):
+            raise InvalidRequest("from_version must be at least 0", fields=["from_version"])
+        if min_version is not None and (not isinstance(min_version, int) or min_version < 0):
+            raise InvalidRequest("min_version must be at least 0", fields=["min_version"])
