@@ -125,7 +125,7 @@ class IndexLagCollector(Collector):
         consumer = self._consumer
         with pg.connect(settings.database_url, autocommit=True) as conn, pg.translated():
             stored: dict[int, int] = dict(conn.execute(CHECKPOINTS, (settings.topic,)).fetchall())
-        try:
+        with kafka.translated():
             metadata = consumer.list_topics(settings.topic, timeout=self._timeout)
             partitions = sorted(metadata.topics[settings.topic].partitions)
             lags: dict[int, tuple[int, float]] = {}
@@ -137,11 +137,6 @@ class IndexLagCollector(Collector):
                 lag = max(0, high - next_offset)
                 lags[p] = (lag, self._age(consumer, p, next_offset) if lag else 0.0)
             return lags
-        except Exception as exc:  # confluent errors: mapped at the one boundary
-            ours = kafka.translate(exc)
-            if ours is None:
-                raise
-            raise ours from exc
 
     def _age(self, consumer: Consumer, partition: int, offset: int) -> float:
         consumer.assign([TopicPartition(self._settings.topic, partition, offset)])

@@ -22,7 +22,7 @@ import pytest
 from dev.process import LOCALHOST, free_port
 from kafkastore.config import Settings, running_in_ci
 from tests.support import ServiceProcess, settings_environment, unique
-from tests.support.services import ServiceUnavailable, TestServices, session_workdir
+from tests.support.services import ServiceUnavailable, SessionServices, session_workdir
 
 TEST_PARTITIONS = 3
 
@@ -36,9 +36,9 @@ def _unavailable(exc: ServiceUnavailable) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_services(request: pytest.FixtureRequest) -> Iterator[TestServices]:
+def session_services(request: pytest.FixtureRequest) -> Iterator[SessionServices]:
     workdir = session_workdir()
-    services = TestServices(workdir=workdir)
+    services = SessionServices(workdir=workdir)
     yield services
     services.close()
     if not request.session.testsfailed:
@@ -48,19 +48,19 @@ def test_services(request: pytest.FixtureRequest) -> Iterator[TestServices]:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(test_services: TestServices) -> str:
+def kafka_bootstrap(session_services: SessionServices) -> str:
     try:
-        return test_services.kafka().address
+        return session_services.kafka().address
     except ServiceUnavailable as exc:
         _unavailable(exc)
         raise
 
 
 @pytest.fixture(scope="session")
-def postgres_url(test_services: TestServices) -> str:
+def postgres_url(session_services: SessionServices) -> str:
     """The session's database, not migrated (most tests want ``database_url``)."""
     try:
-        return test_services.postgres().address
+        return session_services.postgres().address
     except ServiceUnavailable as exc:
         _unavailable(exc)
         raise
@@ -76,8 +76,8 @@ def database_url(postgres_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def logs_dir(test_services: TestServices) -> Path:
-    path = test_services.workdir / "logs"
+def logs_dir(session_services: SessionServices) -> Path:
+    path = session_services.workdir / "logs"
     path.mkdir(exist_ok=True)
     return path
 

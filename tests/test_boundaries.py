@@ -60,7 +60,6 @@ def _sources() -> Iterator[Path]:
         yield from sorted((ROOT / package).rglob("*.py"))
 
 
-@pytest.mark.xfail(strict=True, reason="the boundary work of issue 9 is in progress")
 def test_driver_exceptions_are_caught_only_at_the_two_boundaries() -> None:
     found = [
         f"{path.relative_to(ROOT).as_posix()}:{line}: except {expr}"

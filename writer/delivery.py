@@ -148,23 +148,19 @@ class SharedProducer:
         producer = self._producer
         while True:
             try:
-                producer.produce(
-                    topic,
-                    value=value,
-                    key=key,
-                    headers=headers,
-                    timestamp=timestamp_ms,
-                    on_delivery=on_delivery,
-                )
+                with kafka.translated():
+                    producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        headers=headers,
+                        timestamp=timestamp_ms,
+                        on_delivery=on_delivery,
+                    )
                 return
             except BufferError:
                 # librdkafka's local queue is full: wait for reports to drain it.
                 producer.poll(0.01)
-            except Exception as exc:
-                ours = kafka.translate(exc)
-                if ours is None:
-                    raise
-                raise ours from exc
 
     def flush_hint(self) -> None:
         """Ask librdkafka to send what it has without waiting for linger.ms."""

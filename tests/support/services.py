@@ -62,7 +62,7 @@ def docker_available() -> bool:
 
 
 @dataclass(slots=True)
-class TestServices:
+class SessionServices:
     """Decides where each service comes from and starts local ones lazily, both at once."""
 
     workdir: Path

@@ -195,12 +195,12 @@ def test_a_commit_that_fails_after_all_acks_is_rolled_back_and_retryable(
 
 
 def test_a_postgresql_crash_while_the_writer_waits_for_acks_loses_nothing_acknowledged(
-    make_settings: Callable[..., Settings], test_services: Any
+    make_settings: Callable[..., Settings], session_services: Any
 ) -> None:
     from dev import postgres
     from kafkastore import schema
 
-    tmp_path = test_services.workdir / unique("crash")  # searchable by the postgres user
+    tmp_path = session_services.workdir / unique("crash")  # searchable by the postgres user
 
     cluster = postgres.start(tmp_path / "pg")
     try:
