@@ -16,9 +16,11 @@ further try; it ends (the ``else`` branch runs) when the deadline would pass or 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 __all__ = ["Backoff"]
@@ -49,48 +51,54 @@ class Backoff:
 
         The last sleep is shortened to end at the deadline, so a final try happens at it.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delays = self.delays()
-        attempt = 1
-        while True:
-            if stop is not None and stop.is_set():
+        for step in self._steps(timeout, stop.is_set if stop else None):
+            if isinstance(step, int):
+                yield step
+            elif _pause(step, stop):
                 return
-            yield attempt
-            attempt += 1
-            delay = next(delays)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                delay = min(delay, left)
-            if stop is not None:
-                if stop.wait(delay):
-                    return
-            else:
-                time.sleep(delay)
 
     async def attempts_async(
         self, *, timeout: float | None = None, stop: asyncio.Event | None = None
     ) -> AsyncIterator[int]:
         """:meth:`attempts` for coroutines (``async for``); sleeps with ``asyncio``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        for step in self._steps(timeout, stop.is_set if stop else None):
+            if isinstance(step, int):
+                yield step
+            elif await _pause_async(step, stop):
+                return
+
+    def _steps(
+        self, timeout: float | None, stopped: Callable[[], bool] | None
+    ) -> Iterator[int | float]:
+        """Attempt numbers (int) and the sleeps between them (float), computed lazily: the sleep
+        after an attempt is decided once that attempt is over, against the deadline."""
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
         delays = self.delays()
-        attempt = 1
-        while True:
-            if stop is not None and stop.is_set():
+        for attempt in itertools.count(1):
+            if stopped is not None and stopped():
                 return
             yield attempt
-            attempt += 1
-            delay = next(delays)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                delay = min(delay, left)
-            if stop is not None:
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    continue
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return
-            await asyncio.sleep(delay)
+            yield float(min(next(delays), left))
+
+
+def _pause(delay: float, stop: threading.Event | None) -> bool:
+    """Sleep ``delay`` seconds; True when ``stop`` was set meanwhile."""
+    if stop is None:
+        time.sleep(delay)
+        return False
+    return stop.wait(delay)
+
+
+async def _pause_async(delay: float, stop: asyncio.Event | None) -> bool:
+    """:func:`_pause` with asyncio."""
+    if stop is None:
+        await asyncio.sleep(delay)
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        return False
+    return True
