@@ -2,8 +2,8 @@
 
 Faust reads the events topic with its own consumer; this module decodes each message with the
 kernel codec and judges it with the kernel's verdict rule before your agent sees it, so a Faust
-agent never handles a phantom (DESIGN.md section 2: only the indexer and the consumer runtime may
-read the raw topic and call it the store - this is the consumer runtime's Faust face)::
+agent never handles a phantom (docs/design.md section 2: only the indexer and the consumer
+runtime may read the raw topic and call it the store - this is the consumer runtime's Faust face)::
 
     import faust
     from consumers.faust import broker_url, events_topic, recorded_events

@@ -58,7 +58,8 @@ class Stack:
         return self.home / FILE_NAME
 
     def manifest(self) -> Manifest:
-        """What ``dev.json`` says about this stack (API.md's keys, plus what ``dev stop`` needs)."""
+        """What ``dev.json`` says about this stack (the documented keys, plus what ``dev stop``
+        needs)."""
         assert self.broker and self.cluster and self.settings
         pids: dict[str, int] = {"kafka": self.broker.pid, "postgres": self.cluster.pid}
         pids.update({s.name: s.pid for s in self.services})

@@ -1,6 +1,6 @@
 """The in-process client: ``EventStore`` and its asyncio twin ``AsyncEventStore``.
 
-Appends go through the writer (group commit, the protocol of DESIGN.md section 2); reads come
+Appends go through the writer (group commit, the protocol of docs/design.md section 2); reads come
 from the PostgreSQL index (indexer.reads). Both objects have an explicit lifecycle: ``connect``
 (or the constructor plus ``open()``, safe to call twice), ``close()`` (returns early when
 closed), and context-manager use::

@@ -29,7 +29,7 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """Size and count limits of API.md, checked before anything is produced."""
+    """Size and count limits of docs/http.md, checked before anything is produced."""
 
     max_event_bytes: int = 1 * MiB
     """Largest payload of one event."""
@@ -57,13 +57,13 @@ class Settings:
     """CloudEvents ``source`` of every produced event."""
 
     max_event_bytes: int = 1 * MiB
-    """Largest payload of one event (API.md limits)."""
+    """Largest payload of one event (docs/http.md limits)."""
     max_request_bytes: int = 4 * MiB
     """Largest append request."""
     max_events_per_append: int = 10_000
     """Most events in one append."""
 
-    # Writer. The timeout ladder of DESIGN.md section 2:
+    # Writer. The timeout ladder of docs/design.md section 2:
     # lock_timeout < delivery_timeout < idle_in_transaction_timeout < the indexer's stuck alarm.
     compression: str = "lz4"
     """Producer ``compression.type`` (none, gzip, snappy, lz4, zstd)."""
@@ -175,7 +175,7 @@ class Settings:
         if not self.lock_timeout < self.delivery_timeout < self.idle_in_transaction_timeout:
             raise ConfigurationError(
                 "timeouts must satisfy lock_timeout < delivery_timeout < "
-                "idle_in_transaction_timeout (DESIGN.md section 2)"
+                "idle_in_transaction_timeout (docs/design.md section 2)"
             )
         if self.statement_timeout <= self.delivery_timeout:
             raise ConfigurationError("statement_timeout must be above delivery_timeout")

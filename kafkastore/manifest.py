@@ -2,9 +2,9 @@
 
 ``dev.stack`` writes it once the stack is ready and removes it when the stack stops;
 ``kafkastore dev env``, ``kafkastore dev stop``, the next ``kafkastore dev`` (is one running
-already?) and the benchmarks read it. The file holds API.md's keys (``kafka``, ``database_url``,
-``api``, ``topic``) plus what a stop from another process needs (``pids``, ``postgres``,
-``logs``). It is a kernel module so the CLI can read it without importing ``dev/``.
+already?) and the benchmarks read it. The file holds the documented keys (``kafka``,
+``database_url``, ``api``, ``topic``) plus what a stop from another process needs (``pids``,
+``postgres``, ``logs``). It is a kernel module so the CLI can read it without importing ``dev/``.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Manifest:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON document (keys in API.md's order; absent ones left out)."""
+        """The JSON document (keys in the documented order; absent ones left out)."""
         doc: dict[str, Any] = {"kafka": self.kafka, "database_url": self.database_url}
         if self.api:
             doc["api"] = self.api
