@@ -69,13 +69,18 @@ class Target:
         if self.stale is not None:
             notes.append(f"ignoring {self.stale}: its processes are gone")
         if not self.is_default:
-            parts = []
+            # Consecutive endpoints of one origin share it: "Kafka a, PostgreSQL b (origin)".
+            groups: list[tuple[str, list[str]]] = []
             for name, label in ENDPOINTS.items():
                 value = getattr(self.settings, name)
                 if not value or self.sources.get(name, "default") == "default":
                     continue
-                parts.append(f"{label} {_redact(str(value))} ({self._origin(name)})")
-            notes.append("using " + ", ".join(parts))
+                origin, part = self._origin(name), f"{label} {_redact(str(value))}"
+                if groups and groups[-1][0] == origin:
+                    groups[-1][1].append(part)
+                else:
+                    groups.append((origin, [part]))
+            notes.append("using " + ", ".join(f"{', '.join(p)} ({o})" for o, p in groups))
         return "; ".join(notes) or None
 
     def _origin(self, name: str) -> str:

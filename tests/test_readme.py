@@ -205,7 +205,8 @@ def test_commands_in_the_checkout_reach_its_stack_without_any_variable(
             break
 
     assert appended.returncode == 0, appended.stderr
-    assert f"Kafka {manifest.kafka} (the dev stack of {checkout / '.kafkastore'}" in appended.stderr
+    assert f"using Kafka {manifest.kafka}, PostgreSQL {manifest.database_url}" in appended.stderr
+    assert f"(the dev stack of {checkout / '.kafkastore' / FILE_NAME})" in appended.stderr
     assert read.returncode == 0, read.stderr
     assert f"API {manifest.api}" in read.stderr  # read goes through the stack's API
     assert '"type":"Found"' in read.stdout or '"type": "Found"' in read.stdout
