@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from dev.command import run_in, stop_in
+from dev.command import stop_in
 from dev.process import free_port
 from kafkastore.manifest import FILE_NAME, Manifest
 from kafkastore.retry import Backoff
@@ -107,17 +107,22 @@ def readme_stack() -> Iterator[Path]:
     # able to reach its data directory.
     home = session_workdir() / f"readme-{time.monotonic_ns()}"
     home.mkdir(parents=True)
-    code = run_in(
-        home,
-        detach=True,
-        kafka_port=free_port(),
-        pg_port=free_port(),
-        api_port=free_port(),
-        demo=False,
+    kafka, pg, api = (str(free_port()) for _ in range(3))
+    ports = ["--kafka-port", kafka, "--pg-port", pg, "--api-port", api]
+    # As a user starts it: its own process, which returns once the stack is ready.
+    done = subprocess.run(
+        [sys.executable, "-m", "kafkastore.cli", "dev", "--detach", *ports],
+        env=_user_environment(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    assert code == 0, f"kafkastore dev --detach failed; see {home / 'logs'}"
-    yield home
-    assert stop_in(home) == 0
+    try:
+        assert done.returncode == 0, f"kafkastore dev --detach failed:\n{done.stderr}"
+        yield home
+    finally:
+        assert stop_in(home) == 0
     shutil.rmtree(home, ignore_errors=True)
 
 
