@@ -70,5 +70,5 @@ def split(streams: list[str], owners: int) -> list[OwnedStreams]:
 
 
 def expected(version: int) -> ExpectedVersion:
-    """The exact expected version: ``"no_stream"`` for a new stream (API.md)."""
+    """The exact expected version: ``"no_stream"`` for a new stream (docs/http.md)."""
     return version if version else "no_stream"

@@ -1,4 +1,5 @@
-"""Subscriptions: Kafka consumer groups as verdict-filtered event subscriptions (DESIGN.md s. 8)."""
+"""Subscriptions: Kafka consumer groups as verdict-filtered event subscriptions (docs/design.md
+section 8)."""
 
 from consumers.subscription import PostgresProjection, RetryPolicy, Subscription
 

@@ -4,8 +4,8 @@ A projection that writes to PostgreSQL gets exactly-once processing by storing i
 position (``next_offset`` per partition) in the same transaction as its writes (the
 eventsourcing library's "tracking record" idea). Offsets in Kafka are then only for lag tooling.
 
-Fencing (DESIGN.md section 6): after a rebalance, a paused or slow instance ("zombie") may still
-hold a batch of a partition that another instance now owns. Every batch therefore starts by
+Fencing (docs/design.md section 6): after a rebalance, a paused or slow instance ("zombie") may
+still hold a batch of a partition that another instance now owns. Every batch therefore starts by
 locking its partitions' rows (``SELECT ... FOR UPDATE``, in partition order so two instances
 never deadlock) and comparing the stored offset with the batch's first offset. A mismatch means
 another instance moved on (or has not got there): the batch is dropped and the consumer re-seeks

@@ -2,14 +2,16 @@
 
 Faust reads the events topic with its own consumer; this module decodes each message with the
 kernel codec and judges it with the kernel's verdict rule before your agent sees it, so a Faust
-agent never handles a phantom (DESIGN.md section 2: only the indexer and the consumer runtime may
-read the raw topic and call it the store - this is the consumer runtime's Faust face)::
+agent never handles a phantom (docs/design.md section 2: only the indexer and the consumer
+runtime may read the raw topic and call it the store - this is the consumer runtime's Faust face)::
 
     import faust
-    from consumers.faust import events_topic, recorded_events
+    from consumers.faust import broker_url, events_topic, recorded_events
+    from kafkastore.config import Settings
 
-    app = faust.App("balances", broker="kafka://127.0.0.1:9092", store="memory://")
-    events = events_topic(app)                      # raw bytes, our topic
+    settings = Settings.from_env()                  # KAFKASTORE_KAFKA, _TOPIC, _DATABASE_URL
+    app = faust.App("balances", broker=broker_url(settings), store="memory://")
+    events = events_topic(app, settings)            # raw bytes, our topic
 
     @app.agent(events)
     async def balances(stream):
@@ -39,6 +41,14 @@ from kafkastore.streams import check_category, check_event_type
 from kafkastore.verdict import Verdict, VerdictResolver
 
 logger = logging.getLogger("kafkastore.consumers")
+
+
+def broker_url(settings: Settings | None = None) -> str:
+    """Faust's ``broker`` for the configured Kafka: ``kafka://host:port`` per bootstrap server,
+    ``;``-separated (``settings`` default: ``Settings.from_env()``)."""
+    settings = settings or Settings.from_env()
+    servers = [s.strip() for s in settings.kafka.split(",") if s.strip()]
+    return ";".join(f"kafka://{server}" for server in servers)
 
 
 def events_topic(app: Any, settings: Settings | None = None) -> Any:

@@ -1,6 +1,7 @@
 """The consumer runtime: a Kafka consumer group turned into verdict-judged, per-partition batches.
 
-Both the indexer and user subscriptions are built on :class:`BatchLoop` (DESIGN.md sections 6, 8).
+Both the indexer and user subscriptions are built on :class:`BatchLoop` (docs/design.md
+sections 6, 8).
 
 One loop iteration:
 
@@ -249,7 +250,7 @@ class BatchLoop:
                 # The partition resumed past where we stand: librdkafka reset an offset that is
                 # gone from the topic (retention, a recreated topic) or a seek back failed.
                 # Moving on would store a position past messages nobody judged: an alarm, never
-                # a silent skip (DESIGN.md section 6).
+                # a silent skip (docs/design.md section 6).
                 raise IntegrityError(
                     f"group {self.group!r}: partition {p} of {self.topic!r} resumed at offset "
                     f"{offset}, but the next message to handle is {expected}; refusing to skip"
@@ -286,7 +287,7 @@ class BatchLoop:
             return
         if code == KafkaError._AUTO_OFFSET_RESET:
             # auto.offset.reset=none: the stored position is gone from the topic (truncated or
-            # recreated). An alarm, never a silent skip (DESIGN.md section 6).
+            # recreated). An alarm, never a silent skip (docs/design.md section 6).
             raise IntegrityError(
                 f"group {self.group!r} lost its position in {self.topic!r}: {error.str()}"
             )

@@ -1,9 +1,9 @@
 """Subscriptions: Kafka consumer groups that hand committed events to your code.
 
 ``Subscription(group, handler)`` runs a :class:`~consumers.runtime.BatchLoop` over the events
-topic: only real events (the verdict rule of DESIGN.md section 2) reach the handler, filtered by
-category and type *after* the verdict, one at a time, in offset order - so each stream's events
-arrive in version order. Instances with the same ``group`` share the partitions.
+topic: only real events (the verdict rule of docs/design.md section 2) reach the handler,
+filtered by category and type *after* the verdict, one at a time, in offset order - so each
+stream's events arrive in version order. Instances with the same ``group`` share the partitions.
 
 Two delivery modes:
 
@@ -12,7 +12,7 @@ Two delivery modes:
   make the handler idempotent (e.g. keyed by ``event.id`` or ``(stream_id, version)``).
 - **Exactly-once into PostgreSQL** (a :class:`PostgresProjection`): ``handle(conn, event)`` runs
   inside the transaction that also stores the group's offsets in ``subscription_checkpoints``,
-  fenced against zombies after a rebalance (DESIGN.md section 6). Each event runs in a
+  fenced against zombies after a rebalance (docs/design.md section 6). Each event runs in a
   savepoint, so a failed attempt leaves no trace.
 
 Failures: an exception is retried with exponential backoff; after ``RetryPolicy.attempts`` the
@@ -43,6 +43,7 @@ from kafkastore.records import RecordedEvent
 from kafkastore.retry import Backoff
 from kafkastore.signals import stop_signals
 from kafkastore.streams import check_category, check_event_type
+from kafkastore.target import resolve
 
 logger = logging.getLogger("kafkastore.consumers")
 
@@ -119,8 +120,9 @@ class Subscription:
 
     ``run()`` blocks until :meth:`stop` (or SIGTERM/SIGINT when run in the main thread);
     ``start()`` runs it in a background thread; as a context manager it stops on exit.
-    Configuration: ``settings``, else ``Settings.from_env(kafka=..., database_url=...,
-    topic=...)`` - so the ``KAFKASTORE_*`` variables of ``kafkastore dev`` are enough.
+    Configuration: ``settings``, else ``kafka``/``database_url``/``topic``, else the
+    ``KAFKASTORE_*`` variables, else the running dev stack of the checkout it runs in
+    (:mod:`kafkastore.target`), else the defaults.
     """
 
     def __init__(
@@ -146,8 +148,10 @@ class Subscription:
     ) -> None:
         if not group:
             raise ValueError("a subscription needs a consumer group name")
-        self.settings = settings or Settings.from_env(
-            kafka=kafka, database_url=database_url, topic=topic
+        # Arguments > KAFKASTORE_* > the checkout's running dev stack > defaults.
+        self.settings = (
+            settings
+            or resolve({"kafka": kafka, "database_url": database_url, "topic": topic}).settings
         )
         self.group = group
         self.projection = handler if isinstance(handler, PostgresProjection) else None

@@ -192,6 +192,10 @@ def _print_endpoints(manifest: Manifest, path: Path) -> None:
     table.add_row("logs", str(manifest.logs))
     table.add_row("state", str(path))
     console.print(table)
+    console.print(
+        "Commands run in this checkout (kafkastore …, EventStore.connect()) use this stack "
+        'while it runs; elsewhere: [bold]eval "$(kafkastore dev env)"[/]'
+    )
 
 
 def _demo(api_url: str) -> None:

@@ -151,7 +151,7 @@ def server_properties(*, port: int, controller_port: int, data_dir: Path) -> str
         # Tests create many short-lived groups; waiting 3 s for more members only slows them.
         "group.initial.rebalance.delay.ms": "0",
         # The events topic is made by `kafkastore topic create` with its checked configuration
-        # (DESIGN.md section 3); a typo'd name must fail rather than create a default topic.
+        # (docs/design.md section 3); a typo'd name must fail rather than create a default topic.
         "auto.create.topics.enable": "false",
         "num.partitions": "1",
     }

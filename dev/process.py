@@ -19,6 +19,8 @@ LOCALHOST = "127.0.0.1"
 
 # ``.kafkastore/``: the kernel says where the project's state lives (it reads dev.json too).
 state_dir = manifest.state_dir
+pid_alive = manifest.pid_alive
+pid_cmdline = manifest.pid_cmdline
 
 
 class StackError(KafkaStoreError):
@@ -63,29 +65,6 @@ def port_accepts(port: int, host: str = LOCALHOST, timeout: float = 0.5) -> bool
             return True
     except OSError:
         return False
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not reaped by a parent we don't own) is gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs (macOS): trust kill(0)
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def pid_cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace")
 
 
 def wait_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:

@@ -23,11 +23,11 @@ from typing import Any
 from rich.console import Console
 
 from dev import kafka, postgres, services
-from dev.process import LOCALHOST, StackError, choose_port, pid_alive, pid_cmdline, terminate
+from dev.process import LOCALHOST, StackError, choose_port, pid_alive, terminate
 from kafkastore import schema, topic
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError
-from kafkastore.manifest import FILE_NAME, Manifest, PostgresFiles
+from kafkastore.manifest import FILE_NAME, Manifest, PostgresFiles, is_stack_process
 
 console = Console(stderr=True)
 
@@ -58,7 +58,8 @@ class Stack:
         return self.home / FILE_NAME
 
     def manifest(self) -> Manifest:
-        """What ``dev.json`` says about this stack (API.md's keys, plus what ``dev stop`` needs)."""
+        """What ``dev.json`` says about this stack (the documented keys, plus what ``dev stop``
+        needs)."""
         assert self.broker and self.cluster and self.settings
         pids: dict[str, int] = {"kafka": self.broker.pid, "postgres": self.cluster.pid}
         pids.update({s.name: s.pid for s in self.services})
@@ -100,8 +101,8 @@ def start(
     """Start everything into ``stack``, recording each process as soon as it runs (so that a
     failure or Ctrl-C half-way leaves ``stack.stop()`` able to stop what came up)."""
     stack.logs.mkdir(parents=True, exist_ok=True)
-    kport = choose_port(kafka_port, DEFAULT_KAFKA_PORT, what="Kafka")
-    pport = choose_port(pg_port, DEFAULT_PG_PORT, what="PostgreSQL")
+    kport = _port(kafka_port, DEFAULT_KAFKA_PORT, what="Kafka", flag="--kafka-port")
+    pport = _port(pg_port, DEFAULT_PG_PORT, what="PostgreSQL", flag="--pg-port")
     with _step("Kafka broker jars (Maven Central, cached)"):
         libs = kafka.resolve_jars(log_path=stack.logs / "mvn.log")
     with _step("Kafka (KRaft) and PostgreSQL"):
@@ -120,7 +121,7 @@ def start(
         "KAFKASTORE_DATABASE_URL": settings.database_url,
         "KAFKASTORE_TOPIC": settings.topic,
     }
-    aport = choose_port(api_port, DEFAULT_API_PORT, what="HTTP API")
+    aport = _port(api_port, DEFAULT_API_PORT, what="HTTP API", flag="--api-port")
     with _step("HTTP API (kafkastore serve)"):
         api = services.start(
             "api",
@@ -138,6 +139,17 @@ def start(
         )
         stack.services.append(indexer)
         services.wait_alive(indexer, 1.0)
+
+
+def _port(given: int | None, preferred: int, *, what: str, flag: str) -> int:
+    """:func:`choose_port`, saying so when the default port was busy and another was taken."""
+    port = choose_port(given, preferred, what=what)
+    if port != preferred and given is None:
+        console.print(
+            f"[yellow]{what}: port {preferred} is busy (another stack?); using {port}[/]"
+            f" [dim](choose one with {flag})[/]"
+        )
+    return port
 
 
 def _start_kafka_and_postgres(stack: Stack, *, kafka_port: int, pg_port: int, libs: Path) -> None:
@@ -217,19 +229,11 @@ def stop_listed(manifest: Manifest, home: Path) -> list[str]:
 
 def running(manifest: Manifest) -> list[str]:
     """``name (pid)`` of the processes ``manifest`` lists that still run."""
-    return [f"{n} ({p})" for n, p in manifest.pids.items() if pid_alive(p) and _is_ours(n, p)]
-
-
-_MARKERS = {"kafka": "kafka.Kafka", "postgres": "postgres"}
-
-
-def _is_ours(name: str, pid: int) -> bool:
-    # A pid from an old dev.json may belong to an unrelated process by now: check its command.
-    return _MARKERS.get(name, "kafkastore") in pid_cmdline(pid)
+    return manifest.running()
 
 
 def _stop_pid(name: str, pid: int) -> None:
-    if pid_alive(pid) and _is_ours(name, pid):
+    if pid_alive(pid) and is_stack_process(name, pid):
         terminate(pid, timeout=30.0)
 
 

@@ -1,4 +1,5 @@
-"""The apply step of the indexer: one transaction's batches -> rows of ``events`` (DESIGN.md 6).
+"""The apply step of the indexer: one transaction's batches -> rows of ``events``
+(docs/design.md section 6).
 
 :func:`apply` runs inside the consumer runtime's transaction, after the runtime has locked and
 checked the partitions' ``index_checkpoints`` rows and before it advances them and commits. So

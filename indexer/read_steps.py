@@ -1,4 +1,5 @@
-"""What a read does, free of I/O (DESIGN.md section 7): per-stream, category and ``$all`` reads.
+"""What a read does, free of I/O (docs/design.md section 7): per-stream, category and ``$all``
+reads.
 
 Only the indexer writes ``events`` and it writes real events only, so nothing read here can be a
 phantom. Consistency, as a reader sees it:

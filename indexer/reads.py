@@ -23,6 +23,7 @@ from indexer.notify import AsyncListener, Listener
 from indexer.read_steps import Direction, Fetch, Op, ReadSteps, Steps, Wait
 from kafkastore import pg
 from kafkastore.config import Settings
+from kafkastore.opening import Opening
 
 __all__ = ["AsyncReads", "Direction", "Op", "ReadSteps", "Reads", "awaiting", "blocking"]
 
@@ -150,7 +151,8 @@ class Reads:
 
 class AsyncReads:
     """Asyncio reads over a connection pool: ``await AsyncReads.open(settings)``, then
-    ``await close()`` (or ``async with``). The same methods as :class:`Reads`, awaitable.
+    ``await close()``; or ``async with AsyncReads.open(settings) as reads``. The same methods
+    as :class:`Reads`, awaitable.
 
     The HTTP app opens one in its lifespan and keeps it in ``app.state.reads``.
     """
@@ -166,8 +168,13 @@ class AsyncReads:
         self._listener = AsyncListener(settings.database_url)
 
     @classmethod
-    async def open(cls, settings: Settings, *, max_size: int = 16) -> Self:
-        """Reads with an open pool; Unavailable when PostgreSQL does not answer in time."""
+    def open(cls, settings: Settings, *, max_size: int = 16) -> Opening[Self]:
+        """Reads with an open pool: ``await`` it, or ``async with`` it (closed at the end);
+        Unavailable when PostgreSQL does not answer in time."""
+        return Opening(lambda: cls._opened(settings, max_size))
+
+    @classmethod
+    async def _opened(cls, settings: Settings, max_size: int) -> Self:
         reads = cls(settings, max_size=max_size)
         try:
             with pg.translated():

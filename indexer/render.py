@@ -1,4 +1,4 @@
-"""Events as the JSON of API.md (HTTP responses and ``kafkastore read`` output)."""
+"""Events as the JSON of docs/http.md (HTTP responses and ``kafkastore read`` output)."""
 
 from __future__ import annotations
 

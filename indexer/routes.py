@@ -1,4 +1,4 @@
-"""Read routes of the HTTP API (API.md "Read one stream", "Other reads").
+"""Read routes of the HTTP API (docs/http.md "Read one stream", "Other reads").
 
 Handlers use the :class:`~indexer.reads.AsyncReads` of the app (``request.app.state.reads``).
 Lifespan contract for the app that mounts :data:`router`::

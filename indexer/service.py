@@ -1,4 +1,4 @@
-"""``kafkastore indexer``: the index projection on the consumer runtime (DESIGN.md section 6).
+"""``kafkastore indexer``: the index projection on the consumer runtime (docs/design.md section 6).
 
 The indexer is a :class:`~consumers.runtime.BatchLoop` with checkpoints in ``index_checkpoints``
 (exactly once: offsets are stored in the transaction that writes the rows, and a batch whose

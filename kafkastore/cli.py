@@ -1,7 +1,12 @@
 """The ``kafkastore`` command line: thin subcommands over the same functions the tests call.
 
-Configuration comes from flags or ``KAFKASTORE_*`` variables (see :mod:`kafkastore.config`).
-Our errors are printed as one line and exit non-zero; tracebacks are for bugs.
+Configuration, per setting: flags > ``KAFKASTORE_*`` variables > the running dev stack of the
+checkout (``.kafkastore/dev.json``) > defaults (:mod:`kafkastore.target`). Each command says on
+stderr which stack it talks to when that is not the default one. A subcommand offers only the
+settings flags it uses (:data:`SETTINGS_FLAGS`).
+
+Our errors are printed as one line and end the command with an exit code of
+:data:`EXIT_CODES` (docs/cli.md has the same table); tracebacks are for bugs.
 """
 
 from __future__ import annotations
@@ -10,25 +15,132 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from importlib import metadata
 
 from kafkastore.config import Settings
-from kafkastore.errors import KafkaStoreError
+from kafkastore.errors import (
+    AppendConflicts,
+    ConfigurationError,
+    DuplicateEventId,
+    IntegrityError,
+    InvalidRequest,
+    KafkaStoreError,
+    OutcomeUnknown,
+    PayloadTooLarge,
+    SchemaError,
+    StreamDeleted,
+    StreamNotFound,
+    Unavailable,
+    WrongExpectedVersion,
+)
+from kafkastore.target import Target, resolve
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kafka", help="Kafka bootstrap servers (KAFKASTORE_KAFKA)")
-    parser.add_argument("--database-url", help="PostgreSQL URL (KAFKASTORE_DATABASE_URL)")
-    parser.add_argument("--topic", help="events topic (KAFKASTORE_TOPIC)")
+@dataclass(frozen=True, slots=True)
+class ExitCode:
+    """One exit status of ``kafkastore``, and the errors that end a command with it."""
+
+    code: int
+    """The process exit status."""
+    name: str
+    """A short name (docs/cli.md)."""
+    meaning: str
+    """When a command exits with it."""
+    errors: tuple[type[KafkaStoreError], ...] = ()
+    """Our errors that map to it (subclasses included, most specific first)."""
+
+
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(0, "ok", "the command did what it was asked"),
+    ExitCode(
+        1,
+        "failed",
+        "the command ran and the answer is no: a conflict (wrong expected version, duplicate"
+        " event id), a missing or deleted stream, an audit that found problems, a missing topic,"
+        " a dev stack already running",
+        (
+            WrongExpectedVersion,
+            AppendConflicts,
+            DuplicateEventId,
+            StreamNotFound,
+            StreamDeleted,
+            IntegrityError,
+        ),
+    ),
+    ExitCode(
+        2,
+        "usage",
+        "bad arguments or input: unknown options, invalid JSON, bad names or expected version,"
+        " a payload over a limit, contradictory settings; nothing was done",
+        (InvalidRequest, PayloadTooLarge, ConfigurationError),
+    ),
+    ExitCode(
+        3,
+        "unavailable",
+        "Kafka, PostgreSQL or the HTTP API could not be reached or timed out, or the schema is"
+        " not migrated; nothing was appended; retry later",
+        (Unavailable, SchemaError),
+    ),
+    ExitCode(
+        4,
+        "outcome unknown",
+        "an append whose COMMIT reply was lost and could not be settled: retry with the same"
+        " event ids (answered idempotently)",
+        (OutcomeUnknown,),
+    ),
+    ExitCode(130, "interrupted", "stopped by Ctrl-C (SIGINT)"),
+)
+"""Every exit status of ``kafkastore``."""
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNKNOWN, EXIT_INTERRUPTED = (
+    e.code for e in EXIT_CODES
+)
+
+
+def exit_code_of(error: KafkaStoreError) -> int:
+    """The exit status for ``error``: its most specific class in :data:`EXIT_CODES`."""
+    by_class = {cls: e.code for e in EXIT_CODES for cls in e.errors}
+    for cls in type(error).__mro__:
+        if cls in by_class:
+            return by_class[cls]
+    return EXIT_FAILED
+
+
+SETTINGS_FLAGS: dict[str, tuple[str, str]] = {
+    "kafka": ("--kafka", "Kafka bootstrap servers (KAFKASTORE_KAFKA)"),
+    "database_url": ("--database-url", "PostgreSQL URL (KAFKASTORE_DATABASE_URL)"),
+    "topic": ("--topic", "events topic (KAFKASTORE_TOPIC)"),
+}
+"""The settings flags, by setting; each subcommand adds those it uses."""
+
+
+def _common(parser: argparse.ArgumentParser, *settings: str) -> None:
+    for name in settings:
+        flag, text = SETTINGS_FLAGS[name]
+        parser.add_argument(flag, help=text)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kafkastore")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kafkastore",
         description="An event store on Apache Kafka with a PostgreSQL stream index.",
+        epilog="Exit codes: "
+        + ", ".join(f"{e.code} {e.name}" for e in EXIT_CODES)
+        + " (docs/cli.md).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"kafkastore {_version()}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -41,87 +153,110 @@ def build_parser() -> argparse.ArgumentParser:
         help="start (default), stop, or env: print the stack's KAFKASTORE_* exports",
     )
     p.add_argument("--detach", action="store_true", help="return once ready, leave it running")
-    p.add_argument("--kafka-port", type=int)
-    p.add_argument("--pg-port", type=int)
-    p.add_argument("--api-port", type=int)
+    p.add_argument("--kafka-port", type=int, help="Kafka's port (default 9092, else a free one)")
+    p.add_argument("--pg-port", type=int, help="PostgreSQL's port (default 5432, else a free one)")
+    p.add_argument(
+        "--api-port", type=int, help="the HTTP API's port (default 8080, else a free one)"
+    )
     _common(p)
 
     p = sub.add_parser("serve", help="run the HTTP API (appends and reads)")
     p.add_argument("--host", help="bind address (KAFKASTORE_HOST)")
     p.add_argument("--port", type=int, help="port (KAFKASTORE_PORT)")
-    p.add_argument("--workers", type=int, default=1, help="HTTP worker processes")
+    p.add_argument("--workers", type=int, default=1, help="HTTP worker processes (default 1)")
     p.add_argument("--migrate", action="store_true", help="apply migrations first")
-    _common(p)
+    _common(p, "kafka", "database_url", "topic")
 
     p = sub.add_parser("indexer", help="run the indexer (Kafka -> PostgreSQL read index)")
     p.add_argument("--group", help="consumer group (KAFKASTORE_INDEXER_GROUP)")
     p.add_argument("--migrate", action="store_true", help="apply migrations first")
-    _common(p)
+    _common(p, "kafka", "database_url", "topic")
 
     p = sub.add_parser("migrate", help="apply the SQL migrations")
-    _common(p)
+    _common(p, "database_url")
 
     p = sub.add_parser("topic", help="manage the events topic")
     tsub = p.add_subparsers(dest="topic_command", metavar="ACTION", required=True)
     c = tsub.add_parser("create", help="create (or verify) the events topic")
-    c.add_argument("--partitions", type=int, help="partition count (fixed for life)")
-    c.add_argument("--replication-factor", type=int)
-    _common(c)
+    c.add_argument(
+        "--partitions", type=int, help="partition count, fixed for life (KAFKASTORE_PARTITIONS)"
+    )
+    c.add_argument(
+        "--replication-factor", type=int, help="replicas (KAFKASTORE_REPLICATION_FACTOR)"
+    )
+    _common(c, "kafka", "topic")
     d = tsub.add_parser("describe", help="show the topic's partitions and configuration")
-    _common(d)
+    _common(d, "kafka", "topic")
 
     p = sub.add_parser("append", help="append events to a stream")
-    p.add_argument("stream_id")
+    p.add_argument("stream_id", help="the stream to append to")
     p.add_argument("type", nargs="?", help="event type (omit to read JSON lines from stdin)")
-    p.add_argument("data", nargs="?", default="{}", help="event data as JSON")
+    p.add_argument("data", nargs="?", default="{}", help="event data as JSON (default {})")
     p.add_argument("--expected-version", default="any", help='"any", "no_stream", "exists" or N')
     p.add_argument("--metadata", help="metadata as a JSON object")
     p.add_argument("--id", help="event id (UUID); generated when absent")
-    _common(p)
+    _common(p, "kafka", "database_url", "topic")
 
     p = sub.add_parser("read", help="read a stream from the index")
-    p.add_argument("stream_id")
-    p.add_argument("--from-version", type=int)
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--backward", action="store_true")
-    p.add_argument("--api", help="base URL of the HTTP API (default: direct PostgreSQL)")
-    _common(p)
+    p.add_argument("stream_id", help="the stream to read")
+    p.add_argument("--from-version", type=int, help="first version (default: first, or head)")
+    p.add_argument("--limit", type=int, default=100, help="most events (default 100)")
+    p.add_argument("--backward", action="store_true", help="newest first, from the head down")
+    p.add_argument(
+        "--api",
+        help="base URL of the HTTP API to read through (KAFKASTORE_API_URL; default: the dev"
+        " stack's API, else PostgreSQL directly)",
+    )
+    _common(p, "database_url")
 
     p = sub.add_parser("tail", help="follow $all or a category live")
     p.add_argument("--category", action="append", help="only this category (repeatable)")
     p.add_argument("--type", action="append", dest="types", help="only this type (repeatable)")
     p.add_argument("--group", help="consumer group (default: a new one, from the end)")
-    p.add_argument("--from-beginning", action="store_true")
-    _common(p)
+    p.add_argument("--from-beginning", action="store_true", help="start at the topic's start")
+    _common(p, "kafka", "database_url", "topic")
 
     p = sub.add_parser("audit", help="prove that markers, Kafka and the index agree")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic")
-    _common(p)
+    _common(p, "kafka", "database_url", "topic")
 
     p = sub.add_parser("bench", help="run the benchmarks against real services")
     p.add_argument("--quick", action="store_true", help="a ~3-minute run")
     p.add_argument("--output", help="write the JSON results here")
     p.add_argument("--only", action="append", help="run only this workload (repeatable)")
-    _common(p)
+    _common(p, "kafka", "database_url")
     return parser
 
 
 def subcommands() -> set[str]:
     """Names of every subcommand (the dev stack and the --help test use it)."""
-    parser = build_parser()
+    return {name for name in subparsers(build_parser()) if " " not in name}
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands of ``parser`` by name (``topic create``: nested ones, space-joined)."""
+    found: dict[str, argparse.ArgumentParser] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return set(action.choices)
-    return set()
+            for name, child in action.choices.items():
+                found[name] = child
+                found.update({f"{name} {n}": c for n, c in subparsers(child).items()})
+    return found
 
 
-def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
-    return Settings.from_env(
-        kafka=getattr(args, "kafka", None),
-        database_url=getattr(args, "database_url", None),
-        topic=getattr(args, "topic", None),
-        **extra,
-    )
+def target_of(args: argparse.Namespace) -> Target:
+    """Where the command's settings come from: its flags, the environment, the running dev
+    stack, the defaults."""
+    flags = {name: getattr(args, name, None) for name in SETTINGS_FLAGS}
+    flags["api_url"] = getattr(args, "api", None)
+    names = {name: flag for name, (flag, _) in SETTINGS_FLAGS.items()}
+    names["api_url"] = "--api"
+    return resolve(flags, flag_names=names)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings of a parsed command line (see :func:`target_of`)."""
+    return target_of(args).settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,14 +266,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        settings = settings_from(args)
+        settings = _settings_announced(args)
         handler = _handler(args.command)
         return handler(args, settings)
     except KafkaStoreError as exc:
         print(f"kafkastore {args.command}: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_code_of(exc)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _settings_announced(args: argparse.Namespace) -> Settings:
+    if args.command == "dev":
+        # dev chooses its own ports and reads its own dev.json.
+        return Settings.from_env()
+    target = target_of(args)
+    line = target.describe()
+    if line:
+        print(f"kafkastore {args.command}: {line}", file=sys.stderr)
+    return target.settings
 
 
 def _handler(command: str) -> Handler:

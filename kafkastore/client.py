@@ -1,6 +1,6 @@
 """The in-process client: ``EventStore`` and its asyncio twin ``AsyncEventStore``.
 
-Appends go through the writer (group commit, the protocol of DESIGN.md section 2); reads come
+Appends go through the writer (group commit, the protocol of docs/design.md section 2); reads come
 from the PostgreSQL index (indexer.reads). Both objects have an explicit lifecycle: ``connect``
 (or the constructor plus ``open()``, safe to call twice), ``close()`` (returns early when
 closed), and context-manager use::
@@ -17,6 +17,7 @@ each flavour is its I/O: blocking calls, or awaits that keep the event loop free
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Generator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -30,10 +31,13 @@ from kafkastore.records import (
     ExpectedVersion,
     NewEvent,
 )
+from kafkastore.target import resolve
 from writer.engine import Writer
 from writer.prepare import PreparedAppend, prepare, prepare_many
 
 Opened = TypeVar("Opened")
+
+logger = logging.getLogger("kafkastore")
 
 
 def _settings(
@@ -43,14 +47,19 @@ def _settings(
     topic: str | None,
     overrides: dict[str, Any],
 ) -> Settings:
-    base = settings or Settings.from_env()
     changes = {
         k: v
         for k, v in (("kafka", kafka), ("database_url", database), ("topic", topic))
         if v is not None
     }
     changes.update(overrides)
-    return base.replace(**changes) if changes else base
+    if settings is not None:
+        return settings.replace(**changes) if changes else settings
+    # Arguments > KAFKASTORE_* > the running dev stack of this checkout > defaults.
+    target = resolve(changes, flag_names={"kafka": "kafka=", "database_url": "database="})
+    if line := target.describe():
+        logger.info("EventStore.connect(): %s", line)
+    return target.settings
 
 
 class _Store(Generic[Opened]):
@@ -71,8 +80,10 @@ class _Store(Generic[Opened]):
         settings: Settings | None = None,
         **overrides: Any,
     ) -> Opened:
-        """Open a store; unset arguments come from ``settings``, else ``KAFKASTORE_*``
-        variables; ``overrides`` replace single settings (``linger_ms=2``)."""
+        """Open a store. Without ``settings``, each unset argument comes from its
+        ``KAFKASTORE_*`` variable, else from the running dev stack of the checkout this runs
+        in (``.kafkastore/dev.json``, :mod:`kafkastore.target`), else the default;
+        ``overrides`` replace single settings (``linger_ms=2``)."""
         return cls(_settings(settings, kafka, database, topic, overrides))._connected()
 
     def _connected(self) -> Opened:

@@ -1,4 +1,4 @@
-"""Kafka wire format: the CloudEvents Kafka binding in binary mode (DESIGN.md section 3).
+"""Kafka wire format: the CloudEvents Kafka binding in binary mode (docs/design.md section 3).
 
 One message per event. Key = stream id (UTF-8). Value = payload bytes exactly as given (compact
 JSON when the client sent JSON). Headers, all UTF-8: the CloudEvents attributes ``ce_specversion``,

@@ -130,7 +130,8 @@ def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
         from_version=args.from_version,
         limit=args.limit,
         backward=args.backward,
-        api=args.api,
+        # --api, else KAFKASTORE_API_URL, else the running dev stack's API (kafkastore.target).
+        api=settings.api_url or None,
     )
     return indexer_cli.read(options, settings, out=sys.stdout)
 

@@ -4,6 +4,11 @@ Every setting has a ``KAFKASTORE_<NAME>`` environment variable (upper-cased fiel
 keyword argument. Durations are float seconds. ``Settings.from_env(**overrides)`` is how every
 entry point (CLI, HTTP app, tests) builds its configuration; explicit arguments win over the
 environment, which wins over the defaults.
+
+The CLI and ``EventStore.connect()`` add one layer between the environment and the defaults: the
+checkout's running dev stack (``fallbacks=``, found by :mod:`kafkastore.target`). The whole order
+is: flags (or arguments) > ``KAFKASTORE_*`` variables > the running dev stack > defaults.
+docs/configuration.md lists every setting; its table is generated from this module.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """Size and count limits of API.md, checked before anything is produced."""
+    """Size and count limits of docs/http.md, checked before anything is produced."""
 
     max_event_bytes: int = 1 * MiB
     """Largest payload of one event."""
@@ -52,13 +57,13 @@ class Settings:
     """CloudEvents ``source`` of every produced event."""
 
     max_event_bytes: int = 1 * MiB
-    """Largest payload of one event (API.md limits)."""
+    """Largest payload of one event (docs/http.md limits)."""
     max_request_bytes: int = 4 * MiB
     """Largest append request."""
     max_events_per_append: int = 10_000
     """Most events in one append."""
 
-    # Writer. The timeout ladder of DESIGN.md section 2:
+    # Writer. The timeout ladder of docs/design.md section 2:
     # lock_timeout < delivery_timeout < idle_in_transaction_timeout < the indexer's stuck alarm.
     compression: str = "lz4"
     """Producer ``compression.type`` (none, gzip, snappy, lz4, zstd)."""
@@ -95,15 +100,20 @@ class Settings:
     stuck_writer_alarm: float = 60.0
     """The indexer logs an alarm when a writer's xid stays in progress this long."""
     read_default_limit: int = 100
+    """Page size of a read that gives no ``limit``."""
     read_max_limit: int = 10_000
+    """Largest ``limit`` a read accepts."""
     read_max_wait: float = 30.0
     """Upper bound of ``timeout_ms`` on reads that wait for ``min_version``."""
 
     # HTTP.
     host: str = "127.0.0.1"
+    """Bind address of ``kafkastore serve``."""
     port: int = 8080
+    """Port of ``kafkastore serve``."""
     api_url: str = ""
-    """Base URL of a running HTTP API (clients, tests); empty when not known."""
+    """Base URL of a running HTTP API; ``kafkastore read`` reads through it when set (empty:
+    PostgreSQL directly)."""
     metrics_port: int = 0
     """Port of a Prometheus endpoint for subscriptions (0 = none)."""
 
@@ -119,11 +129,27 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, overlaid by ``KAFKASTORE_*`` variables, overlaid by non-None ``overrides``."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        fallbacks: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, overlaid by ``fallbacks`` (the running dev stack's endpoints), overlaid by
+        ``KAFKASTORE_*`` variables, overlaid by non-None ``overrides``.
+
+        A fallback applies only when its variable is absent: ``KAFKASTORE_API_URL=`` (present,
+        empty) means the default, on purpose, not the dev stack's value.
+        """
         env = os.environ if environ is None else environ
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
+        for name, value in (fallbacks or {}).items():
+            if name not in hints:
+                raise ConfigurationError(f"unknown setting {name!r}")
+            if ENV_PREFIX + name.upper() not in env:
+                values[name] = value
         for f in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
@@ -149,7 +175,7 @@ class Settings:
         if not self.lock_timeout < self.delivery_timeout < self.idle_in_transaction_timeout:
             raise ConfigurationError(
                 "timeouts must satisfy lock_timeout < delivery_timeout < "
-                "idle_in_transaction_timeout (DESIGN.md section 2)"
+                "idle_in_transaction_timeout (docs/design.md section 2)"
             )
         if self.statement_timeout <= self.delivery_timeout:
             raise ConfigurationError("statement_timeout must be above delivery_timeout")
@@ -185,6 +211,11 @@ def _parse_mapping(raw: str) -> dict[str, str]:
             raise ConfigurationError(f"expected key=value in {raw!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def environ_has(name: str) -> bool:
+    """Whether the variable is present in the environment (even empty)."""
+    return name in os.environ
 
 
 def environ_get(name: str, default: str | None = None) -> str | None:

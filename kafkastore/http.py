@@ -1,7 +1,7 @@
 """The HTTP app: the writer's append routes and the indexer's read routes in one FastAPI app.
 
 Errors map to statuses here, by one table; every error body is
-``{"error": code, "message": text, ...details}`` (API.md).
+``{"error": code, "message": text, ...details}`` (docs/http.md).
 """
 
 from __future__ import annotations

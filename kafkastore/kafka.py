@@ -20,7 +20,7 @@ from kafkastore.errors import ConfigurationError, KafkaStoreError, Unavailable
 
 logger = logging.getLogger("kafkastore.kafka")
 
-# Producer settings that the append protocol's correctness rests on (DESIGN.md sections 1-3).
+# Producer settings that the append protocol's correctness rests on (docs/design.md sections 1-3).
 # Not overridable by ``extra_kafka``: the append protocol's correctness rests on them.
 PRODUCER_REQUIRED: Mapping[str, Any] = {
     # No duplicates or reordering from librdkafka's own retries within a partition.
@@ -57,7 +57,7 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
         **base_config(settings),
         **PRODUCER_REQUIRED,
         "linger.ms": settings.linger_ms,
-        # A batch whose reports do not all arrive in time is rolled back (DESIGN.md section 2).
+        # A batch whose reports do not all arrive in time is rolled back (docs/design.md section 2).
         "message.timeout.ms": int(settings.delivery_timeout * 1000),
         **overrides,
     }

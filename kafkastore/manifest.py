@@ -2,14 +2,15 @@
 
 ``dev.stack`` writes it once the stack is ready and removes it when the stack stops;
 ``kafkastore dev env``, ``kafkastore dev stop``, the next ``kafkastore dev`` (is one running
-already?) and the benchmarks read it. The file holds API.md's keys (``kafka``, ``database_url``,
-``api``, ``topic``) plus what a stop from another process needs (``pids``, ``postgres``,
-``logs``). It is a kernel module so the CLI can read it without importing ``dev/``.
+already?) and the benchmarks read it. The file holds the documented keys (``kafka``,
+``database_url``, ``api``, ``topic``) plus what a stop from another process needs (``pids``,
+``postgres``, ``logs``). It is a kernel module so the CLI can read it without importing ``dev/``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,16 @@ from typing import Any
 from kafkastore.config import ENV_PREFIX, environ_get
 from kafkastore.errors import ConfigurationError
 
-__all__ = ["FILE_NAME", "Manifest", "PostgresFiles", "dev_home", "state_dir"]
+__all__ = [
+    "FILE_NAME",
+    "Manifest",
+    "PostgresFiles",
+    "dev_home",
+    "is_stack_process",
+    "pid_alive",
+    "pid_cmdline",
+    "state_dir",
+]
 
 FILE_NAME = "dev.json"
 
@@ -104,7 +114,7 @@ class Manifest:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON document (keys in API.md's order; absent ones left out)."""
+        """The JSON document (keys in the documented order; absent ones left out)."""
         doc: dict[str, Any] = {"kafka": self.kafka, "database_url": self.database_url}
         if self.api:
             doc["api"] = self.api
@@ -124,6 +134,19 @@ class Manifest:
         tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
         tmp.replace(path)
 
+    def running(self) -> list[str]:
+        """``name (pid)`` of the processes this manifest lists that still run (and are still
+        ours: a pid from an old file may belong to an unrelated process by now)."""
+        return [
+            f"{name} ({pid})"
+            for name, pid in self.pids.items()
+            if pid_alive(pid) and is_stack_process(name, pid)
+        ]
+
+    def alive(self) -> bool:
+        """Every process of the stack runs: commands may talk to it."""
+        return bool(self.pids) and len(self.running()) == len(self.pids)
+
     def exports(self) -> dict[str, str]:
         """The ``KAFKASTORE_*`` variables that point a client at this stack."""
         values = {
@@ -133,6 +156,40 @@ class Manifest:
             "API_URL": self.api,
         }
         return {ENV_PREFIX + name: value for name, value in values.items() if value}
+
+
+# What the command line of each of the stack's processes contains.
+_MARKERS = {"kafka": "kafka.Kafka", "postgres": "postgres"}
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not reaped by a parent we don't own) is gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (macOS): trust kill(0)
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def is_stack_process(name: str, pid: int) -> bool:
+    """Whether ``pid`` runs the command of the stack's process ``name`` (Kafka, PostgreSQL, or
+    a kafkastore service)."""
+    return _MARKERS.get(name, "kafkastore") in pid_cmdline(pid)
+
+
+def pid_cmdline(pid: int) -> str:
+    """The command line of ``pid``; empty when unknown."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
 
 
 def _text(value: Any) -> str:

@@ -126,7 +126,7 @@ def record_system_identifier(conn: psycopg.Connection) -> bool:
 def set_session_timeouts(
     conn: psycopg.Connection, *, lock_timeout: float, statement_timeout: float, idle_timeout: float
 ) -> None:
-    """The writer's timeout ladder (DESIGN.md section 2) as session settings."""
+    """The writer's timeout ladder (docs/design.md section 2) as session settings."""
     for name, seconds in (
         ("lock_timeout", lock_timeout),
         ("statement_timeout", statement_timeout),
@@ -160,7 +160,7 @@ def commit_translated() -> Iterator[None]:
     like every error we do not map, it propagates as the driver's error (a bug to log, not an
     outcome to settle). Every other psycopg failure - the connection or the reply lost, the
     session terminated, a timeout - raises Unavailable: the caller must settle the outcome
-    (DESIGN.md section 2, step 5).
+    (docs/design.md section 2, step 5).
     """
     try:
         yield

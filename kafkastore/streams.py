@@ -1,4 +1,4 @@
-"""Names and limits of API.md: stream ids, categories, event types, event ids."""
+"""Names and limits of docs/http.md: stream ids, categories, event types, event ids."""
 
 from __future__ import annotations
 

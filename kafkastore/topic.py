@@ -1,4 +1,4 @@
-"""The events topic: created with the configuration of DESIGN.md section 3, and verified."""
+"""The events topic: created with the configuration of docs/design.md section 3, and verified."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The verdict rule (DESIGN.md section 2): is an event read from Kafka real or a phantom?
+"""The verdict rule (docs/design.md section 2): is an event read from Kafka real or a phantom?
 
 An event is *real* iff the commit marker of its ``ce_pgwrite`` is visible and lists that event
 id at that stream and version. Everything else is a *phantom* and is never shown to anyone.

@@ -136,3 +136,20 @@ def test_dev_detached_uses_the_given_ports_and_dev_stop_leaves_no_process(home: 
     assert not port_accepts(kafka_port)
     assert not port_accepts(pg_port)
     assert not (home / "dev.json").exists()
+
+
+def test_a_busy_default_port_is_replaced_and_dev_says_which_it_took(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dev.stack import _port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        default = busy.getsockname()[1]
+
+        port = _port(None, default, what="Kafka", flag="--kafka-port")
+
+    said = " ".join(capsys.readouterr().err.split())
+    assert port != default
+    assert f"Kafka: port {default} is busy (another stack?); using {port}" in said

@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md section 11, checked on the source with ``ast``.
+"""The import rules of docs/design.md section 11, checked on the source with ``ast``.
 
 - Roles (``writer``, ``indexer``, ``consumers``) use the kernel through its submodules
   (``kafkastore.records``), never the package root (the facade, which imports the roles).

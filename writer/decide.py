@@ -1,4 +1,4 @@
-"""Step 3 of the append protocol (DESIGN.md section 2) as a pure function: no I/O at all.
+"""Step 3 of the append protocol (docs/design.md section 2) as a pure function: no I/O at all.
 
 Given the units of one batch in arrival order, the locked heads of their streams and where the
 client-supplied event ids of the batch are already stored, :func:`decide` says which appends
@@ -16,7 +16,7 @@ writes, and what every unit is answered. The rules, in the spirit of Message DB'
   earlier in this batch is a *mirror* of it: a retry racing its original, answered with the
   original's result (``created=False``). Any other reuse of such ids: DuplicateEventId.
 - Otherwise the stream must not be deleted and the expected version must hold against the head
-  (API.md's four modes); the append gets the versions head + 1 ... head + n.
+  (docs/http.md's four modes); the append gets the versions head + 1 ... head + n.
 - A unit fails whole: any error of one of its appends rejects all of them. The first
   DuplicateEventId or StreamDeleted wins; else an atomic unit reports every conflict
   (AppendConflicts), a single append its one WrongExpectedVersion.
@@ -175,7 +175,8 @@ Settled = list[AppendResult] | KafkaStoreError
 
 
 def expected_version_holds(expected: ExpectedVersion, current: int) -> bool:
-    """Whether a stream at version ``current`` satisfies ``expected`` (API.md's four modes)."""
+    """Whether a stream at version ``current`` satisfies ``expected`` (the four modes of
+    docs/http.md)."""
     if expected == "any":
         return True
     if expected == "no_stream":

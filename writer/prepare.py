@@ -1,4 +1,4 @@
-"""Appends checked against the names and limits of API.md and made ready to produce.
+"""Appends checked against the names and limits of docs/http.md and made ready to produce.
 
 Everything here runs before a transaction starts: a bad append is rejected with one of our
 errors (InvalidRequest, PayloadTooLarge, DuplicateEventId) and nothing is produced.

@@ -1,10 +1,10 @@
-"""The append protocol of DESIGN.md section 2: one PostgreSQL transaction per batch.
+"""The append protocol of docs/design.md section 2: one PostgreSQL transaction per batch.
 
     1. BEGIN; write_id := new UUID; xid := pg_current_xact_id().
     2. Create missing stream rows and lock every target row, in stream-id order (one upsert
        ordered by stream id: concurrent batches take row locks in the same order, so they never
        deadlock; two writers creating one new stream serialise on the insert).
-    3. Check expected versions (API.md's four modes) and event-id idempotency (section 5);
+    3. Check expected versions (docs/http.md's four modes) and event-id idempotency (section 5);
        assign versions. A pure function: writer.decide.
     4. Produce every accepted event with ce_pgwrite/ce_pgxid/ce_pgsysid; await EVERY report
        (writer.produce).

@@ -1,4 +1,4 @@
-"""Append routes: ``POST /streams/{stream_id}`` and ``POST /append`` (API.md).
+"""Append routes: ``POST /streams/{stream_id}`` and ``POST /append`` (docs/http.md).
 
 The hot path stays off FastAPI's pydantic machinery: the body is parsed with orjson and checked
 by writer.prepare (which raises our errors; the app maps them to statuses by one table), and the

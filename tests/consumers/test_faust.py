@@ -6,7 +6,7 @@ import asyncio
 
 import faust
 
-from consumers.faust import events_topic, recorded_events
+from consumers.faust import broker_url, events_topic, recorded_events
 from kafkastore.config import Settings
 from kafkastore.records import RecordedEvent
 from tests.support.names import unique
@@ -26,7 +26,7 @@ def test_a_faust_agent_receives_committed_events_and_never_phantoms(
     async def main() -> None:
         app = faust.App(
             unique("faust"),
-            broker=f"kafka://{settings.kafka}",
+            broker=broker_url(settings),
             store="memory://",
             web_enabled=False,
             autodiscover=False,
@@ -53,3 +53,9 @@ def test_a_faust_agent_receives_committed_events_and_never_phantoms(
     assert [e.id for e in received] == [p.event_id for p in (*produced, *last)]
     assert [e.data for e in received] == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert aborted[0].event_id not in {e.id for e in received}
+
+
+def test_the_faust_broker_is_the_configured_kafka_every_bootstrap_server() -> None:
+    settings = Settings.from_env({}, kafka="10.0.0.1:9092, 10.0.0.2:9093")
+
+    assert broker_url(settings) == "kafka://10.0.0.1:9092;kafka://10.0.0.2:9093"

@@ -1,4 +1,4 @@
-"""Every subcommand answers ``--help`` (API.md, CLI section)."""
+"""Every subcommand answers ``--help`` (docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -51,3 +51,20 @@ def test_both_clients_read_their_own_writes(settings: Settings) -> None:
     assert ([e.type for e in page.events], page.index_behind) == (["A", "B"], False)
     assert [e.type for e in everything.events if e.stream_id == stream] == ["A", "B"]
     assert from_async == (["A", "B"], 2)
+
+
+def test_async_reads_open_works_with_async_with_and_with_await(settings: Settings) -> None:
+    from indexer.reads import AsyncReads
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        async with AsyncReads.open(settings) as reads:
+            page = await reads.read_all(from_position=1, limit=1)
+        closed_by_block = reads._pool.closed
+        again = await AsyncReads.open(settings)
+        try:
+            second = await again.read_all(from_position=1, limit=1)
+        finally:
+            await again.close()
+        return page.next_position is not None, closed_by_block, second.next_position is not None
+
+    assert asyncio.run(scenario()) == (True, True, True)

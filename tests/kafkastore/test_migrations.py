@@ -1,4 +1,4 @@
-"""Versioned migrations (DESIGN.md section 4): applying them twice changes nothing."""
+"""Versioned migrations (docs/design.md section 4): applying them twice changes nothing."""
 
 from __future__ import annotations
 

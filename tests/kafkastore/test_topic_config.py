@@ -1,4 +1,5 @@
-"""The events topic as the broker reports it (DESIGN.md section 3), read with the AdminClient."""
+"""The events topic as the broker reports it (docs/design.md section 3), read with the
+AdminClient."""
 
 from __future__ import annotations
 

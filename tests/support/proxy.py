@@ -4,7 +4,7 @@
 given statement (by default the writer's commit marker) is forwarded to the server as usual,
 and the server's answer is read - so the server has committed by then - but never passed on:
 the proxy closes the client's connection instead. The client sees exactly what a network
-failure between COMMIT and its reply looks like (DESIGN.md section 2, step 5). Everything else
+failure between COMMIT and its reply looks like (docs/design.md section 2, step 5). Everything else
 is forwarded byte for byte.
 """
 

@@ -1,4 +1,4 @@
-"""Real Kafka and PostgreSQL for a test session, found in this order (DESIGN.md section 10):
+"""Real Kafka and PostgreSQL for a test session, found in this order (docs/design.md section 10):
 
 1. ``KAFKASTORE_TEST_KAFKA`` / ``KAFKASTORE_TEST_DATABASE_URL``: services someone already runs;
 2. a Docker engine that answers ``docker info``: testcontainers (``apache/kafka``, ``postgres``);

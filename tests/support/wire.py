@@ -1,6 +1,6 @@
 """Test helpers that put real-looking events (and phantoms) on the events topic.
 
-:class:`ManualWriter` follows the append protocol of DESIGN.md section 2 by hand - BEGIN,
+:class:`ManualWriter` follows the append protocol of docs/design.md section 2 by hand - BEGIN,
 ``pg_current_xact_id()``, lock/advance the stream head, insert the ``appends`` marker, produce
 with :func:`kafkastore.codec.encode_headers`, flush (every ack), COMMIT - so consumer and indexer
 tests do not depend on the writer package. Its ``phantom_*`` methods produce the messages the

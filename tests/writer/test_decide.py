@@ -1,6 +1,6 @@
 """Step 3 of the append protocol (writer.decide) against a sequential model, without I/O.
 
-The model below is written from the rules (DESIGN.md sections 2 and 5, API.md's expected
+The model below is written from the rules (docs/design.md sections 2 and 5, docs/http.md's expected
 versions), not from the implementation: it applies the units of a batch one after another to a
 store that knows every committed event id's stream and version. Hypothesis draws a committed
 history and a batch of single and atomic appends with the four expected-version modes and

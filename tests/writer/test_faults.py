@@ -1,4 +1,4 @@
-"""Failures injected at each step of the append protocol (DESIGN.md section 2).
+"""Failures injected at each step of the append protocol (docs/design.md section 2).
 
 Each test asserts the protocol's promise: the head is unchanged, the events that reached Kafka
 have no marker and the verdict rule calls them phantoms, and a retry with the same event ids

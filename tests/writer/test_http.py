@@ -1,4 +1,4 @@
-"""The append routes of the HTTP API: every status and error body of API.md."""
+"""The append routes of the HTTP API: every status and error body of docs/http.md."""
 
 from __future__ import annotations
 
