@@ -19,6 +19,11 @@ What it does, per transaction:
    that sees position p committed has already been able to see every position below p (the
    holder of p-1 committed before the holder of p got the lock). A transaction without real
    events never takes the lock, so phantom-only batches do not serialise the instances.
+Before step 2, events that no read may show now are dropped (kafkastore.lifecycle.hidden: the
+stream's retention and deletion, decided in SQL by the rule every read uses, and the versions
+the scavenger removed for good): an indexer that re-reads old offsets never brings a scavenged
+or deleted event back. They get no global position (holes in positions are allowed; API.md).
+
 4. Record phantoms in ``phantoms`` (for the audit) and ``NOTIFY kafkastore_index`` with the new
    high-water mark; PostgreSQL delivers notifications only at COMMIT, in commit order.
 """
@@ -36,7 +41,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from consumers.runtime import PhantomRecord
-from kafkastore import pg
+from kafkastore import lifecycle, pg
 from kafkastore.errors import IntegrityError
 from kafkastore.records import RecordedEvent
 from kafkastore.streams import category_of
@@ -143,6 +148,12 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
     phantoms = _store_phantoms(conn, batches)
     if not events:
         return Applied(0, duplicates, phantoms, None)
+    gone = lifecycle.hidden(conn, events)
+    if gone:
+        events = [e for e in events if (e.stream_id, e.version) not in gone]
+        _remember_skipped(conn, gone)
+        if not events:
+            return Applied(0, duplicates, phantoms, None)
     fresh = _drop_indexed(conn, events)
     duplicates += len(events) - len(fresh)
     if not fresh:
@@ -183,6 +194,27 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
         last = first + len(fresh) - 1
         conn.execute(ADVANCE_HEAD, (last,))
     return Applied(len(fresh), duplicates, phantoms, last)
+
+
+# Hidden events the indexer did not index are gone for good, like scavenged ones: the stream's
+# indexed head counts them (a min_version read does not wait for them) and a later re-read
+# skips them whatever the metadata says then. Hidden events are a prefix of their stream
+# (deletion, truncate_before, max_count, max_age), so one bound per stream says it.
+REMEMBER_SKIPPED = """
+INSERT INTO scavenged AS g (stream_id, below_version)
+SELECT * FROM unnest(%s::text[], %s::bigint[])
+ON CONFLICT (stream_id) DO UPDATE
+SET below_version = greatest(g.below_version, excluded.below_version), updated_at = now()
+"""
+
+
+def _remember_skipped(conn: psycopg.Connection, gone: set[tuple[str, int]]) -> None:
+    top: dict[str, int] = {}
+    for stream, version in gone:
+        top[stream] = max(top.get(stream, 0), version + 1)
+    streams = sorted(top)  # rows in one order everywhere: no deadlock with the scavenger
+    with pg.translated():
+        conn.execute(REMEMBER_SKIPPED, (streams, [top[s] for s in streams]))
 
 
 def _jsonb(metadata: dict[str, Any] | None) -> Jsonb | None:
