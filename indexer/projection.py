@@ -198,13 +198,29 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
 
 # Hidden events the indexer did not index are gone for good, like scavenged ones: the stream's
 # indexed head counts them (a min_version read does not wait for them) and a later re-read
-# skips them whatever the metadata says then. Hidden events are a prefix of their stream
-# (deletion, truncate_before, max_count, max_age), so one bound per stream says it.
-REMEMBER_SKIPPED = """
-INSERT INTO scavenged AS g (stream_id, below_version)
-SELECT * FROM unnest(%s::text[], %s::bigint[])
+# skips them whatever the metadata says then. The stream's rows that are hidden too are
+# removed with them (what the scavenger would do), so that what stays indexed of a stream is
+# contiguous: hidden events are a prefix of their stream (deletion, truncate_before,
+# max_count, max_age), and one bound per stream says what is gone.
+FORGET_HIDDEN = """
+WITH gone AS (
+    DELETE FROM events e USING streams s
+    WHERE e.stream_id = ANY(%(streams)s::text[]) AND s.stream_id = e.stream_id
+      AND NOT kafkastore_visible(e.version, e.created_at, s.version, s.truncate_before,
+                                 s.max_count, s.max_age, s.deleted)
+    RETURNING e.stream_id, e.version
+),
+merged AS (
+    SELECT k.stream_id, greatest(k.below, max(g.version) + 1) AS below, count(g.version) AS n
+    FROM unnest(%(streams)s::text[], %(below)s::bigint[]) AS k(stream_id, below)
+    LEFT JOIN gone g ON g.stream_id = k.stream_id
+    GROUP BY k.stream_id, k.below ORDER BY k.stream_id
+)
+INSERT INTO scavenged AS g (stream_id, below_version, removed)
+SELECT stream_id, below, n FROM merged
 ON CONFLICT (stream_id) DO UPDATE
-SET below_version = greatest(g.below_version, excluded.below_version), updated_at = now()
+SET below_version = greatest(g.below_version, excluded.below_version),
+    removed = g.removed + excluded.removed, updated_at = now()
 """
 
 
@@ -214,7 +230,7 @@ def _remember_skipped(conn: psycopg.Connection, gone: set[tuple[str, int]]) -> N
         top[stream] = max(top.get(stream, 0), version + 1)
     streams = sorted(top)  # rows in one order everywhere: no deadlock with the scavenger
     with pg.translated():
-        conn.execute(REMEMBER_SKIPPED, (streams, [top[s] for s in streams]))
+        conn.execute(FORGET_HIDDEN, {"streams": streams, "below": [top[s] for s in streams]})
 
 
 def _jsonb(metadata: dict[str, Any] | None) -> Jsonb | None:

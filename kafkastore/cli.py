@@ -98,6 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic")
     _common(p)
 
+    p = sub.add_parser("stream", help="a stream's lifecycle: metadata")
+    ssub = p.add_subparsers(dest="stream_command", metavar="ACTION", required=True)
+    m = ssub.add_parser("metadata", help="show a stream's metadata, or change fields of it")
+    m.add_argument("stream_id")
+    m.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a field (max_count, max_age, truncate_before, acl, custom; the value is "
+        "JSON, or text; empty or null unsets it); the other fields are kept (repeatable)",
+    )
+    _common(m)
+
+    p = sub.add_parser("scavenge", help="remove events hidden by retention or deletion now")
+    p.add_argument("--batch", type=int, default=1000, help="rows removed per transaction")
+    _common(p)
+
     p = sub.add_parser("bench", help="run the benchmarks against real services")
     p.add_argument("--quick", action="store_true", help="a ~3-minute run")
     p.add_argument("--output", help="write the JSON results here")
