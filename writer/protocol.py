@@ -12,6 +12,12 @@
        Any failed or missing report -> ROLLBACK -> Unavailable (retriable). A lost COMMIT reply
        is settled through the marker on a fresh connection, else OutcomeUnknown.
 
+Deletes (soft and hard, API.md "Stream lifecycle") are units of the same batches: their
+streams are locked in step 2 with the appends', decided in arrival order in step 3, and their
+head rows written in step 5 after UPDATE_HEADS. A delete produces nothing to Kafka (the topic
+stays append-only; what is hidden is decided at read time from the head row), so a batch of
+deletions only skips step 4 and commits at once.
+
 The heads and the marker are written after the acks and before COMMIT, in one pipelined round
 trip with it: nothing of the transaction is visible before COMMIT, so when they are written
 inside it does not change what readers can see; the row locks of step 2 are what serialise
