@@ -22,7 +22,9 @@ Delivery is Faust's: at-least-once, a message is acknowledged after the agent mo
 order is Faust's per-partition order, so a stream's events arrive in version order. Verdict
 queries run on a psycopg connection in a worker thread (the resolver is synchronous); settled
 write ids are cached, so a write's events cost one query. While a writer may still commit, the
-agent waits on that message (never skips it).
+agent waits on that message (never skips it). Events hidden by their stream's deletion or
+retention are skipped, as by :class:`~consumers.subscription.Subscription` (one query per
+delivered event, by the read rule of kafkastore.lifecycle).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import psycopg
 
-from kafkastore import codec, pg
+from kafkastore import codec, lifecycle, pg
 from kafkastore.config import Settings
 from kafkastore.records import RecordedEvent
 from kafkastore.streams import check_category, check_event_type
@@ -114,6 +116,7 @@ class FaustVerdicts:
         self._conn: psycopg.Connection | None = None
         self._resolver: VerdictResolver | None = None
         self._lock = asyncio.Lock()
+        self.hidden = 0
 
     async def judge(self, message: Any) -> RecordedEvent | None:
         """The RecordedEvent of a Faust message, or None for a phantom or a filtered event."""
@@ -138,8 +141,17 @@ class FaustVerdicts:
             return None
         if self.event_types and event.type not in self.event_types:
             return None
+        async with self._lock:
+            gone = await asyncio.to_thread(self._hidden, event)
+        if gone:
+            self.hidden += 1
+            return None
         self.delivered += 1
         return event
+
+    def _hidden(self, event: RecordedEvent) -> bool:
+        assert self._conn is not None  # opened by _settle
+        return bool(lifecycle.hidden(self._conn, [event]))
 
     def _settle(self, wire: codec.WireEvent) -> bool:
         if self._conn is None or self._conn.closed:

@@ -15,6 +15,16 @@ Two delivery modes:
   fenced against zombies after a rebalance (docs/design.md section 6). Each event runs in a
   savepoint, so a failed attempt leaves no trace.
 
+Deleted and truncated streams (docs/http.md "Stream lifecycle"): events that no read may show when
+their batch is delivered - their stream soft- or hard-deleted, below ``truncate_before``,
+beyond ``max_count`` or ``max_age`` - are **skipped**, judged in PostgreSQL by the same rule as
+every read (kafkastore.lifecycle.hidden, one query per batch), in both delivery modes. No
+lifecycle record is handed over: a handler never sees a hidden event, and an event it saw
+before its stream was deleted is not taken back. So a projection rebuilt from offset 0 after a
+deletion holds exactly what reads show (nothing of a deleted stream, only the readable tail of
+a truncated one); a live projection that must forget a deleted stream at once reads the
+stream's metadata, or is rebuilt. ``stats()["hidden"]`` counts the skipped events.
+
 Failures: an exception is retried with exponential backoff; after ``RetryPolicy.attempts`` the
 event is copied to ``<topic>.dlq`` with error headers (:mod:`consumers.dlq`) and the subscription
 moves on. ``dead_letter=False`` makes the error stop the subscription instead.
@@ -36,7 +46,7 @@ from consumers import metrics
 from consumers.checkpoints import PgCheckpoints
 from consumers.dlq import DeadLetters
 from consumers.runtime import BatchLoop, PartitionBatch
-from kafkastore import pg
+from kafkastore import lifecycle, pg
 from kafkastore.config import Settings
 from kafkastore.errors import Unavailable
 from kafkastore.records import RecordedEvent
@@ -183,6 +193,7 @@ class Subscription:
         )
         self._delivered = 0
         self._filtered = 0
+        self._hidden = 0
         self._retries = 0
         self._dead = 0
         self._thread: threading.Thread | None = None
@@ -290,11 +301,16 @@ class Subscription:
         return not self.event_types or event.type in self.event_types
 
     def _handle_batch(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
+        wanted = [e for b in batches for e in b.events if self.wants(e)]
+        hidden = lifecycle.hidden(conn, wanted)  # see "Deleted and truncated streams" above
         for batch in batches:
             messages = batch.messages or (None,) * len(batch.events)
             for event, message in zip(batch.events, messages, strict=True):
                 if not self.wants(event):
                     self._filtered += 1
+                    continue
+                if (event.stream_id, event.version) in hidden:
+                    self._hidden += 1
                     continue
                 self._deliver(conn, event, message)
 
@@ -369,6 +385,7 @@ class Subscription:
         stats.update(
             delivered=self._delivered,
             filtered=self._filtered,
+            hidden=self._hidden,
             retries=self._retries,
             dead_letters=self._dead,
             mode="exactly-once" if self.projection is not None else "at-least-once",

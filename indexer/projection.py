@@ -20,6 +20,11 @@ What it does, per transaction:
    that sees position p committed has already been able to see every position below p (the
    holder of p-1 committed before the holder of p got the lock). A transaction without real
    events never takes the lock, so phantom-only batches do not serialise the instances.
+Before step 2, events that no read may show now are dropped (kafkastore.lifecycle.hidden: the
+stream's retention and deletion, decided in SQL by the rule every read uses, and the versions
+the scavenger removed for good): an indexer that re-reads old offsets never brings a scavenged
+or deleted event back. They get no global position (holes in positions are allowed; docs/http.md).
+
 4. Record phantoms in ``phantoms`` (for the audit) and ``NOTIFY kafkastore_index`` with the new
    high-water mark; PostgreSQL delivers notifications only at COMMIT, in commit order.
 """
@@ -37,7 +42,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from consumers.runtime import PhantomRecord
-from kafkastore import pg
+from kafkastore import lifecycle, pg
 from kafkastore.errors import IntegrityError
 from kafkastore.records import RecordedEvent
 from kafkastore.streams import category_of
@@ -144,6 +149,12 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
     phantoms = _store_phantoms(conn, batches)
     if not events:
         return Applied(0, duplicates, phantoms, None)
+    gone = lifecycle.hidden(conn, events)
+    if gone:
+        events = [e for e in events if (e.stream_id, e.version) not in gone]
+        _remember_skipped(conn, gone)
+        if not events:
+            return Applied(0, duplicates, phantoms, None)
     fresh = _drop_indexed(conn, events)
     duplicates += len(events) - len(fresh)
     if not fresh:
@@ -184,6 +195,43 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
         last = first + len(fresh) - 1
         conn.execute(ADVANCE_HEAD, (last,))
     return Applied(len(fresh), duplicates, phantoms, last)
+
+
+# Hidden events the indexer did not index are gone for good, like scavenged ones: the stream's
+# indexed head counts them (a min_version read does not wait for them) and a later re-read
+# skips them whatever the metadata says then. The stream's rows that are hidden too are
+# removed with them (what the scavenger would do), so that what stays indexed of a stream is
+# contiguous: hidden events are a prefix of their stream (deletion, truncate_before,
+# max_count, max_age), and one bound per stream says what is gone.
+FORGET_HIDDEN = """
+WITH gone AS (
+    DELETE FROM events e USING streams s
+    WHERE e.stream_id = ANY(%(streams)s::text[]) AND s.stream_id = e.stream_id
+      AND NOT kafkastore_visible(e.version, e.created_at, s.version, s.truncate_before,
+                                 s.max_count, s.max_age, s.deleted)
+    RETURNING e.stream_id, e.version
+),
+merged AS (
+    SELECT k.stream_id, greatest(k.below, max(g.version) + 1) AS below, count(g.version) AS n
+    FROM unnest(%(streams)s::text[], %(below)s::bigint[]) AS k(stream_id, below)
+    LEFT JOIN gone g ON g.stream_id = k.stream_id
+    GROUP BY k.stream_id, k.below ORDER BY k.stream_id
+)
+INSERT INTO scavenged AS g (stream_id, below_version, removed)
+SELECT stream_id, below, n FROM merged
+ON CONFLICT (stream_id) DO UPDATE
+SET below_version = greatest(g.below_version, excluded.below_version),
+    removed = g.removed + excluded.removed, updated_at = now()
+"""
+
+
+def _remember_skipped(conn: psycopg.Connection, gone: set[tuple[str, int]]) -> None:
+    top: dict[str, int] = {}
+    for stream, version in gone:
+        top[stream] = max(top.get(stream, 0), version + 1)
+    streams = sorted(top)  # rows in one order everywhere: no deadlock with the scavenger
+    with pg.translated():
+        conn.execute(FORGET_HIDDEN, {"streams": streams, "below": [top[s] for s in streams]})
 
 
 def _jsonb(metadata: dict[str, Any] | None) -> Jsonb | None:

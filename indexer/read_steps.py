@@ -30,8 +30,16 @@ from typing import Any, Literal, TypeVar
 from indexer import metrics
 from kafkastore.codec import decode_data
 from kafkastore.config import Settings
-from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound
-from kafkastore.records import PositionPage, RecordedEvent, StreamPage, StreamState
+from kafkastore.errors import InvalidRequest, SnapshotNotFound, StreamDeleted, StreamNotFound
+from kafkastore.records import (
+    LoadedStream,
+    PositionPage,
+    RecordedEvent,
+    Snapshot,
+    StreamMetadata,
+    StreamPage,
+    StreamState,
+)
 from kafkastore.streams import category_of, check_category, check_event_type, check_stream_id
 
 Direction = Literal["forward", "backward"]
@@ -39,38 +47,68 @@ Direction = Literal["forward", "backward"]
 DEFAULT_WAIT = 5.0
 """How long a read with ``min_version`` and no timeout waits (capped by ``read_max_wait``)."""
 
-_COLUMNS = """global_position, stream_id, version, event_id, event_type, data, content_type,
-    metadata, created_at, partition, "offset", write_id, xid::text::bigint"""
+_COLUMNS = """e.global_position, e.stream_id, e.version, e.event_id, e.event_type, e.data,
+    e.content_type, e.metadata, e.created_at, e.partition, e."offset", e.write_id,
+    e.xid::text::bigint"""
 
-# The stream's indexed head next to its writer-side head and visibility settings.
-STREAM_HEAD = """
-SELECT (SELECT max(version) FROM events WHERE stream_id = %(s)s),
-       s.version, s.truncate_before, s.deleted, s.category, s.created_at, s.updated_at
+# Retention and deletion (docs/http.md "Stream lifecycle") are applied here, in SQL, by the one rule
+# of migration 0004: every read statement joins the event's head row and keeps what
+# kafkastore_visible lets through. Hidden events leave holes in positions and versions; the
+# pages skip them and next_version / next_position stay right.
+_EVENTS = "events e LEFT JOIN streams s ON s.stream_id = e.stream_id"
+_VISIBLE = """kafkastore_visible(e.version, e.created_at, s.version, s.truncate_before,
+    s.max_count, s.max_age, s.deleted)"""
+
+# The stream's indexed head (what the scavenger removed counts as indexed) next to its
+# writer-side head, its lifecycle state and the lowest version readable now.
+STREAM_HEAD = f"""
+SELECT greatest((SELECT max(version) FROM events WHERE stream_id = %(s)s),
+                (SELECT below_version - 1 FROM scavenged WHERE stream_id = %(s)s)),
+       s.version, s.truncate_before, s.deleted, s.category, s.created_at, s.updated_at,
+       s.soft_deleted,
+       (SELECT min(e.version) FROM events e WHERE e.stream_id = %(s)s AND {_VISIBLE})
 FROM (SELECT 1) AS one LEFT JOIN streams s ON s.stream_id = %(s)s
 """
 STREAM_FORWARD = f"""
-SELECT {_COLUMNS} FROM events
-WHERE stream_id = %s AND version >= %s ORDER BY version LIMIT %s
+SELECT {_COLUMNS} FROM {_EVENTS}
+WHERE e.stream_id = %s AND e.version >= %s AND {_VISIBLE} ORDER BY e.version LIMIT %s
 """
 STREAM_BACKWARD = f"""
-SELECT {_COLUMNS} FROM events
-WHERE stream_id = %s AND version <= %s AND version >= %s ORDER BY version DESC LIMIT %s
+SELECT {_COLUMNS} FROM {_EVENTS}
+WHERE e.stream_id = %s AND e.version <= %s AND {_VISIBLE} ORDER BY e.version DESC LIMIT %s
 """
 CATEGORY = f"""
-SELECT {_COLUMNS} FROM events
-WHERE category = %s AND global_position >= %s ORDER BY global_position LIMIT %s
+SELECT {_COLUMNS} FROM {_EVENTS}
+WHERE e.category = %s AND e.global_position >= %s AND {_VISIBLE}
+ORDER BY e.global_position LIMIT %s
 """
 CATEGORY_TYPES = f"""
-SELECT {_COLUMNS} FROM events
-WHERE category = %s AND global_position >= %s AND event_type = ANY(%s)
-ORDER BY global_position LIMIT %s
+SELECT {_COLUMNS} FROM {_EVENTS}
+WHERE e.category = %s AND e.global_position >= %s AND e.event_type = ANY(%s) AND {_VISIBLE}
+ORDER BY e.global_position LIMIT %s
 """
 ALL = f"""
-SELECT {_COLUMNS} FROM events WHERE global_position >= %s ORDER BY global_position LIMIT %s
+SELECT {_COLUMNS} FROM {_EVENTS} WHERE e.global_position >= %s AND {_VISIBLE}
+ORDER BY e.global_position LIMIT %s
 """
 ALL_TYPES = f"""
-SELECT {_COLUMNS} FROM events WHERE global_position >= %s AND event_type = ANY(%s)
-ORDER BY global_position LIMIT %s
+SELECT {_COLUMNS} FROM {_EVENTS}
+WHERE e.global_position >= %s AND e.event_type = ANY(%s) AND {_VISIBLE}
+ORDER BY e.global_position LIMIT %s
+"""
+METADATA = """
+SELECT metadata_version, max_count, max_age, truncate_before, metadata, deleted
+FROM streams WHERE stream_id = %s
+"""
+# The newest snapshot next to the tombstone flag (one row even when there is neither).
+LATEST_SNAPSHOT = """
+SELECT s.deleted, n.version, n.type, n.data, n.content_type, n.created_at
+FROM (SELECT 1) AS one
+LEFT JOIN streams s ON s.stream_id = %(s)s
+LEFT JOIN LATERAL (
+    SELECT version, type, data, content_type, created_at FROM snapshots
+    WHERE stream_id = %(s)s ORDER BY version DESC LIMIT 1
+) AS n ON true
 """
 
 
@@ -136,7 +174,7 @@ def _check_head(stream_id: str, head: Sequence[Any]) -> None:
     indexed, version, _truncate_before, deleted = head[:4]
     if deleted:
         raise StreamDeleted(stream_id)
-    if not indexed and not version:
+    if head[7] or (not indexed and not version):  # soft-deleted and not recreated, or absent
         raise StreamNotFound(stream_id)
 
 
@@ -144,16 +182,14 @@ def _page_query(
     stream_id: str, head: Sequence[Any], from_version: int | None, direction: str, limit: int
 ) -> Fetch | None:
     """The page statement (one row more than ``limit``, to learn the next page), or None when
-    the page is empty without asking."""
-    indexed, _version, truncate_before, _deleted = head[:4]
-    lowest = max(1, truncate_before or 1)
+    the page is empty without asking. Hidden events are skipped by the statement itself."""
+    indexed = head[0]
     if direction == "forward":
-        start = max(from_version or 1, lowest)
-        return Fetch(STREAM_FORWARD, (stream_id, start, limit + 1))
+        return Fetch(STREAM_FORWARD, (stream_id, from_version or 1, limit + 1))
     top = indexed if from_version is None else min(from_version, indexed or 0)
-    if not top or top < lowest:
+    if not top:
         return None
-    return Fetch(STREAM_BACKWARD, (stream_id, top, lowest, limit + 1))
+    return Fetch(STREAM_BACKWARD, (stream_id, top, limit + 1))
 
 
 def _head(stream_id: str) -> Steps[tuple[Any, ...]]:
@@ -264,11 +300,13 @@ class ReadSteps:
 
     def stream_state(self, stream_id: str) -> Steps[StreamState]:
         """The stream's writer-side head (current as soon as an append is acknowledged), its
-        indexed version, category and timestamps. Raises StreamNotFound."""
+        indexed version, category, timestamps and ``readable_from`` (the lowest version a
+        read returns now). Raises StreamNotFound (also for a soft-deleted stream); a
+        tombstoned stream answers with ``deleted=True``."""
         check_stream_id(stream_id)
         head = yield from _head(stream_id)
-        indexed, version, _tb, deleted, category, created_at, updated_at = head
-        if not indexed and not version:
+        indexed, version, _tb, deleted, category, created_at, updated_at, soft, lowest = head
+        if (soft and not deleted) or (not indexed and not version):
             raise StreamNotFound(stream_id)
         return StreamState(
             stream_id=stream_id,
@@ -278,7 +316,69 @@ class ReadSteps:
             created_at=created_at,
             updated_at=updated_at,
             deleted=bool(deleted),
+            readable_from=None if deleted or lowest is None else int(lowest),
         )
+
+    def get_metadata(self, stream_id: str) -> Steps[StreamMetadata]:
+        """The stream's metadata (``metadata_version`` 0 and no fields when never set, also for
+        a stream without events). Raises StreamDeleted for a tombstoned stream."""
+        check_stream_id(stream_id)
+        rows = yield Fetch(METADATA, (stream_id,))
+        if not rows:
+            return StreamMetadata(stream_id=stream_id, metadata_version=0)
+        version, max_count, max_age, truncate_before, extra, deleted = rows[0]
+        if deleted:
+            raise StreamDeleted(stream_id)
+        extra = extra or {}
+        return StreamMetadata(
+            stream_id=stream_id,
+            metadata_version=int(version),
+            max_count=max_count,
+            max_age=max_age,
+            truncate_before=truncate_before,
+            acl=extra.get("acl"),
+            custom=extra.get("custom"),
+        )
+
+    def latest_snapshot(self, stream_id: str) -> Steps[Snapshot]:
+        """The stream's snapshot of the highest version (served even when that version was
+        truncated away). Raises SnapshotNotFound, or StreamDeleted for a tombstoned stream."""
+        check_stream_id(stream_id)
+        rows = yield Fetch(LATEST_SNAPSHOT, {"s": stream_id})
+        deleted, version, kind, data, content_type, created_at = rows[0]
+        if deleted:
+            raise StreamDeleted(stream_id)
+        if version is None:
+            raise SnapshotNotFound(stream_id)
+        raw = bytes(data)
+        return Snapshot(
+            stream_id, int(version), kind, decode_data(raw, content_type), created_at, content_type
+        )
+
+    def load(self, stream_id: str) -> Steps[LoadedStream]:
+        """The latest snapshot (or None) and every readable event after it, in version order.
+        Raises StreamNotFound when the stream has neither events nor a snapshot."""
+        try:
+            snapshot: Snapshot | None = yield from self.latest_snapshot(stream_id)
+        except SnapshotNotFound:
+            snapshot = None
+        events: list[RecordedEvent] = []
+        start = snapshot.version + 1 if snapshot else 1
+        version = snapshot.version if snapshot else 0
+        try:
+            while True:
+                page = yield from self.read_stream(
+                    stream_id, from_version=start, limit=self.settings.read_max_limit
+                )
+                events.extend(page.events)
+                version = max(version, page.version)
+                if page.next_version is None:
+                    break
+                start = page.next_version
+        except StreamNotFound:
+            if snapshot is None:
+                raise
+        return LoadedStream(stream_id, snapshot, tuple(events), version)
 
     # Argument checks.
     def _limit(self, limit: int | None) -> int:

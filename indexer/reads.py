@@ -147,6 +147,9 @@ class Reads:
     read_category = blocking(ReadSteps.read_category)
     read_all = blocking(ReadSteps.read_all)
     stream_state = blocking(ReadSteps.stream_state)
+    get_metadata = blocking(ReadSteps.get_metadata)
+    latest_snapshot = blocking(ReadSteps.latest_snapshot)
+    load = blocking(ReadSteps.load)
 
 
 class AsyncReads:
@@ -209,3 +212,6 @@ class AsyncReads:
     read_category = awaiting(ReadSteps.read_category)
     read_all = awaiting(ReadSteps.read_all)
     stream_state = awaiting(ReadSteps.stream_state)
+    get_metadata = awaiting(ReadSteps.get_metadata)
+    latest_snapshot = awaiting(ReadSteps.latest_snapshot)
+    load = awaiting(ReadSteps.load)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from kafkastore.codec import format_time
-from kafkastore.records import PositionPage, RecordedEvent, StreamPage, StreamState
+from kafkastore.records import PositionPage, RecordedEvent, Snapshot, StreamPage, StreamState
 
 
 def event_json(e: RecordedEvent) -> dict[str, Any]:
@@ -59,5 +59,22 @@ def stream_state_json(state: StreamState) -> bytes:
             "created_at": format_time(state.created_at) if state.created_at else None,
             "updated_at": format_time(state.updated_at) if state.updated_at else None,
             "deleted": state.deleted,
+            "readable_from": state.readable_from,
         }
     )
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    """A snapshot as ``GET /streams/{stream_id}/snapshots/latest`` answers it."""
+    out: dict[str, Any] = {
+        "stream_id": snapshot.stream_id,
+        "version": snapshot.version,
+        "type": snapshot.type,
+    }
+    if isinstance(snapshot.data, bytes):
+        out["data_base64"] = base64.b64encode(snapshot.data).decode("ascii")
+        out["content_type"] = snapshot.content_type
+    else:
+        out["data"] = snapshot.data
+    out["created_at"] = format_time(snapshot.created_at) if snapshot.created_at else None
+    return out

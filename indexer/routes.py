@@ -16,10 +16,12 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from indexer import render
 from indexer.reads import AsyncReads, Direction
+from kafkastore import models
 from kafkastore.errors import InvalidRequest
 
 router = APIRouter(tags=["reads"])
@@ -52,6 +54,36 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 async def stream_state(request: Request, stream_id: str) -> Response:
     state = await _reads(request).stream_state(stream_id)
     return Response(render.stream_state_json(state), media_type=JSON)
+
+
+@router.get(
+    "/streams/{stream_id:path}/metadata",
+    tags=["lifecycle"],
+    summary="A stream's metadata (also before it has events)",
+    responses={
+        "200": {"model": models.MetadataBody, "description": "metadata_version 0: never set"},
+        "400": models.error("invalid_request: bad stream id"),
+        "410": models.error("stream_deleted"),
+    },
+)
+async def get_metadata(request: Request, stream_id: str) -> Response:
+    metadata = await _reads(request).get_metadata(stream_id)
+    return Response(orjson.dumps(metadata.to_json()), media_type=JSON)
+
+
+@router.get(
+    "/streams/{stream_id:path}/snapshots/latest",
+    tags=["lifecycle"],
+    summary="A stream's latest snapshot",
+    responses={
+        "200": {"model": models.SnapshotBody, "description": "the snapshot of the highest version"},
+        "404": models.error("snapshot_not_found"),
+        "410": models.error("stream_deleted"),
+    },
+)
+async def latest_snapshot(request: Request, stream_id: str) -> Response:
+    snapshot = await _reads(request).latest_snapshot(stream_id)
+    return Response(orjson.dumps(render.snapshot_json(snapshot)), media_type=JSON)
 
 
 def _types(request: Request) -> list[str] | None:

@@ -27,10 +27,10 @@ import psycopg
 from consumers.checkpoints import PgCheckpoints
 from consumers.runtime import BatchLoop, PartitionBatch
 from consumers.stopflag import StopFlag
-from indexer import metrics, projection
+from indexer import metrics, projection, scavenge
 from kafkastore import schema, topic
 from kafkastore.config import Settings
-from kafkastore.errors import ConfigurationError, Unavailable
+from kafkastore.errors import ConfigurationError, KafkaStoreError, Unavailable
 from kafkastore.retry import Backoff
 from kafkastore.signals import stop_signals
 
@@ -59,6 +59,7 @@ class Indexer:
         self._waits_seen = 0
         self.indexed = 0
         self.phantoms = 0
+        self.scavenged = 0
 
     def stop(self) -> None:
         """Return from :meth:`run` after the current batch (thread-safe, signal-safe)."""
@@ -73,6 +74,12 @@ class Indexer:
         delays = RESTARTS.delays()
         ticker = threading.Thread(target=self._tick, name="kafkastore-indexer-ticker", daemon=True)
         ticker.start()
+        scavenger = None
+        if self.settings.scavenge_interval > 0:
+            scavenger = threading.Thread(
+                target=self._scavenge, name="kafkastore-indexer-scavenger", daemon=True
+            )
+            scavenger.start()
         while not self._stop.is_set():
             loop = BatchLoop(
                 self.settings,
@@ -101,6 +108,8 @@ class Indexer:
                 self._stop.wait(delay)
         self._loop = None
         ticker.join(timeout=2.0)
+        if scavenger is not None:
+            scavenger.join(timeout=10.0)
         logger.info("indexer stopped: %d events indexed, %d phantoms", self.indexed, self.phantoms)
 
     def _handle(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
@@ -120,6 +129,24 @@ class Indexer:
             if b.events:
                 age = (now - b.events[-1].created_at).total_seconds()
                 metrics.LAG_SECONDS.labels(str(b.partition)).set(max(0.0, age))
+
+    def _scavenge(self) -> None:
+        """Background passes of the scavenger (indexer.scavenge), every ``scavenge_interval``;
+        an outage is logged and the next pass tries again."""
+        while not self._stop.wait(self.settings.scavenge_interval):
+            try:
+                done = scavenge.scavenge(self.settings, should_stop=self._stop.is_set)
+            except KafkaStoreError as exc:
+                logger.warning("scavenger: %s; trying again later", exc.message)
+                continue
+            self.scavenged += done.rows
+            if done.rows:
+                logger.info(
+                    "scavenger removed %d hidden events in %.2fs (%.0f rows/s)",
+                    done.rows,
+                    done.seconds,
+                    done.rate,
+                )
 
     # -- background: lag gauges, progress lines, the stuck-writer alarm ---------------------
 

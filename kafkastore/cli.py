@@ -29,10 +29,13 @@ from kafkastore.errors import (
     OutcomeUnknown,
     PayloadTooLarge,
     SchemaError,
+    SnapshotAboveHead,
+    SnapshotNotFound,
     StreamDeleted,
     StreamNotFound,
     Unavailable,
     WrongExpectedVersion,
+    WrongMetadataVersion,
 )
 from kafkastore.target import Target, resolve
 
@@ -59,7 +62,8 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         1,
         "failed",
         "the command ran and the answer is no: a conflict (wrong expected version, duplicate"
-        " event id), a missing or deleted stream, an audit that found problems, a missing topic,"
+        " event id, stale metadata version, snapshot above the head), a missing or deleted"
+        " stream or snapshot, an audit that found problems, a missing topic,"
         " a dev stack already running",
         (
             WrongExpectedVersion,
@@ -68,6 +72,9 @@ EXIT_CODES: tuple[ExitCode, ...] = (
             StreamNotFound,
             StreamDeleted,
             IntegrityError,
+            WrongMetadataVersion,
+            SnapshotAboveHead,
+            SnapshotNotFound,
         ),
     ),
     ExitCode(
@@ -219,6 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="prove that markers, Kafka and the index agree")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic")
     _common(p, "kafka", "database_url", "topic")
+
+    p = sub.add_parser("stream", help="a stream's lifecycle: metadata")
+    ssub = p.add_subparsers(dest="stream_command", metavar="ACTION", required=True)
+    m = ssub.add_parser("metadata", help="show a stream's metadata, or change fields of it")
+    m.add_argument("stream_id", help="the stream (it need not have events)")
+    m.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a field (max_count, max_age, truncate_before, acl, custom; the value is "
+        "JSON, or text; empty or null unsets it); the other fields are kept (repeatable)",
+    )
+    _common(m, "kafka", "database_url", "topic")
+
+    p = sub.add_parser("scavenge", help="remove events hidden by retention or deletion now")
+    p.add_argument("--batch", type=int, default=1000, help="rows removed per transaction")
+    _common(p, "database_url")
 
     p = sub.add_parser("bench", help="run the benchmarks against real services")
     p.add_argument("--quick", action="store_true", help="a ~3-minute run")

@@ -25,15 +25,21 @@ from indexer.read_steps import Op, ReadSteps
 from indexer.reads import AsyncReads, Reads, awaiting, blocking
 from kafkastore.config import Settings
 from kafkastore.errors import Unavailable
+from kafkastore.lifecycle import MetadataUpdate, MetadataVersion, parse_metadata
 from kafkastore.records import (
     AppendRequest,
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    Snapshot,
+    StreamMetadata,
 )
+from kafkastore.streams import check_stream_id
 from kafkastore.target import resolve
+from writer import lifecycle
+from writer.decide import Deletion
 from writer.engine import Writer
-from writer.prepare import PreparedAppend, prepare, prepare_many
+from writer.prepare import PreparedAppend, parse_expected, prepare, prepare_many
 
 Opened = TypeVar("Opened")
 
@@ -104,6 +110,16 @@ class _Store(Generic[Opened]):
     def _prepare_many(self, appends: Sequence[AppendRequest]) -> list[PreparedAppend]:
         return prepare_many(appends, self.settings.limits)
 
+    @staticmethod
+    def _metadata(
+        expected_metadata_version: MetadataVersion, fields: dict[str, Any]
+    ) -> MetadataUpdate:
+        return parse_metadata({"expected_metadata_version": expected_metadata_version, **fields})
+
+    @staticmethod
+    def _deletion(stream_id: str, expected_version: ExpectedVersion, hard: bool) -> Deletion:
+        return Deletion(check_stream_id(stream_id), parse_expected(expected_version), hard)
+
 
 class EventStore(_Store["EventStore"]):
     """Append to and read from the store, in-process (thread-safe; share one per process)."""
@@ -164,6 +180,42 @@ class EventStore(_Store["EventStore"]):
             + s.commit_resolve_timeout
         )
 
+    def set_metadata(
+        self,
+        stream_id: str,
+        *,
+        expected_metadata_version: MetadataVersion = "any",
+        **fields: Any,
+    ) -> StreamMetadata:
+        """Replace the stream's metadata (``max_count``, ``max_age``, ``truncate_before``,
+        ``acl``, ``custom``; absent ones are unset); also before the stream has events.
+        Raises WrongMetadataVersion, StreamDeleted or InvalidRequest, changing nothing."""
+        update = self._metadata(expected_metadata_version, fields)
+        return lifecycle.set_metadata(self.settings, stream_id, update)
+
+    def delete_stream(
+        self, stream_id: str, *, expected_version: ExpectedVersion = "any", hard: bool = False
+    ) -> None:
+        """Soft-delete the stream (its events leave every read; appending again recreates it,
+        numbering continues), or with ``hard=True`` tombstone it for good."""
+        deletion = self._deletion(stream_id, expected_version, hard)
+        self._writer.submit_deletion(deletion).result(self._result_timeout(None))
+
+    def save_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        type: str,
+        data: Any,
+        *,
+        content_type: str | None = None,
+    ) -> Snapshot:
+        """Store a snapshot of the stream's state at ``version`` (at most its head, else
+        SnapshotAboveHead)."""
+        return lifecycle.save_snapshot(
+            self.settings, stream_id, version, type, data, content_type=content_type
+        )
+
     def _do(self, op: Op) -> Any:
         if self._reads is None:
             self._reads = Reads.open(self.settings)
@@ -173,6 +225,9 @@ class EventStore(_Store["EventStore"]):
     read_category = blocking(ReadSteps.read_category)
     read_all = blocking(ReadSteps.read_all)
     stream_state = blocking(ReadSteps.stream_state)
+    get_metadata = blocking(ReadSteps.get_metadata)
+    latest_snapshot = blocking(ReadSteps.latest_snapshot)
+    load = blocking(ReadSteps.load)
 
 
 class AsyncEventStore(_Store["_Connecting"]):
@@ -228,6 +283,44 @@ class AsyncEventStore(_Store["_Connecting"]):
             future = await asyncio.to_thread(self._writer.submit, prepared, atomic=atomic)
         return await asyncio.wrap_future(future)
 
+    async def set_metadata(
+        self,
+        stream_id: str,
+        *,
+        expected_metadata_version: MetadataVersion = "any",
+        **fields: Any,
+    ) -> StreamMetadata:
+        """See :meth:`EventStore.set_metadata`."""
+        update = self._metadata(expected_metadata_version, fields)
+        return await asyncio.to_thread(lifecycle.set_metadata, self.settings, stream_id, update)
+
+    async def delete_stream(
+        self, stream_id: str, *, expected_version: ExpectedVersion = "any", hard: bool = False
+    ) -> None:
+        """See :meth:`EventStore.delete_stream`."""
+        deletion = self._deletion(stream_id, expected_version, hard)
+        await asyncio.wrap_future(self._writer.submit_deletion(deletion))
+
+    async def save_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        type: str,
+        data: Any,
+        *,
+        content_type: str | None = None,
+    ) -> Snapshot:
+        """See :meth:`EventStore.save_snapshot`."""
+        return await asyncio.to_thread(
+            lifecycle.save_snapshot,
+            self.settings,
+            stream_id,
+            version,
+            type,
+            data,
+            content_type=content_type,
+        )
+
     async def _do(self, op: Op) -> Any:
         if self._reads is None:
             self._reads = await AsyncReads.open(self.settings)
@@ -237,6 +330,9 @@ class AsyncEventStore(_Store["_Connecting"]):
     read_category = awaiting(ReadSteps.read_category)
     read_all = awaiting(ReadSteps.read_all)
     stream_state = awaiting(ReadSteps.stream_state)
+    get_metadata = awaiting(ReadSteps.get_metadata)
+    latest_snapshot = awaiting(ReadSteps.latest_snapshot)
+    load = awaiting(ReadSteps.load)
 
 
 class _Connecting:

@@ -167,6 +167,50 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return bench_main.run(options, settings)
 
 
+def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
+    """``kafkastore stream metadata STREAM [--set key=value ...]``: print the metadata (JSON);
+    with ``--set``, change those fields, keeping the others, checked against the metadata
+    version just read (a concurrent change makes it fail rather than be overwritten)."""
+    from kafkastore.client import EventStore
+    from kafkastore.errors import InvalidRequest
+
+    changes: dict[str, object] = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequest(f"--set wants KEY=VALUE, got {item!r}", fields=["set"])
+        changes[key] = _value(text)
+    store = EventStore(settings)
+    try:
+        metadata = store.get_metadata(args.stream_id)
+        if changes:
+            fields = {**metadata.to_json(), **changes}
+            del fields["stream_id"], fields["metadata_version"]
+            metadata = store.set_metadata(
+                args.stream_id, expected_metadata_version=metadata.metadata_version, **fields
+            )
+    finally:
+        store.close()
+    print(json.dumps(metadata.to_json(), indent=2))
+    return 0
+
+
+def _value(text: str) -> object:
+    """A ``--set`` value: JSON when it parses, else the text itself; empty means unset."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_scavenge(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer import scavenge
+
+    return scavenge.run(settings, batch=args.batch, out=sys.stdout)
+
+
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
     """A repeatable option: None when never given."""
     return tuple(values) if values is not None else None
@@ -183,4 +227,6 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "tail": cmd_tail,
     "audit": cmd_audit,
     "bench": cmd_bench,
+    "stream": cmd_stream,
+    "scavenge": cmd_scavenge,
 }

@@ -99,6 +99,10 @@ class Settings:
     """Most messages the indexer applies in one transaction."""
     stuck_writer_alarm: float = 60.0
     """The indexer logs an alarm when a writer's xid stays in progress this long."""
+    scavenge_interval: float = 30.0
+    """Seconds between the indexer's background scavenger passes (0 = no background pass)."""
+    scavenge_batch: int = 1_000
+    """Most ``events`` rows the scavenger removes in one (short) transaction."""
     read_default_limit: int = 100
     """Page size of a read that gives no ``limit``."""
     read_max_limit: int = 10_000

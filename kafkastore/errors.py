@@ -7,7 +7,10 @@
     ├── PayloadTooLarge           413 payload_too_large (a configured limit was exceeded)
     ├── StreamNotFound            404 stream_not_found
     ├── StreamDeleted             410 stream_deleted
+    ├── SnapshotNotFound          404 snapshot_not_found
+    ├── SnapshotAboveHead         409 snapshot_above_head (a snapshot of a version not written)
     ├── WrongExpectedVersion      409 wrong_expected_version
+    │   └── WrongMetadataVersion  409 wrong_expected_version (of the stream's metadata)
     ├── AppendConflicts           409 wrong_expected_version (several entries of one atomic append)
     ├── DuplicateEventId          409 duplicate_event_id
     ├── Unavailable               503 unavailable       (Kafka / PostgreSQL down or timed out)
@@ -37,10 +40,13 @@ __all__ = [
     "OutcomeUnknown",
     "PayloadTooLarge",
     "SchemaError",
+    "SnapshotAboveHead",
+    "SnapshotNotFound",
     "StreamDeleted",
     "StreamNotFound",
     "Unavailable",
     "WrongExpectedVersion",
+    "WrongMetadataVersion",
 ]
 
 
@@ -130,6 +136,52 @@ class WrongExpectedVersion(KafkaStoreError):
         return {
             "stream_id": self.stream_id,
             "expected_version": self.expected,
+            "current_version": self.current,
+        }
+
+
+class WrongMetadataVersion(WrongExpectedVersion):
+    """The stream's ``metadata_version`` does not match ``expected_metadata_version``."""
+
+    def __init__(self, stream_id: str, expected: int | str, current: int) -> None:
+        super().__init__(stream_id, expected, current)
+        self.message = (
+            f"Wrong expected metadata version: {expected} "
+            f"(Stream: {stream_id}, Metadata Version: {current})"
+        )
+        self.args = (self.message,)
+
+
+class SnapshotNotFound(KafkaStoreError):
+    """The stream has no snapshot."""
+
+    code = "snapshot_not_found"
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"stream {stream_id!r} has no snapshot")
+        self.stream_id = stream_id
+
+    def details(self) -> dict[str, Any]:
+        return {"stream_id": self.stream_id}
+
+
+class SnapshotAboveHead(KafkaStoreError):
+    """A snapshot was saved at a version the stream has not reached."""
+
+    code = "snapshot_above_head"
+
+    def __init__(self, stream_id: str, version: int, current: int) -> None:
+        super().__init__(
+            f"snapshot version {version} is above the head of {stream_id!r} ({current})"
+        )
+        self.stream_id = stream_id
+        self.version = version
+        self.current = current
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "version": self.version,
             "current_version": self.current,
         }
 

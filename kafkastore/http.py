@@ -31,6 +31,8 @@ from kafkastore.errors import (
     KafkaStoreError,
     PayloadTooLarge,
     SchemaError,
+    SnapshotAboveHead,
+    SnapshotNotFound,
     StreamDeleted,
     StreamNotFound,
     Unavailable,
@@ -42,6 +44,8 @@ from writer.routes import router as append_router
 STATUS: dict[type[KafkaStoreError], int] = {
     InvalidRequest: 400,
     StreamNotFound: 404,
+    SnapshotNotFound: 404,
+    SnapshotAboveHead: 409,
     WrongExpectedVersion: 409,
     AppendConflicts: 409,
     DuplicateEventId: 409,

@@ -135,6 +135,10 @@ class StreamState:
     created_at: datetime | None
     updated_at: datetime | None
     deleted: bool = False
+    """True once the stream was hard-deleted (tombstoned): its reads answer StreamDeleted."""
+    readable_from: int | None = None
+    """The lowest version a read can return now (retention and deletion applied), or None
+    when nothing indexed is readable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +159,60 @@ class PositionPage:
     events: tuple[RecordedEvent, ...]
     next_position: int | None
     index_behind: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMetadata:
+    """A stream's metadata (docs/http.md "Stream lifecycle"); every stream has it, also one with no
+    events yet (then ``metadata_version`` is 0 and every field None)."""
+
+    stream_id: str
+    metadata_version: int
+    """0 = never set; each write adds 1 (checked like an expected version)."""
+    max_count: int | None = None
+    """Only the newest N events are readable."""
+    max_age: int | None = None
+    """Only events younger than this many seconds are readable."""
+    truncate_before: int | None = None
+    """Only versions >= this are readable (a soft delete sets it to the head + 1)."""
+    acl: dict[str, Any] | None = None
+    """Access lists, stored now (enforced by the security layer)."""
+    custom: dict[str, Any] | None = None
+    """Any JSON object of the user's."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of ``GET /streams/{stream_id}/metadata``."""
+        return {
+            "stream_id": self.stream_id,
+            "metadata_version": self.metadata_version,
+            "max_count": self.max_count,
+            "max_age": self.max_age,
+            "truncate_before": self.truncate_before,
+            "acl": self.acl,
+            "custom": self.custom,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A snapshot of a stream's state as of ``version`` (served even when that version was
+    truncated away: that is how state outlives a truncation)."""
+
+    stream_id: str
+    version: int
+    type: str
+    data: Any
+    """Decoded JSON when the content type is JSON, else the raw bytes."""
+    created_at: datetime | None = None
+    content_type: str = JSON_CONTENT_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedStream:
+    """What ``load(stream_id)`` returns: the latest snapshot and the readable events after it."""
+
+    stream_id: str
+    snapshot: Snapshot | None
+    events: tuple[RecordedEvent, ...]
+    version: int
+    """The stream's indexed head (the version the state is at once ``events`` are applied)."""

@@ -17,6 +17,14 @@ writes, and what every unit is answered. The rules, in the spirit of Message DB'
   original's result (``created=False``). Any other reuse of such ids: DuplicateEventId.
 - Otherwise the stream must not be deleted and the expected version must hold against the head
   (docs/http.md's four modes); the append gets the versions head + 1 ... head + n.
+- A unit may instead be a *deletion* (docs/http.md "Stream lifecycle"), decided in the same arrival
+  order under the same row lock, so an append and a delete of one stream never interleave: a
+  tombstoned stream refuses it (StreamDeleted); else its expected version must hold. A soft
+  delete sets ``truncate_before`` to head + 1 and marks the stream soft-deleted; an append after
+  it (in this batch or a later one) recreates the stream and numbering continues. A hard delete
+  tombstones the stream: every later append of this batch and of any other is StreamDeleted.
+- On a soft-deleted stream ``no_stream`` holds and ``exists`` does not; an exact version is
+  compared with the head, which a soft delete keeps.
 - A unit fails whole: any error of one of its appends rejects all of them. The first
   DuplicateEventId or StreamDeleted wins; else an atomic unit reports every conflict
   (AppendConflicts), a single append its one WrongExpectedVersion.
@@ -28,7 +36,7 @@ stream), so the stream's marker row is one slice of the batch's flat id and offs
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 from kafkastore.errors import (
@@ -51,6 +59,30 @@ class Unit:
     """True for ``append_many``: the unit's appends are all accepted or all rejected."""
     size: int
     """Bytes the unit holds in the writer's queue (backpressure)."""
+    deletion: Deletion | None = None
+    """A delete of one stream instead of appends (then ``appends`` is empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """``DELETE /streams/{stream_id}``: a soft delete, or a hard one (a tombstone)."""
+
+    stream_id: str
+    expected: ExpectedVersion
+    hard: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleRow:
+    """What COMMIT writes to a deleted stream's head row (its final state in this batch)."""
+
+    stream_id: str
+    truncate_before: int | None
+    """The new ``truncate_before`` (head + 1 of the soft delete); None to keep it."""
+    soft_deleted: bool
+    """Whether the stream ends the batch soft-deleted (False when an append recreated it)."""
+    hard: bool
+    """Whether the stream was tombstoned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +92,9 @@ class Head:
     version: int
     """The stream's version: the number of its committed events (0 for a new stream)."""
     deleted: bool
+    """Tombstoned (hard-deleted): no append passes."""
+    soft_deleted: bool = False
+    """Soft-deleted and not recreated since."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +189,8 @@ class Decision:
     """One per stream with accepted appends, in produce order."""
     heads: Mapping[str, int]
     """The new version of each stream this batch changes."""
+    deletions: Mapping[str, LifecycleRow] = field(default_factory=dict)
+    """The deleted streams' rows as COMMIT writes them (after the heads)."""
 
     @property
     def event_count(self) -> int:
@@ -174,15 +211,17 @@ Settled = list[AppendResult] | KafkaStoreError
 """A unit's answer: one result per append, or the error that rejected the whole unit."""
 
 
-def expected_version_holds(expected: ExpectedVersion, current: int) -> bool:
-    """Whether a stream at version ``current`` satisfies ``expected`` (the four modes of
-    docs/http.md)."""
+def expected_version_holds(
+    expected: ExpectedVersion, current: int, *, soft_deleted: bool = False
+) -> bool:
+    """Whether a stream at version ``current`` satisfies ``expected`` (docs/http.md's four modes; a
+    soft-deleted stream does not exist, but its numbering continues)."""
     if expected == "any":
         return True
     if expected == "no_stream":
-        return current == 0
+        return current == 0 or soft_deleted
     if expected == "exists":
-        return current >= 1
+        return current >= 1 and not soft_deleted
     return current == expected
 
 
@@ -193,11 +232,16 @@ def decide(
     ``stored`` the committed positions of (at least) the batch's client-supplied ids."""
     current = {stream: head.version for stream, head in heads.items()}
     deleted = {stream for stream, head in heads.items() if head.deleted}
+    soft = {stream for stream, head in heads.items() if head.soft_deleted}
+    lifecycle: dict[str, LifecycleRow] = {}
     chosen: list[tuple[PreparedAppend, int]] = []  # accepted (append, from_version), arrival order
     claimed: dict[UUID, int] = {}  # event id -> index in ``chosen`` of the append holding it
     changed: dict[str, int] = {}
     verdicts: list[Admitted | Rejected] = []
     for unit in units:
+        if unit.deletion is not None:
+            verdicts.append(_delete(unit.deletion, current, deleted, soft, lifecycle))
+            continue
         tentative: dict[str, int] = {}  # heads as moved by this unit's earlier appends
         conflicts: list[WrongExpectedVersion] = []
         error: KafkaStoreError | None = None
@@ -222,7 +266,8 @@ def decide(
             if stream in deleted:
                 error = error or StreamDeleted(stream)
                 continue
-            if not expected_version_holds(append.expected, head):
+            is_soft = stream in soft and stream not in tentative
+            if not expected_version_holds(append.expected, head, soft_deleted=is_soft):
                 conflicts.append(WrongExpectedVersion(stream, append.expected, head))
                 continue
             answers.append(Created(len(chosen) + len(taken)))
@@ -239,9 +284,40 @@ def decide(
             chosen.append((append, from_version))
         current.update(tentative)
         changed.update(tentative)
+        for stream in tentative:  # an append recreates a soft-deleted stream
+            soft.discard(stream)
+            if stream in lifecycle:
+                lifecycle[stream] = replace(lifecycle[stream], soft_deleted=False)
         verdicts.append(Admitted(tuple(answers)))
     accepted, produce_order, markers = _layout(chosen)
-    return Decision(tuple(verdicts), accepted, produce_order, markers, changed)
+    return Decision(tuple(verdicts), accepted, produce_order, markers, changed, lifecycle)
+
+
+def _delete(
+    deletion: Deletion,
+    current: Mapping[str, int],
+    deleted: set[str],
+    soft: set[str],
+    lifecycle: dict[str, LifecycleRow],
+) -> Admitted | Rejected:
+    """Decide one deletion against the heads as this batch has moved them so far."""
+    stream = deletion.stream_id
+    head = current[stream]
+    if stream in deleted:
+        return Rejected(StreamDeleted(stream))
+    if not expected_version_holds(deletion.expected, head, soft_deleted=stream in soft):
+        return Rejected(WrongExpectedVersion(stream, deletion.expected, head))
+    if deletion.hard:
+        deleted.add(stream)
+        soft.discard(stream)
+        earlier = lifecycle.get(stream)
+        lifecycle[stream] = LifecycleRow(
+            stream, earlier.truncate_before if earlier else None, False, True
+        )
+    else:
+        soft.add(stream)
+        lifecycle[stream] = LifecycleRow(stream, head + 1, True, False)
+    return Admitted(())
 
 
 def _layout(

@@ -20,7 +20,7 @@ from kafkastore import pg
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError, Unavailable
 from kafkastore.records import AppendResult
-from writer.decide import Unit
+from writer.decide import Deletion, Unit
 from writer.delivery import SharedProducer
 from writer.prepare import PreparedAppend
 from writer.protocol import BatchRunner
@@ -118,6 +118,20 @@ class Writer:
             if self._closing:
                 raise Unavailable("the writer is closing")
             self._bytes += size
+            self._queue.append((unit, future))
+            self._cond.notify_all()
+        return future
+
+    def submit_deletion(self, deletion: Deletion) -> Future[list[AppendResult]]:
+        """Queue a delete of one stream: decided in arrival order with the appends, under the
+        same head row lock (its future's result is an empty list)."""
+        if not self._opened:
+            raise Unavailable("the writer is not open")
+        unit = Unit((), False, 0, deletion)
+        future: Future[list[AppendResult]] = Future()
+        with self._cond:
+            if self._closing:
+                raise Unavailable("the writer is closing")
             self._queue.append((unit, future))
             self._cond.notify_all()
         return future

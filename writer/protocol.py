@@ -12,6 +12,12 @@
        Any failed or missing report -> ROLLBACK -> Unavailable (retriable). A lost COMMIT reply
        is settled through the marker on a fresh connection, else OutcomeUnknown.
 
+Deletes (soft and hard, docs/http.md "Stream lifecycle") are units of the same batches: their
+streams are locked in step 2 with the appends', decided in arrival order in step 3, and their
+head rows written in step 5 after UPDATE_HEADS. A delete produces nothing to Kafka (the topic
+stays append-only; what is hidden is decided at read time from the head row), so a batch of
+deletions only skips step 4 and commits at once.
+
 The heads and the marker are written after the acks and before COMMIT, in one pipelined round
 trip with it: nothing of the transaction is visible before COMMIT, so when they are written
 inside it does not change what readers can see; the row locks of step 2 are what serialise
@@ -85,6 +91,9 @@ class BatchRunner:
                 faults.step("locked")
                 decision = decide(units, heads, stored)  # step 3
                 if not decision.accepted:
+                    if decision.deletions:  # deletions only: nothing to produce
+                        self._commit_deletions(conn, decision)
+                        return settle(decision, None)
                     with pg.translated():
                         conn.rollback()
                     return settle(decision, None)
@@ -117,7 +126,10 @@ class BatchRunner:
         self, conn: psycopg.Connection, units: Sequence[Unit]
     ) -> tuple[int, dict[str, Head], dict[UUID, StoredEvent]]:
         """Steps 1-2 in one pipelined round trip: lock the heads (and supplied ids), read them."""
-        streams = sorted({a.stream_id for u in units for a in u.appends})
+        streams = sorted(
+            {a.stream_id for u in units for a in u.appends}
+            | {u.deletion.stream_id for u in units if u.deletion is not None}
+        )
         supplied = [e.id for u in units for a in u.appends if a.supplied_ids for e in a.events]
         with pg.translated():
             with conn.pipeline():
@@ -132,7 +144,7 @@ class BatchRunner:
             assert xid_row is not None
             return (
                 int(xid_row[0]),
-                {s: Head(int(v), bool(d)) for s, v, d in heads.fetchall()},
+                {s: Head(int(v), bool(d), bool(sd)) for s, v, d, sd in heads.fetchall()},
                 {row[0]: StoredEvent(*row[1:]) for row in (found.fetchall() if found else [])},
             )
 
@@ -162,6 +174,7 @@ class BatchRunner:
                         "partitions": [delivered.partitions[r.start] for r in rows],
                     },
                 )
+                _apply_deletions(conn, decision)
                 faults.step("commit")
                 conn.commit()
         except KafkaStoreError as exc:
@@ -174,6 +187,20 @@ class BatchRunner:
                 logger.info("write %s had committed", delivered.write_id)
                 return
             raise Unavailable(f"the transaction was aborted at COMMIT: {exc}") from exc
+
+    def _commit_deletions(self, conn: psycopg.Connection, decision: Decision) -> None:
+        """A batch of deletions only: the head rows and COMMIT in one round trip. There is no
+        marker to settle a lost COMMIT reply by; a delete is idempotent, so the caller may
+        simply delete again."""
+        try:
+            with pg.commit_translated(), conn.pipeline():
+                _apply_deletions(conn, decision)
+                conn.commit()
+        except KafkaStoreError as exc:
+            conn.close()
+            raise OutcomeUnknown(
+                f"the outcome of the delete is unknown ({exc.message}); deleting again is safe"
+            ) from exc
 
     def _connection(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed or self.conn.broken:
@@ -193,6 +220,26 @@ class BatchRunner:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def _apply_deletions(conn: psycopg.Connection, decision: Decision) -> None:
+    """The deleted streams' final states (after UPDATE_HEADS: a delete that follows an append
+    in the batch wins) and the snapshots of tombstoned ones removed."""
+    rows = list(decision.deletions.values())
+    if not rows:
+        return
+    conn.execute(
+        sql.APPLY_DELETIONS,
+        (
+            [r.stream_id for r in rows],
+            [r.truncate_before for r in rows],
+            [r.soft_deleted for r in rows],
+            [r.hard for r in rows],
+        ),
+    )
+    hard = [r.stream_id for r in rows if r.hard]
+    if hard:
+        conn.execute(sql.DELETE_SNAPSHOTS, (hard,))
 
 
 def resolve_commit(settings: Settings, write_id: UUID, xid: int) -> bool:

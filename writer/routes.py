@@ -1,4 +1,5 @@
-"""Append routes: ``POST /streams/{stream_id}`` and ``POST /append`` (docs/http.md).
+"""Append routes: ``POST /streams/{stream_id}`` and ``POST /append`` (docs/http.md); and the
+lifecycle writes: ``PUT .../metadata``, ``DELETE /streams/{stream_id}``, ``PUT .../snapshots``.
 
 The hot path stays off FastAPI's pydantic machinery: the body is parsed with orjson and checked
 by writer.prepare (which raises our errors; the app maps them to statuses by one table), and the
@@ -14,10 +15,17 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from kafkastore import models
+from kafkastore.codec import format_time
 from kafkastore.config import Settings
-from kafkastore.records import AppendResult
+from kafkastore.errors import InvalidRequest
+from kafkastore.lifecycle import parse_metadata
+from kafkastore.records import AppendResult, Snapshot
+from kafkastore.streams import check_stream_id
+from writer import lifecycle
+from writer.decide import Deletion
 from writer.engine import Writer
-from writer.prepare import PreparedAppend, parse_append_body, parse_many_body
+from writer.prepare import PreparedAppend, parse_append_body, parse_expected, parse_many_body
 
 router = APIRouter(tags=["append"])
 
@@ -129,3 +137,130 @@ async def append_many(request: Request) -> Response:
     results = await _submit(request, prepared, atomic=True)
     created = any(r.created for r in results)
     return _json({"results": [r.to_json() for r in results]}, 201 if created else 200)
+
+
+# -- stream lifecycle (docs/http.md "Stream lifecycle") --------------------------------------------
+
+_UNAVAILABLE = models.error("unavailable (Retry-After)")
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}", fields=["body"]) from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object", fields=["body"])
+    return document
+
+
+@router.put(
+    "/streams/{stream_id:path}/metadata",
+    tags=["lifecycle"],
+    summary="Replace a stream's metadata (retention, ACL, custom)",
+    openapi_extra=models.body(models.MetadataWrite),
+    responses={
+        "200": {"model": models.MetadataBody, "description": "the new metadata"},
+        "400": models.error(
+            "invalid_request: unknown field, bad type, or truncate_before > head + 1"
+        ),
+        "409": models.error("wrong_expected_version (of the metadata)"),
+        "410": models.error("stream_deleted"),
+        "503": _UNAVAILABLE,
+    },
+)
+async def put_metadata(stream_id: str, request: Request) -> Response:
+    """Replace the metadata when ``expected_metadata_version`` matches (``"any"`` always);
+    settable before the stream has events. Nothing changes on an error."""
+    update = parse_metadata(_object(await request.body()))
+    settings: Settings = request.app.state.settings
+    metadata = await asyncio.to_thread(lifecycle.set_metadata, settings, stream_id, update)
+    return _json(metadata.to_json(), 200)
+
+
+@router.delete(
+    "/streams/{stream_id:path}",
+    status_code=204,
+    tags=["lifecycle"],
+    summary="Delete a stream (soft, or hard with ?hard=true)",
+    responses={
+        "204": {"description": "deleted"},
+        "400": models.error("invalid_request: bad expected_version"),
+        "409": models.error("wrong_expected_version"),
+        "410": models.error("stream_deleted: already tombstoned"),
+        "503": _UNAVAILABLE,
+    },
+)
+async def delete_stream(
+    stream_id: str, request: Request, expected_version: str = "any", hard: bool = False
+) -> Response:
+    """Soft delete: the stream reads as 404 and its events leave every read; an append
+    recreates it and numbering continues. ``hard=true``: a tombstone, 410 for good."""
+    value: object = int(expected_version) if expected_version.isdigit() else expected_version
+    deletion = Deletion(check_stream_id(stream_id), parse_expected(value), hard)
+    writer: Writer = request.app.state.writer
+    await asyncio.wrap_future(writer.submit_deletion(deletion))
+    return Response(status_code=204)
+
+
+@router.put(
+    "/streams/{stream_id:path}/snapshots",
+    status_code=201,
+    tags=["lifecycle"],
+    summary="Save a snapshot of a stream's state at a version",
+    openapi_extra=models.body(models.SnapshotWrite),
+    responses={
+        "201": {"model": models.SnapshotBody, "description": "stored"},
+        "400": models.error("invalid_request"),
+        "409": models.error("snapshot_above_head: the version is above the stream's head"),
+        "410": models.error("stream_deleted"),
+        "503": _UNAVAILABLE,
+    },
+)
+async def put_snapshot(stream_id: str, request: Request) -> Response:
+    """Store a snapshot at ``version`` (at most the head); one per version, the latest wins."""
+    document = _object(await request.body())
+    unknown = set(document) - {"version", "type", "data", "data_base64", "content_type"}
+    if unknown:
+        raise InvalidRequest(
+            f"unknown fields: {', '.join(sorted(unknown))}", fields=sorted(unknown)
+        )
+    if "data_base64" in document:
+        data: Any = _base64(document["data_base64"])
+        content_type = document.get("content_type") or "application/octet-stream"
+    else:
+        if "data" not in document:
+            raise InvalidRequest("data is required", fields=["data"])
+        data, content_type = document["data"], None
+    settings: Settings = request.app.state.settings
+    snapshot = await asyncio.to_thread(
+        lifecycle.save_snapshot,
+        settings,
+        stream_id,
+        document.get("version"),
+        document.get("type"),
+        data,
+        content_type=content_type,
+    )
+    return _json(_snapshot_json(snapshot), 201)
+
+
+def _snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "stream_id": snapshot.stream_id,
+        "version": snapshot.version,
+        "type": snapshot.type,
+        "created_at": format_time(snapshot.created_at) if snapshot.created_at else None,
+    }
+
+
+def _base64(value: object) -> bytes:
+    import base64
+    import binascii
+
+    if not isinstance(value, str):
+        raise InvalidRequest("data_base64 must be a base64 string", fields=["data_base64"])
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("data_base64 is not valid base64", fields=["data_base64"]) from None

@@ -10,7 +10,7 @@ LOCK_STREAMS = """
 INSERT INTO streams AS s (stream_id, category)
 SELECT t.id, t.category FROM unnest(%s::text[], %s::text[]) AS t(id, category) ORDER BY t.id
 ON CONFLICT (stream_id) DO UPDATE SET updated_at = s.updated_at
-RETURNING stream_id, version, deleted
+RETURNING stream_id, version, deleted, soft_deleted
 """
 
 CURRENT_XID = "SELECT pg_current_xact_id()::text"
@@ -35,7 +35,7 @@ WHERE a.event_ids && %(ids)s::uuid[] AND x.id = ANY(%(ids)s::uuid[])
 
 # Step 5, pipelined with COMMIT.
 UPDATE_HEADS = """
-UPDATE streams s SET version = u.version, updated_at = now()
+UPDATE streams s SET version = u.version, soft_deleted = false, updated_at = now()
 FROM unnest(%s::text[], %s::bigint[]) AS u(stream_id, version)
 WHERE s.stream_id = u.stream_id
 """
@@ -52,3 +52,22 @@ FROM unnest(%(streams)s::text[], %(froms)s::bigint[], %(tos)s::bigint[], %(los)s
 """
 
 MARKER_EXISTS = "SELECT EXISTS (SELECT 1 FROM appends WHERE write_id = %s)"
+
+# Deletions (writer.decide), pipelined after UPDATE_HEADS and before COMMIT: each deleted
+# stream's final state in this batch. A soft delete is a metadata change (truncate_before):
+# it moves metadata_version on, so a metadata write racing it fails its precondition.
+APPLY_DELETIONS = """
+UPDATE streams s
+SET truncate_before = CASE WHEN d.hard THEN s.truncate_before ELSE d.truncate_before END,
+    soft_deleted = d.soft_deleted,
+    deleted = s.deleted OR d.hard,
+    metadata_version = s.metadata_version + CASE WHEN d.hard THEN 0 ELSE 1 END,
+    updated_at = now()
+FROM unnest(%s::text[], %s::bigint[], %s::boolean[], %s::boolean[])
+     AS d(stream_id, truncate_before, soft_deleted, hard)
+WHERE s.stream_id = d.stream_id
+"""
+
+# A tombstone takes the stream's snapshots with it (docs/http.md: snapshots of a hard-deleted stream
+# are refused and removed).
+DELETE_SNAPSHOTS = "DELETE FROM snapshots WHERE stream_id = ANY(%s::text[])"

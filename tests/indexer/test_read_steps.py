@@ -13,7 +13,7 @@ from kafkastore.errors import InvalidRequest, StreamNotFound
 
 def head(indexed: int | None, version: int | None) -> list[tuple[Any, ...]]:
     """The one row of STREAM_HEAD for a stream indexed up to ``indexed``, at ``version``."""
-    return [(indexed, version, None, False, "Order", None, None)]
+    return [(indexed, version, None, False, "Order", None, None, False, 1 if indexed else None)]
 
 
 def finish(steps: Steps[Any], value: Any) -> Any:

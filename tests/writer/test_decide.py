@@ -30,6 +30,7 @@ from kafkastore.errors import (
 from kafkastore.records import AppendResult, EventPosition, ExpectedVersion
 from writer.decide import (
     Decision,
+    Deletion,
     Delivered,
     Head,
     StoredEvent,
@@ -68,6 +69,7 @@ class History:
 
     versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
     deleted: set[str] = field(default_factory=set)
+    soft: set[str] = field(default_factory=set)
     where: dict[UUID, tuple[str, int]] = field(default_factory=dict)
     offsets: dict[UUID, int] = field(default_factory=dict)
     appends: list[tuple[str, tuple[UUID, ...]]] = field(default_factory=list)
@@ -80,7 +82,7 @@ class History:
         self.appends.append((stream, tuple(ids)))
 
     def heads(self) -> dict[str, Head]:
-        return {s: Head(v, s in self.deleted) for s, v in self.versions.items()}
+        return {s: Head(v, s in self.deleted, s in self.soft) for s, v in self.versions.items()}
 
     def stored(self) -> dict[UUID, StoredEvent]:
         return {
@@ -114,27 +116,50 @@ class Same:
 Expected = list[New | Again | Same] | tuple[str, object]
 
 
-def holds(expected: ExpectedVersion, version: int) -> bool:
+def holds(expected: ExpectedVersion, version: int, soft: bool = False) -> bool:
     match expected:
         case "any":
             return True
         case "no_stream":
-            return version == 0
+            return version == 0 or soft  # a soft-deleted stream does not exist
         case "exists":
-            return version > 0
+            return version > 0 and not soft
         case int(n):
             return version == n
     raise AssertionError(expected)
 
 
-def model(history: History, units: Sequence[Unit]) -> tuple[list[Expected], dict[str, int]]:
-    """Apply the units one by one; what each is answered, and the heads afterwards."""
+def model(
+    history: History, units: Sequence[Unit]
+) -> tuple[list[Expected], dict[str, int], dict[str, tuple[int | None, bool, bool]]]:
+    """Apply the units one by one; what each is answered, the heads afterwards, and the final
+    (truncate_before, soft-deleted, tombstoned) of every stream a deletion changed."""
     versions = dict(history.versions)
+    deleted = set(history.deleted)
+    soft = set(history.soft)
+    lifecycle: dict[str, tuple[int | None, bool, bool]] = {}
     in_batch: dict[UUID, tuple[int, int]] = {}  # id -> (unit, append) accepted in this batch
     batch: dict[tuple[int, int], tuple[str, tuple[UUID, ...]]] = {}
     answers: list[Expected] = []
     for u, submitted in enumerate(units):
+        if submitted.deletion is not None:
+            d = submitted.deletion
+            if d.stream_id in deleted:
+                answers.append(("deleted", d.stream_id))
+            elif not holds(d.expected, versions[d.stream_id], d.stream_id in soft):
+                answers.append(("conflict", (d.stream_id, d.expected, versions[d.stream_id])))
+            elif d.hard:
+                deleted.add(d.stream_id)
+                soft.discard(d.stream_id)
+                lifecycle[d.stream_id] = (lifecycle.get(d.stream_id, (None,))[0], False, True)
+                answers.append([])
+            else:
+                soft.add(d.stream_id)
+                lifecycle[d.stream_id] = (versions[d.stream_id] + 1, True, False)
+                answers.append([])
+            continue
         local = dict(versions)
+        touched: set[str] = set()
         error: tuple[str, object] | None = None
         conflicts: list[tuple[str, object, int]] = []
         out: list[New | Again | Same] = []
@@ -161,27 +186,33 @@ def model(history: History, units: Sequence[Unit]) -> tuple[list[Expected], dict
                 else:
                     error = error or ("duplicate", [str(i) for i in new])
                 continue
-            if app.stream_id in history.deleted:
+            if app.stream_id in deleted:
                 error = error or ("deleted", app.stream_id)
                 continue
-            if not holds(app.expected, local[app.stream_id]):
+            is_soft = app.stream_id in soft and app.stream_id not in touched
+            if not holds(app.expected, local[app.stream_id], is_soft):
                 conflicts.append((app.stream_id, app.expected, local[app.stream_id]))
                 continue
             out.append(New(app.stream_id, local[app.stream_id] + 1, ids))
             local[app.stream_id] += len(ids)
+            touched.add(app.stream_id)
         if error is None and conflicts:
             error = ("conflicts", conflicts) if submitted.atomic else ("conflict", conflicts[0])
         if error is not None:
             answers.append(error)
             continue
         versions = local
+        for stream in touched:  # an append recreates a soft-deleted stream
+            soft.discard(stream)
+            if stream in lifecycle:
+                lifecycle[stream] = (lifecycle[stream][0], False, lifecycle[stream][2])
         for a, answer in enumerate(out):
             if isinstance(answer, New):
                 batch[(u, a)] = (answer.stream, answer.ids)
                 in_batch.update(dict.fromkeys(answer.ids, (u, a)))
         answers.append(out)
     changed = {s: v for s, v in versions.items() if v != history.versions[s]}
-    return answers, changed
+    return answers, changed, lifecycle
 
 
 # -- drawing batches -----------------------------------------------------------------------
@@ -194,6 +225,7 @@ def committed(draw: st.DrawFn) -> History:
         for _ in range(draw(st.integers(0, 3))):
             history.commit(stream, [uuid.uuid4() for _ in range(draw(st.integers(1, 3)))])
     history.deleted = set(draw(st.lists(st.sampled_from(STREAMS), max_size=1)))
+    history.soft = set(draw(st.lists(st.sampled_from(STREAMS), max_size=2))) - history.deleted
     return history
 
 
@@ -254,6 +286,10 @@ def batches(draw: st.DrawFn) -> tuple[History, list[Unit]]:
     earlier: list[PreparedAppend] = []
     units = []
     for _ in range(draw(st.integers(1, 8))):
+        if draw(st.integers(0, 5)) == 0:  # a soft or hard delete among the appends
+            deletion = Deletion(draw(st.sampled_from(STREAMS)), draw(EXPECTED), draw(st.booleans()))
+            units.append(Unit((), False, 0, deletion))
+            continue
         atomic = draw(st.booleans())
         used: set[UUID] = set()
         appends = [
@@ -301,7 +337,7 @@ def test_the_decision_answers_every_unit_as_the_sequential_model_does(
     decision = decide(units, history.heads(), history.stored())
     delivered = deliver(decision)
     answers = settle(decision, delivered)
-    expected, heads = model(history, units)
+    expected, heads, lifecycle = model(history, units)
 
     assert len(answers) == len(units)
     for got, want in zip(answers, expected, strict=True):
@@ -336,6 +372,9 @@ def test_the_decision_answers_every_unit_as_the_sequential_model_does(
                     **{**_fields(original[answer.append]), "created": False}
                 )
     assert dict(decision.heads) == heads
+    assert {
+        s: (r.truncate_before, r.soft_deleted, r.hard) for s, r in decision.deletions.items()
+    } == lifecycle
 
 
 @settings(max_examples=400, deadline=None)
@@ -378,6 +417,9 @@ def test_a_rejected_unit_has_nothing_produced_and_a_failed_batch_keeps_the_rejec
     answers = settle(decision, deliver(decision))
     for submitted, got in zip(units, answers, strict=True):
         mine = [a for a in produced if any(a is b for b in submitted.appends)]
+        if submitted.deletion is not None:
+            assert mine == [] and (got == [] or isinstance(got, KafkaStoreError))
+            continue
         if isinstance(got, KafkaStoreError):
             assert mine == []  # an atomic unit fails whole
         else:
@@ -452,3 +494,22 @@ def test_the_four_expected_version_modes(
     expected: ExpectedVersion, current: int, holds_: bool
 ) -> None:
     assert expected_version_holds(expected, current) is holds_
+
+
+def test_an_append_after_a_soft_delete_in_one_batch_recreates_the_stream_numbering_on() -> None:
+    history = History()
+    history.commit("Order-1", [uuid.uuid4(), uuid.uuid4()])
+    units = [
+        Unit((), False, 0, Deletion("Order-1", 2, hard=False)),
+        unit(append("Order-1", [uuid.uuid4()], "no_stream")),
+        Unit((), False, 0, Deletion("Order-2", "any", hard=True)),
+        unit(append("Order-2", [uuid.uuid4()])),
+    ]
+    decision = decide(units, history.heads(), history.stored())
+    deleted, recreated, tombstoned, refused = settle(decision, deliver(decision))
+    assert deleted == [] and tombstoned == []
+    assert isinstance(recreated, list) and recreated[0].from_version == 3
+    assert isinstance(refused, StreamDeleted)
+    assert decision.deletions["Order-1"].truncate_before == 3
+    assert not decision.deletions["Order-1"].soft_deleted
+    assert decision.deletions["Order-2"].hard
