@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", action="append", dest="types", help="only this type (repeatable)")
     p.add_argument("--group", help="consumer group (default: a new one, from the end)")
     p.add_argument("--from-beginning", action="store_true")
+    p.add_argument(
+        "--api", help="base URL of the HTTP API: follow its Server-Sent Events feed instead"
+    )
     _common(p)
 
     p = sub.add_parser("audit", help="prove that markers, Kafka and the index agree")

@@ -138,6 +138,17 @@ def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import tail
 
+    if args.api:
+        from consumers import sse_tail
+
+        return sse_tail.run(
+            args.api,
+            sys.stdout,
+            categories=_tuple(args.category),
+            types=_tuple(args.types),
+            from_beginning=args.from_beginning,
+        )
+
     options = tail.TailOptions(
         group=args.group,
         from_beginning=args.from_beginning,

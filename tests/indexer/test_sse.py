@@ -306,3 +306,53 @@ def test_openapi_describes_the_subscription_routes(stack: str) -> None:
         get = spec["paths"][path]["get"]
         assert "text/event-stream" in get["responses"]["200"]["content"]
         assert "Retry-After" in get["responses"]["503"]["headers"]
+
+
+def _tail_lines(url: str, count: int, *args: str, then: Any = None) -> list[str]:
+    """Run ``kafkastore tail --api`` and return its first ``count`` lines."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kafkastore.cli", "tail", "--api", url, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if then is not None:
+            time.sleep(2.0)  # let it find the end of $all and connect
+            then()
+        assert proc.stdout is not None
+        return [proc.stdout.readline().rstrip("\n") for _ in range(count)]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_tail_with_api_follows_a_category_from_the_beginning(stack: str) -> None:
+    category = unique("Tail").replace("-", "")
+    append(stack, f"{category}-1", "A", "B")
+    lines = _tail_lines(
+        stack,
+        3,
+        "--category",
+        category,
+        "--from-beginning",
+        then=lambda: append(stack, f"{category}-1", "C"),
+    )
+    assert [line.split()[1:4] for line in lines] == [
+        [f"{category}-1", "v1", "A"],
+        [f"{category}-1", "v2", "B"],
+        [f"{category}-1", "v3", "C"],
+    ]
+    assert lines[0].endswith('{"t":"A"}')
+
+
+def test_tail_with_api_starts_at_the_end_of_all(stack: str) -> None:
+    stream = unique("TailEnd")
+    append(stack, stream, "Old")
+    lines = _tail_lines(stack, 1, "--type", "New", then=lambda: append(stack, stream, "New"))
+    assert lines[0].split()[1:4] == [stream, "v2", "New"]
