@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
+    p = sub.add_parser("dlq", help="list or replay a consumer group's dead letters")
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    c = dsub.add_parser("list", help="the group's dead letters in <topic>.dlq, with their errors")
+    c.add_argument("group")
+    _common(c)
+    c = dsub.add_parser("replay", help="judge each dead letter again and hand it to a handler")
+    c.add_argument("group")
+    c.add_argument(
+        "--handler", help="module:function (default: the group's entry in KAFKASTORE_DLQ_HANDLERS)"
+    )
+    _common(c)
+
     p = sub.add_parser("audit", help="prove that markers, Kafka and the index agree")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic")
     _common(p)

@@ -118,6 +118,9 @@ class Settings:
     """Events read from the index per page; bounds a connection's memory with the
     socket's buffer."""
 
+    dlq_handlers: Mapping[str, str] = field(default_factory=dict)
+    """``group=module:function,...``: the handler the console replays a group's dead letters to."""
+
     extra_kafka: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka settings for every client (e.g. security)."""
 

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import metrics as indexer_metrics
+from indexer.console_routes import router as console_router
 from indexer.reads import AsyncReads
 from indexer.routes import router as read_router
 from indexer.sse import Subscribers
@@ -157,6 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(append_router)
     app.include_router(read_router)
     app.include_router(subscribe_router)
+    app.include_router(console_router)
     return app
 
 
