@@ -92,7 +92,10 @@ async def overview(request: Request) -> Response:
     seconds). The console derives the indexer's rate from successive ``indexed_events``."""
     settings: Settings = request.app.state.settings
     ((indexed, streams, last_minute),) = await _fetch(settings, COUNTS, ())
-    lags = await asyncio.to_thread(metrics.index_lags)
+    probe = getattr(request.app.state, "console_lag", None)
+    if probe is None:  # one per app, for this app's settings (measured at most every 2 s)
+        probe = request.app.state.console_lag = metrics.IndexLagCollector(settings)
+    lags = await asyncio.to_thread(probe.lags)
     return _json(
         {
             "topic": settings.topic,

@@ -155,11 +155,6 @@ class IndexLagCollector(Collector):
 _registered: list[IndexLagCollector] = []
 
 
-def index_lags() -> dict[int, tuple[int, float]]:
-    """The API process's index lag per partition (see :class:`IndexLagCollector`)."""
-    return _registered[0].lags() if _registered else {}
-
-
 def register_api_collectors(settings: Settings) -> None:
     """Add the index-lag collector to the default registry (once per process)."""
     if _registered:

@@ -116,7 +116,7 @@ async function stream(id, params) {
       h("div", { class: "card" }, h("b", {}, state.version), h("span", {}, "version")),
       h("div", { class: "card" }, h("b", {}, state.indexed_version), h("span", {}, "indexed version")),
       h("div", { class: "card" }, h("b", {}, link("#/category/" + enc(state.category), state.category)), h("span", {}, "category")),
-      h("div", { class: "card" }, h("b", { class: "muted" }, state.updated_at || "—"), h("span", {}, "updated"))),
+      h("div", { class: "card" }, h("b", { class: "muted small" }, state.updated_at || "—"), h("span", {}, "updated"))),
     h("div", { class: "pager" },
       h("button", { onclick: go(1, "forward") }, "First"),
       h("button", { disabled: lo > 1 ? null : "", onclick: go(lo - 1, "backward") }, "← Older"),
