@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System prerequisites of the local stack, checked on every `make install` (cheap when present):
 # Java 17+ and Maven (the Kafka broker, resolved from Maven Central), the PostgreSQL server
-# binaries (initdb/pg_ctl), kcat (optional, a Kafka client we did not write). Missing ones are
+# binaries (initdb/pg_ctl), kcat (optional, a Kafka client we did not write), headless Chromium
+# and chromium-driver (the web console's browser tests). Missing ones are
 # installed with apt when we can (root on Debian/Ubuntu); otherwise we say what to install.
 set -euo pipefail
 
@@ -26,6 +27,9 @@ if ! have java || [ "$(java_major)" -lt 17 ]; then missing+=(openjdk-17-jre-head
 have mvn || missing+=(maven)
 [ -n "$(pg_bindir)" ] || missing+=(postgresql)
 have kcat || missing+=(kcat)
+# Headless Chromium and its driver: the console's browser tests (selenium drives them).
+have chromium || missing+=(chromium)
+have chromedriver || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if have apt-get && [ "$(id -u)" -eq 0 ]; then

@@ -84,22 +84,27 @@ class IndexLagCollector(Collector):
         self._timeout = timeout
         self._lock = threading.Lock()
         self._cached_at = 0.0
-        self._cached: list[GaugeMetricFamily] = []
+        self._lags: dict[int, tuple[int, float]] = {}
         self._consumer: Consumer | None = None
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return self._families({})
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._families(self.lags())
+
+    def lags(self) -> dict[int, tuple[int, float]]:
+        """``{partition: (lag in offsets, lag in seconds)}``, measured at most every
+        ``cache_for`` seconds; empty when Kafka or PostgreSQL cannot be asked."""
         with self._lock:
             if time.monotonic() - self._cached_at > self._cache_for:
                 try:
-                    self._cached = self._families(self._measure())
+                    self._lags = self._measure()
                 except KafkaStoreError as exc:
                     logger.warning("cannot measure the index lag: %s", exc.message)
-                    self._cached = self._families({})
+                    self._lags = {}
                 self._cached_at = time.monotonic()
-            return list(self._cached)
+            return dict(self._lags)
 
     @staticmethod
     def _families(lags: dict[int, tuple[int, float]]) -> list[GaugeMetricFamily]:

@@ -208,6 +208,21 @@ class AsyncReads:
             return await self._listener.wait(op.generation, op.timeout)
         return await self._listener.start()
 
+    async def listen(self) -> int:
+        """Start the index listener (idempotent); returns its generation. Take
+        :attr:`index_generation` before a read, then :meth:`wait_for_index` with it: a commit
+        after the read wakes the waiter (see :mod:`indexer.notify`)."""
+        return await self._listener.start()
+
+    @property
+    def index_generation(self) -> int:
+        """Moves on at every index commit (NOTIFY), listener reconnect and close."""
+        return self._listener.generation
+
+    async def wait_for_index(self, generation: int, timeout: float) -> int:
+        """The generation once it moved past ``generation`` or ``timeout`` passed."""
+        return await self._listener.wait(generation, timeout)
+
     read_stream = awaiting(ReadSteps.read_stream)
     read_category = awaiting(ReadSteps.read_category)
     read_all = awaiting(ReadSteps.read_all)

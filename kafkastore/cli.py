@@ -221,7 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", action="append", dest="types", help="only this type (repeatable)")
     p.add_argument("--group", help="consumer group (default: a new one, from the end)")
     p.add_argument("--from-beginning", action="store_true", help="start at the topic's start")
+    p.add_argument(
+        "--api",
+        help="base URL of the HTTP API: follow its Server-Sent Events feed instead of Kafka",
+    )
     _common(p, "kafka", "database_url", "topic")
+
+    p = sub.add_parser("dlq", help="list or replay a consumer group's dead letters")
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    c = dsub.add_parser("list", help="the group's dead letters in <topic>.dlq, with their errors")
+    c.add_argument("group", help="the consumer group (subscription) whose dead letters to list")
+    _common(c, "kafka", "database_url", "topic")
+    c = dsub.add_parser("replay", help="judge each dead letter again and hand it to a handler")
+    c.add_argument("group", help="the consumer group (subscription) whose dead letters to replay")
+    c.add_argument(
+        "--handler", help="module:function (default: the group's entry in KAFKASTORE_DLQ_HANDLERS)"
+    )
+    _common(c, "kafka", "database_url", "topic")
 
     p = sub.add_parser("audit", help="prove that markers, Kafka and the index agree")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic")

@@ -139,6 +139,17 @@ def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import tail
 
+    if args.api:
+        from consumers import sse_tail
+
+        return sse_tail.run(
+            args.api,
+            sys.stdout,
+            categories=_tuple(args.category),
+            types=_tuple(args.types),
+            from_beginning=args.from_beginning,
+        )
+
     options = tail.TailOptions(
         group=args.group,
         from_beginning=args.from_beginning,
@@ -146,6 +157,26 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         types=_tuple(args.types),
     )
     return tail.run(options, settings, out=sys.stdout)
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from consumers import groups, replay
+
+    if args.dlq_command == "list":
+        for letter in groups.dead_letters(settings, args.group):
+            print(orjson.dumps(letter.json()).decode())
+        return 0
+    handler = (
+        replay.resolve_handler(args.handler)
+        if args.handler
+        else replay.handler_of(settings, args.group)
+    )
+    results = replay.replay(settings, args.group, handler)
+    for result in results:
+        print(orjson.dumps(result.json()).decode())
+    return 0 if all(r.outcome in ("handled", "already-replayed") for r in results) else 1
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,6 +256,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "append": cmd_append,
     "read": cmd_read,
     "tail": cmd_tail,
+    "dlq": cmd_dlq,
     "audit": cmd_audit,
     "bench": cmd_bench,
     "stream": cmd_stream,

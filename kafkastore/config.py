@@ -121,6 +121,20 @@ class Settings:
     metrics_port: int = 0
     """Port of a Prometheus endpoint for subscriptions (0 = none)."""
 
+    # Live subscriptions over HTTP (Server-Sent Events).
+    sse_heartbeat: float = 10.0
+    """Seconds between comment lines on an idle SSE subscription (at most 15, docs/http.md)."""
+    sse_max_subscribers: int = 1000
+    """SSE subscriptions one API process holds at once; beyond it 503 with Retry-After."""
+    sse_send_timeout: float = 10.0
+    """A subscriber that accepts no bytes for this long is disconnected (a slow client)."""
+    sse_page_events: int = 50
+    """Events read from the index per page; bounds a connection's memory with the
+    socket's buffer."""
+
+    dlq_handlers: Mapping[str, str] = field(default_factory=dict)
+    """``group=module:function,...``: the handler the console replays a group's dead letters to."""
+
     extra_kafka: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka settings for every client (e.g. security)."""
 
@@ -180,6 +194,12 @@ class Settings:
             raise ConfigurationError(
                 "timeouts must satisfy lock_timeout < delivery_timeout < "
                 "idle_in_transaction_timeout (docs/design.md section 2)"
+            )
+        if not 0 < self.sse_heartbeat <= 15:
+            raise ConfigurationError("sse_heartbeat must be above 0 and at most 15 seconds")
+        if self.sse_max_subscribers < 0 or self.sse_page_events < 1 or self.sse_send_timeout <= 0:
+            raise ConfigurationError(
+                "sse_max_subscribers must be >= 0, sse_page_events >= 1, sse_send_timeout > 0"
             )
         if self.statement_timeout <= self.delivery_timeout:
             raise ConfigurationError("statement_timeout must be above delivery_timeout")

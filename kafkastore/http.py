@@ -18,8 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import metrics as indexer_metrics
+from indexer.console_routes import router as console_router
 from indexer.reads import AsyncReads
 from indexer.routes import router as read_router
+from indexer.sse import Subscribers
+from indexer.sse import router as subscribe_router
 from kafkastore import kafka, pg
 from kafkastore.config import Settings, export_settings
 from kafkastore.errors import (
@@ -87,8 +90,11 @@ def create_app(settings: Settings) -> FastAPI:
         reads = await AsyncReads.open(settings)
         app.state.reads = reads
         indexer_metrics.register_api_collectors(settings)
+        app.state.subscribers = Subscribers(settings.sse_max_subscribers)
         try:
-            yield
+            # SIGTERM/SIGINT end the live subscriptions first, so shutdown does not wait on them.
+            with app.state.subscribers.closing_on_stop():
+                yield
         finally:
             await asyncio.to_thread(writer.close)
             await reads.close()
@@ -155,6 +161,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(append_router)
     app.include_router(read_router)
+    app.include_router(subscribe_router)
+    app.include_router(console_router)
     return app
 
 

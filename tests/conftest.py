@@ -184,3 +184,10 @@ def indexer_server(
     services = _Services(request, logs_dir, "indexer")
     yield services.start
     services.stop()
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests run on asyncio, the project's event loop. (selenium, a dev dependency, brings
+    trio along, and anyio would otherwise run every async test on trio too.)"""
+    return "asyncio"

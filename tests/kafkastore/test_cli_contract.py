@@ -156,13 +156,15 @@ SETTINGS_USED = {
     "bench": {"kafka", "database_url"},  # each run makes its own topic
     "stream metadata": {"kafka", "database_url", "topic"},  # a metadata write is a writer unit
     "scavenge": {"database_url"},
+    "dlq list": {"kafka", "database_url", "topic"},
+    "dlq replay": {"kafka", "database_url", "topic"},  # replays are judged by the verdict rule
 }
-GROUPS = {"topic", "stream"}  # only their subcommands have options
+GROUPS = {"topic", "stream", "dlq"}  # only their subcommands have options
 
 
 def test_every_option_of_each_subcommand_is_used() -> None:
     # Read by cli.main / cli.target_of for every subcommand, not by the handlers.
-    generic = {"verbose", "command", "topic_command", "stream_command", "api"}
+    generic = {"verbose", "command", "topic_command", "stream_command", "dlq_command", "api"}
     unused: dict[str, list[str]] = {}
     for name, parser in subparsers(build_parser()).items():
         if name in GROUPS:

@@ -1,0 +1,223 @@
+// The kafkastore web console: one page, routes in the URL's fragment, no dependencies.
+"use strict";
+
+const main = document.getElementById("main");
+let cleanup = [];
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "onclick" || k === "onsubmit") el[k] = v;
+    else if (v !== null && v !== undefined) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.message || response.statusText);
+  return body;
+}
+
+const enc = encodeURIComponent;
+const pretty = (v) => h("pre", {}, JSON.stringify(v, null, 2));
+const link = (href, text) => h("a", { href }, text);
+const streamLink = (id) => link("#/stream/" + enc(id), id);
+
+let page = "loading";
+function show(...nodes) {
+  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
+  main.dataset.page = page;
+}
+function fail(err) { show(h("p", { class: "error" }, "Error: " + err.message)); }
+
+function eventCard(e) {
+  const data = "data" in e ? e.data : { data_base64: e.data_base64, content_type: e.content_type };
+  return h("div", { class: "event", "data-position": e.global_position },
+    h("div", { class: "head" },
+      h("b", {}, e.type), streamLink(e.stream_id), h("span", {}, "v" + e.version),
+      h("span", { class: "muted" }, "#" + e.global_position),
+      h("span", { class: "muted" }, e.partition + "/" + e.offset),
+      h("span", { class: "muted" }, e.created_at),
+      link("#/event/" + e.id, h("code", { class: "muted" }, e.id))),
+    h("div", { class: "grid" },
+      h("div", {}, h("div", { class: "muted" }, "data"), pretty(data)),
+      h("div", {}, h("div", { class: "muted" }, "metadata"), pretty(e.metadata))));
+}
+
+// Overview: counts, rates, index lag per partition; refreshed every 2 s.
+async function overview() {
+  let previous = null;
+  async function refresh() {
+    const o = await api("/console/api/overview");
+    const now = performance.now();
+    let indexRate = "…";
+    if (previous) {
+      const dt = (now - previous.at) / 1000;
+      indexRate = ((o.indexed_events - previous.events) / dt).toFixed(1);
+    }
+    previous = { at: now, events: o.indexed_events };
+    show(
+      h("h1", {}, "Overview ", h("span", { class: "muted" }, "topic " + o.topic)),
+      h("div", { class: "cards" },
+        h("div", { class: "card" }, h("b", { id: "indexed-events" }, o.indexed_events), h("span", {}, "events indexed")),
+        h("div", { class: "card" }, h("b", {}, o.streams), h("span", {}, "streams")),
+        h("div", { class: "card" }, h("b", {}, o.appended_per_second), h("span", {}, "appended / s (writer, last minute)")),
+        h("div", { class: "card" }, h("b", {}, indexRate), h("span", {}, "indexed / s (indexer)"))),
+      h("h2", {}, "Index lag per partition"),
+      h("div", { class: "scroll" }, h("table", {},
+        h("tr", {}, h("th", {}, "partition"), h("th", { class: "num" }, "offsets"), h("th", { class: "num" }, "seconds")),
+        o.index_lag.map((l) => h("tr", {}, h("td", {}, l.partition),
+          h("td", { class: "num" }, l.offsets), h("td", { class: "num" }, l.seconds))))));
+  }
+  await refresh();
+  const timer = setInterval(() => refresh().catch(fail), 2000);
+  cleanup.push(() => clearInterval(timer));
+}
+
+// Streams by prefix, paged both ways with cursors.
+async function streams(params) {
+  const prefix = params.get("prefix") || "";
+  const query = new URLSearchParams({ prefix, limit: "50" });
+  if (params.get("after")) query.set("after", params.get("after"));
+  if (params.get("before")) query.set("before", params.get("before"));
+  const page = await api("/console/api/streams?" + query);
+  const form = h("form", { class: "pager", onsubmit: (ev) => {
+    ev.preventDefault();
+    location.hash = "#/streams?prefix=" + enc(form.elements.prefix.value);
+  } }, h("input", { name: "prefix", value: prefix, placeholder: "stream id prefix" }), h("button", {}, "Search"));
+  const nav = (key, cursor, text) => h("button", { disabled: cursor ? null : "",
+    onclick: () => { location.hash = "#/streams?prefix=" + enc(prefix) + "&" + key + "=" + enc(cursor); } }, text);
+  show(h("h1", {}, "Streams"), form,
+    h("div", { class: "scroll" }, h("table", { id: "streams" },
+      h("tr", {}, h("th", {}, "stream"), h("th", {}, "category"), h("th", { class: "num" }, "version"), h("th", { class: "wide" }, "updated")),
+      page.streams.map((s) => h("tr", {}, h("td", {}, streamLink(s.stream_id)),
+        h("td", {}, link("#/category/" + enc(s.category), s.category)),
+        h("td", { class: "num" }, s.version), h("td", { class: "wide muted" }, s.updated_at))))),
+    h("div", { class: "pager" }, nav("before", page.previous, "← Previous"), nav("after", page.next, "Next →")));
+}
+
+// One stream: its state and a page of events, forward or backward.
+async function stream(id, params) {
+  const direction = params.get("direction") || "forward";
+  const query = new URLSearchParams({ limit: "20", direction });
+  if (params.get("from")) query.set("from_version", params.get("from"));
+  const [state, page] = await Promise.all([
+    api("/streams/" + enc(id) + "/state"), api("/streams/" + enc(id) + "?" + query)]);
+  const versions = page.events.map((e) => e.version);
+  const go = (from, dir) => () => { location.hash = "#/stream/" + enc(id) + "?from=" + from + "&direction=" + dir; };
+  const lo = Math.min(...versions), hi = Math.max(...versions);
+  show(h("h1", {}, id),
+    h("div", { class: "cards" },
+      h("div", { class: "card" }, h("b", {}, state.version), h("span", {}, "version")),
+      h("div", { class: "card" }, h("b", {}, state.indexed_version), h("span", {}, "indexed version")),
+      h("div", { class: "card" }, h("b", {}, link("#/category/" + enc(state.category), state.category)), h("span", {}, "category")),
+      h("div", { class: "card" }, h("b", { class: "muted small" }, state.updated_at || "—"), h("span", {}, "updated"))),
+    h("div", { class: "pager" },
+      h("button", { onclick: go(1, "forward") }, "First"),
+      h("button", { disabled: lo > 1 ? null : "", onclick: go(lo - 1, "backward") }, "← Older"),
+      h("button", { disabled: hi < page.version ? null : "", onclick: go(hi + 1, "forward") }, "Newer →"),
+      h("button", { onclick: go(page.version, "backward") }, "Latest")),
+    h("div", { id: "events" }, page.events.map(eventCard)));
+}
+
+// $all or a category, live over Server-Sent Events; newest first, the last 100 kept.
+async function live(title, feed, startPosition) {
+  const list = h("div", { id: "events" });
+  const dot = h("span", { class: "live off", id: "live-dot" });
+  show(h("h1", {}, dot, title), h("p", { class: "muted" }, "Live: new events appear at the top."), list);
+  const source = new EventSource(feed + (feed.includes("?") ? "&" : "?") + "from_position=" + startPosition);
+  source.onopen = () => dot.classList.remove("off");
+  source.onerror = () => dot.classList.add("off");
+  source.onmessage = (message) => {
+    list.prepend(eventCard(JSON.parse(message.data)));
+    while (list.children.length > 100) list.lastChild.remove();
+  };
+  cleanup.push(() => source.close());
+}
+
+async function all() {
+  const o = await api("/console/api/overview");
+  await live("$all", "/subscribe/all", Math.max(1, o.indexed_events - 19));
+}
+
+async function category(name) {
+  await live("Category " + name, "/subscribe/categories/" + enc(name), 1);
+}
+
+async function eventById(id) {
+  const e = await api("/console/api/events/" + enc(id));
+  show(h("h1", {}, "Event ", h("code", {}, e.id)), eventCard(e));
+}
+
+// Consumer groups of the events topic with lag per partition, and a group's dead letters.
+async function groups() {
+  const body = await api("/console/api/groups");
+  show(h("h1", {}, "Consumer groups"),
+    body.groups.length ? null : h("p", { class: "muted" }, "No consumer group has read the topic."),
+    body.groups.map((g) => h("div", { class: "event group", "data-group": g.group },
+      h("div", { class: "head" }, h("b", {}, g.group), h("span", {}, g.state),
+        h("span", {}, "lag " + g.lag), h("span", {}, g.members.length + " member(s)"),
+        link("#/dead-letters/" + enc(g.group), "dead letters")),
+      h("div", { class: "scroll" }, h("table", {},
+        h("tr", {}, h("th", {}, "partition"), h("th", { class: "num" }, "committed"), h("th", { class: "num" }, "end"), h("th", { class: "num" }, "lag")),
+        g.partitions.map((p) => h("tr", {}, h("td", {}, p.partition), h("td", { class: "num" }, p.committed ?? "—"),
+          h("td", { class: "num" }, p.high_watermark), h("td", { class: "num" }, p.lag))))),
+      g.members.map((m) => h("div", { class: "muted" }, m.client_id + " @ " + m.host + " → partitions " + m.partitions.join(", "))))));
+}
+
+async function deadLetters(group) {
+  const body = await api("/console/api/groups/" + enc(group) + "/dead-letters");
+  const status = h("p", { id: "replay-status", class: "muted" });
+  const replay = h("button", { id: "replay", disabled: body.dead_letters.length ? null : "", onclick: async () => {
+    replay.disabled = true;
+    try {
+      const r = await api("/console/api/groups/" + enc(group) + "/dead-letters/replay", { method: "POST" });
+      status.textContent = "Replayed " + r.replayed.length + ": " + r.replayed.map((x) => x.outcome).join(", ");
+    } catch (err) { status.textContent = "Replay failed: " + err.message; status.className = "error"; }
+  } }, "Replay to the group's handler");
+  show(h("h1", {}, "Dead letters of ", group), h("div", { class: "pager" }, replay), status,
+    body.dead_letters.length ? null : h("p", { class: "muted" }, "None."),
+    h("div", { id: "dead-letters" }, body.dead_letters.map((d) => h("div", { class: "event dead-letter" },
+      h("div", { class: "head" }, h("b", {}, d.type || "?"), d.stream_id ? streamLink(d.stream_id) : null,
+        h("span", { class: "muted" }, "dlq " + d.partition + "/" + d.offset),
+        h("span", { class: "muted" }, "from " + d.origin.partition + "/" + d.origin.offset),
+        h("span", {}, "attempts " + d.attempts)),
+      h("p", { class: "error" }, d.error),
+      h("div", { class: "grid" }, h("div", {}, h("div", { class: "muted" }, "value"), h("pre", {}, d.value)),
+        h("div", {}, h("div", { class: "muted" }, "headers"), pretty(d.headers)))))));
+}
+
+async function route() {
+  for (const undo of cleanup.splice(0)) undo();
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  page = "loading";
+  show(h("p", { class: "muted" }, "Loading…"));
+  page = parts[0] || "overview";
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === "#/" + (parts[0] || "")));
+  try {
+    if (!parts.length) await overview();
+    else if (parts[0] === "streams") await streams(params);
+    else if (parts[0] === "stream") await stream(parts.slice(1).join("/"), params);
+    else if (parts[0] === "all") await all();
+    else if (parts[0] === "category") await category(parts[1]);
+    else if (parts[0] === "event") await eventById(parts[1]);
+    else if (parts[0] === "groups") await groups();
+    else if (parts[0] === "dead-letters") await deadLetters(parts[1]);
+    else show(h("p", {}, "No such page."));
+  } catch (err) { fail(err); }
+}
+
+document.getElementById("search").onsubmit = (ev) => {
+  ev.preventDefault();
+  const id = document.getElementById("search-id").value.trim();
+  if (id) location.hash = "#/event/" + id;
+};
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,358 @@
+"""Live subscriptions over HTTP (Server-Sent Events) through a real ``kafkastore serve``."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dev.process import LOCALHOST, free_port
+from kafkastore import topic
+from kafkastore.client import EventStore
+from kafkastore.config import Settings
+from kafkastore.records import NewEvent
+from tests.indexer.sse_client import events, subscribe
+from tests.support import ServiceProcess, settings_environment, unique
+from tests.support.wire import ManualWriter
+
+
+@pytest.fixture(scope="module")
+def store_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings]:
+    """One topic and one indexer for this module; every test uses its own streams."""
+    settings = Settings.from_env(
+        {},
+        kafka=kafka_bootstrap,
+        database_url=database_url,
+        topic=unique("test"),
+        partitions=3,
+        indexer_group=unique("indexer"),
+    )
+    topic.ensure_topic(settings, partitions=3)
+    yield settings
+    from confluent_kafka.admin import AdminClient
+
+    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([settings.topic])
+
+
+def _serve(settings: Settings, logs_dir: Path, name: str, *args: str) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    proc = ServiceProcess(
+        "serve",
+        "--host",
+        LOCALHOST,
+        "--port",
+        str(port),
+        *args,
+        env=settings_environment(settings),
+        log_path=logs_dir / f"sse-{name}-{port}.log",
+        ready_url=f"http://{LOCALHOST}:{port}/readyz",
+    )
+    return proc.start(), f"http://{LOCALHOST}:{port}"
+
+
+@pytest.fixture(scope="module")
+def stack(store_settings: Settings, logs_dir: Path) -> Iterator[str]:
+    """An indexer and an API with the default settings; the API's base URL."""
+    indexer = ServiceProcess(
+        "indexer",
+        env=settings_environment(store_settings),
+        log_path=logs_dir / f"sse-indexer-{store_settings.topic}.log",
+    ).start()
+    api, url = _serve(store_settings, logs_dir, "api")
+    yield url
+    api.stop()
+    indexer.stop()
+
+
+def append(url: str, stream: str, *types: str, data: Any = None) -> dict[str, Any]:
+    body = {"events": [{"type": t, "data": data if data is not None else {"t": t}} for t in types]}
+    response = httpx.post(f"{url}/streams/{stream}", json=body, timeout=30)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def category_positions(url: str, category: str) -> list[int]:
+    response = httpx.get(f"{url}/categories/{category}", params={"limit": 10000}, timeout=30)
+    return [e["global_position"] for e in response.json()["events"]]
+
+
+def test_a_category_subscription_catches_up_then_receives_live_events(stack: str) -> None:
+    category = unique("Cart").replace("-", "")
+    first = append(stack, f"{category}-1", "A", "B", "C")
+    with subscribe(f"{stack}/subscribe/categories/{category}") as feed:
+        caught_up = events(feed, 3)
+        append(stack, f"{category}-2", "D", "E")
+        live = events(feed, 2)
+    assert [m.event["type"] for m in caught_up + live] == ["A", "B", "C", "D", "E"]
+    assert [m.event["id"] for m in caught_up] == [e["id"] for e in first["events"]]
+    positions = [int(m.id or 0) for m in caught_up + live]
+    assert positions == [m.event["global_position"] for m in caught_up + live]
+    assert positions == category_positions(stack, category)
+
+
+def test_a_stream_subscription_resumed_with_last_event_id_gives_exactly_the_rest(
+    stack: str,
+) -> None:
+    stream = unique("Order")
+    append(stack, stream, *(f"E{i}" for i in range(1, 8)))
+    with subscribe(f"{stack}/subscribe/streams/{stream}") as feed:
+        seen = events(feed, 3)
+    assert [m.id for m in seen] == ["1", "2", "3"]
+    headers = {"Last-Event-ID": seen[-1].id or ""}
+    with subscribe(f"{stack}/subscribe/streams/{stream}", headers=headers) as feed:
+        rest = events(feed, 4)
+        append(stack, stream, "E8")
+        (live,) = events(feed, 1)
+    assert [m.id for m in rest] == ["4", "5", "6", "7"]
+    assert [m.event["version"] for m in rest] == [4, 5, 6, 7]
+    assert (live.id, live.event["type"]) == ("8", "E8")
+
+
+def test_an_all_subscription_with_a_type_filter_sends_only_that_type(stack: str) -> None:
+    wanted = unique("Wanted").replace("-", "")
+    stream = unique("Mixed")
+    append(stack, stream, "Other", wanted, "Other", wanted)
+    with subscribe(f"{stack}/subscribe/all?type={wanted}") as feed:
+        got = events(feed, 2)
+    assert [m.event["type"] for m in got] == [wanted, wanted]
+    assert [m.event["version"] for m in got] == [2, 4]
+
+
+def test_a_phantom_produced_straight_to_the_topic_never_appears(
+    stack: str, store_settings: Settings
+) -> None:
+    category = unique("Ghost").replace("-", "")
+    with subscribe(f"{stack}/subscribe/categories/{category}") as feed:
+        with ManualWriter(store_settings) as w:
+            w.phantom_committed_xid(f"{category}-1", [("Phantom", {})])
+            w.phantom_aborted(f"{category}-2", [("Phantom", {})])
+        append(stack, f"{category}-3", "Real")
+        (real,) = events(feed, 1)
+        append(stack, f"{category}-3", "Second")
+        (second,) = events(feed, 1)
+    assert (real.event["type"], second.event["type"]) == ("Real", "Second")
+    assert int(second.id or 0) > int(real.id or 0)
+
+
+def test_twenty_subscribers_see_every_position_of_eight_appenders_once_in_order(
+    stack: str,
+) -> None:
+    category = unique("Race").replace("-", "")
+    appenders, per_appender, subscribers = 8, 10, 20
+    total = appenders * per_appender
+    seen: list[list[int]] = [[] for _ in range(subscribers)]
+    ready = threading.Barrier(subscribers + 1)
+    errors: list[BaseException] = []
+
+    def follow(i: int) -> None:
+        try:
+            with subscribe(f"{stack}/subscribe/categories/{category}", timeout=60) as feed:
+                ready.wait(30)
+                seen[i] = [int(m.id or 0) for m in events(feed, total)]
+        except BaseException as exc:
+            errors.append(exc)
+
+    def write(i: int) -> None:
+        for n in range(per_appender):
+            append(stack, f"{category}-{i}", f"N{n}")
+
+    followers = [threading.Thread(target=follow, args=(i,)) for i in range(subscribers)]
+    for t in followers:
+        t.start()
+    ready.wait(30)
+    writers = [threading.Thread(target=write, args=(i,)) for i in range(appenders)]
+    for t in writers:
+        t.start()
+    for t in writers + followers:
+        t.join(120)
+    assert not errors, errors
+    expected = category_positions(stack, category)
+    assert len(expected) == total
+    for positions in seen:
+        assert positions == expected  # every position once, in order, nothing else
+
+
+def test_an_idle_subscription_receives_heartbeat_comments(
+    store_settings: Settings, stack: str, logs_dir: Path
+) -> None:
+    assert Settings().sse_heartbeat <= 15.0
+    api, url = _serve(store_settings.replace(sse_heartbeat=1.0), logs_dir, "heartbeat")
+    try:
+        started = time.monotonic()
+        with subscribe(f"{url}/subscribe/streams/{unique('Idle')}") as feed:
+            comments = []
+            for message in feed:
+                if message.comment is not None:
+                    comments.append((message.comment, time.monotonic() - started))
+                    if len(comments) == 2:
+                        break
+        assert [c for c, _ in comments] == ["heartbeat", "heartbeat"]
+        assert comments[-1][1] < 5.0
+    finally:
+        api.stop()
+
+
+def test_subscribers_beyond_the_limit_are_answered_503_with_retry_after(
+    store_settings: Settings, stack: str, logs_dir: Path
+) -> None:
+    api, url = _serve(store_settings.replace(sse_max_subscribers=2), logs_dir, "limit")
+    try:
+        stream = unique("Limited")
+        with (
+            subscribe(f"{url}/subscribe/streams/{stream}"),
+            subscribe(f"{url}/subscribe/streams/{stream}"),
+        ):
+            response = httpx.get(f"{url}/subscribe/streams/{stream}", timeout=10)
+            assert response.status_code == 503
+            assert response.json()["error"] == "unavailable"
+            assert int(response.headers["Retry-After"]) >= 1
+        with subscribe(f"{url}/subscribe/streams/{stream}") as feed:
+            append(url, stream, "AfterTheOthersLeft")
+            (event,) = events(feed, 1)
+        assert event.event["type"] == "AfterTheOthersLeft"
+    finally:
+        api.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_server_memory_stays_bounded(
+    store_settings: Settings, stack: str, logs_dir: Path
+) -> None:
+    api, url = _serve(store_settings, logs_dir, "slow")
+    try:
+        stream = unique("Big")
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(f"GET /subscribe/streams/{stream} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert b"200 OK" in sock.recv(1024)
+        assert api.pid is not None
+        before = _rss_kib(api.pid)
+        blob = "x" * 200_000
+        # 60 MB of events for a client that reads none of them, appended from this process so
+        # that the server's memory is only what the subscription holds.
+        with EventStore(store_settings).open() as store:
+            for _ in range(30):
+                store.append(stream, [NewEvent(type="Big", data={"blob": blob})] * 10)
+        deadline = time.monotonic() + store_settings.sse_send_timeout + 30
+        while "too slow" not in api.log(200) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "too slow" in api.log(200)
+        growth_mib = (_rss_kib(api.pid) - before) / 1024
+        assert growth_mib < 30, f"the server grew by {growth_mib:.0f} MiB"
+        sock.close()
+    finally:
+        api.stop()
+
+
+def test_server_shutdown_ends_subscriptions_cleanly(
+    store_settings: Settings, stack: str, logs_dir: Path
+) -> None:
+    api, url = _serve(store_settings, logs_dir, "shutdown")
+    stream = unique("Closing")
+    append(url, stream, "A")
+    with subscribe(f"{url}/subscribe/streams/{stream}") as feed:
+        events(feed, 1)
+        started = time.monotonic()
+        stopper = threading.Thread(target=api.stop)
+        stopper.start()
+        rest = list(feed)  # ends without an error when the server closes the response
+        took = time.monotonic() - started
+    stopper.join(30)
+    assert [m for m in rest if m.data is not None] == []
+    assert took < 5.0
+    assert "Finished server process" in api.log()
+
+
+def test_subscriptions_work_through_several_worker_processes(
+    store_settings: Settings, stack: str, logs_dir: Path
+) -> None:
+    api, url = _serve(store_settings, logs_dir, "workers", "--workers", "2")
+    try:
+        stream = unique("Workers")
+        feeds = []
+        with (
+            subscribe(f"{url}/subscribe/streams/{stream}") as a,
+            subscribe(f"{url}/subscribe/streams/{stream}") as b,
+        ):
+            append(url, stream, "One", "Two")
+            feeds = [events(a, 2), events(b, 2)]
+        assert [[m.id for m in f] for f in feeds] == [["1", "2"], ["1", "2"]]
+    finally:
+        api.stop()
+
+
+def test_openapi_describes_the_subscription_routes(stack: str) -> None:
+    spec = httpx.get(f"{stack}/openapi.json", timeout=10).json()
+    for path in (
+        "/subscribe/all",
+        "/subscribe/categories/{category}",
+        "/subscribe/streams/{stream_id}",
+    ):
+        get = spec["paths"][path]["get"]
+        assert "text/event-stream" in get["responses"]["200"]["content"]
+        assert "Retry-After" in get["responses"]["503"]["headers"]
+
+
+def _tail_lines(url: str, count: int, *args: str, then: Any = None) -> list[str]:
+    """Run ``kafkastore tail --api`` and return its first ``count`` lines."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kafkastore.cli", "tail", "--api", url, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if then is not None:
+            time.sleep(2.0)  # let it find the end of $all and connect
+            then()
+        assert proc.stdout is not None
+        return [proc.stdout.readline().rstrip("\n") for _ in range(count)]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_tail_with_api_follows_a_category_from_the_beginning(stack: str) -> None:
+    category = unique("Tail").replace("-", "")
+    append(stack, f"{category}-1", "A", "B")
+    lines = _tail_lines(
+        stack,
+        3,
+        "--category",
+        category,
+        "--from-beginning",
+        then=lambda: append(stack, f"{category}-1", "C"),
+    )
+    assert [line.split()[1:4] for line in lines] == [
+        [f"{category}-1", "v1", "A"],
+        [f"{category}-1", "v2", "B"],
+        [f"{category}-1", "v3", "C"],
+    ]
+    assert lines[0].endswith('{"t":"A"}')
+
+
+def test_tail_with_api_starts_at_the_end_of_all(stack: str) -> None:
+    stream = unique("TailEnd")
+    append(stack, stream, "Old")
+    lines = _tail_lines(stack, 1, "--type", "New", then=lambda: append(stack, stream, "New"))
+    assert lines[0].split()[1:4] == [stream, "v2", "New"]
