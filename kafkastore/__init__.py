@@ -22,6 +22,7 @@ from kafkastore.errors import (
     StreamDeleted,
     StreamNotFound,
     Unavailable,
+    UnsupportedMediaType,
     WrongExpectedVersion,
 )
 from kafkastore.records import (
@@ -63,6 +64,7 @@ __all__ = [
     "StreamPage",
     "StreamState",
     "Unavailable",
+    "UnsupportedMediaType",
     "WrongExpectedVersion",
 ]
 
