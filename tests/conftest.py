@@ -36,6 +36,13 @@ def _unavailable(exc: ServiceUnavailable) -> None:
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """``@pytest.mark.anyio`` tests run on asyncio only: kafkastore's async side is asyncio
+    (psycopg's async pool needs its loop), even when trio is installed (selenium brings it)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def session_services(request: pytest.FixtureRequest) -> Iterator[SessionServices]:
     workdir = session_workdir()
     services = SessionServices(workdir=workdir)
