@@ -83,9 +83,7 @@ def test_every_route_documents_its_error_responses_with_the_error_body(
 def test_the_error_body_has_error_and_message(document: dict[str, Any]) -> None:
     body = document["components"]["schemas"]["ErrorBody"]
     assert body["required"] == ["error", "message"]
-    assert {"event_ids", "reason", "current_version", "limit", "outcome"} <= set(
-        body["properties"]
-    )
+    assert {"event_ids", "reason", "current_version", "limit", "outcome"} <= set(body["properties"])
 
 
 def test_successes_name_their_bodies(document: dict[str, Any]) -> None:
