@@ -194,7 +194,7 @@ class Subscription:
         """Handle events until :meth:`stop`. Raises what the handler raised when dead
         letters are off; outages of Kafka or PostgreSQL are retried with backoff."""
         if self.metrics_port:
-            metrics.serve(self.metrics_port)
+            metrics.serve(self.metrics_port, self.settings.metrics_host)
         with stop_signals(self._on_signal, enabled=self.install_signal_handlers):
             try:
                 if self.projection is not None:

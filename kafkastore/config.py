@@ -105,7 +105,10 @@ class Settings:
     api_url: str = ""
     """Base URL of a running HTTP API (clients, tests); empty when not known."""
     metrics_port: int = 0
-    """Port of a Prometheus endpoint for subscriptions (0 = none)."""
+    """Port of the Prometheus endpoint of ``kafkastore indexer`` and of subscriptions
+    (0 = none; ``kafkastore dev`` gives its indexer one)."""
+    metrics_host: str = "127.0.0.1"
+    """Address those metrics endpoints bind (``0.0.0.0`` to reach them from other hosts)."""
 
     extra_kafka: Mapping[str, str] = field(default_factory=dict)
     """Extra librdkafka settings for every client (e.g. security)."""
