@@ -1,5 +1,6 @@
 """Subscriptions: Kafka consumer groups as verdict-filtered event subscriptions (DESIGN.md s. 8)."""
 
-from consumers.subscription import PostgresProjection, RetryPolicy, Subscription
+from consumers.retrypolicy import RetryPolicy
+from consumers.subscription import PostgresProjection, Subscription
 
 __all__ = ["PostgresProjection", "RetryPolicy", "Subscription"]
