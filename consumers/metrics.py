@@ -98,10 +98,11 @@ _servers: dict[int, Any] = {}
 _servers_lock = threading.Lock()
 
 
-def serve(port: int) -> None:
-    """Expose the default registry on ``port`` (once per process and port)."""
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose the default registry on ``host:port`` (once per process and port); loopback
+    unless told otherwise (``metrics_host``)."""
     with _servers_lock:
         if port in _servers:
             return
-        _servers[port] = start_http_server(port)
-        logger.info("subscription metrics on http://0.0.0.0:%s/metrics", port)
+        _servers[port] = start_http_server(port, addr=host)
+        logger.info("subscription metrics on http://%s:%s/metrics", host, port)

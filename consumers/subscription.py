@@ -27,15 +27,20 @@ stream's metadata, or is rebuilt. ``stats()["hidden"]`` counts the skipped event
 
 Failures: an exception is retried with exponential backoff; after ``RetryPolicy.attempts`` the
 event is copied to ``<topic>.dlq`` with error headers (:mod:`consumers.dlq`) and the subscription
-moves on. ``dead_letter=False`` makes the error stop the subscription instead.
+moves on. ``dead_letter=False`` makes the error stop the subscription instead. An outage of Kafka
+or PostgreSQL - also at start, before the projection's ``setup`` could run - is waited out with
+a warning per attempt, never raised.
+
+``run()`` talks (logger ``kafkastore.consumers``; printed to stderr at INFO when the application
+configured no logging, :mod:`consumers.progress`): the group and its mode at start, the
+partitions of each assignment, a progress line every 10 s, and the totals at stop.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -45,6 +50,8 @@ from confluent_kafka import Message
 from consumers import metrics
 from consumers.checkpoints import PgCheckpoints
 from consumers.dlq import DeadLetters
+from consumers.progress import ProgressTicker, visible_logging
+from consumers.retrypolicy import RetryPolicy
 from consumers.runtime import BatchLoop, PartitionBatch
 from kafkastore import lifecycle, pg
 from kafkastore.config import Settings
@@ -62,31 +69,6 @@ EventHandler = Callable[[RecordedEvent], None]
 
 RESTARTS = Backoff(initial=0.5, maximum=10.0)
 """Waits between restarts of the loop after an outage of Kafka or PostgreSQL."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """How often a failing event is tried before it is dead-lettered."""
-
-    attempts: int = 5
-    """Total attempts (the first one included)."""
-    backoff: float = 0.1
-    """Wait after the first failure (seconds); doubles after each one."""
-    backoff_max: float = 5.0
-    """Longest wait between two attempts."""
-
-    def delays(self) -> Iterator[float]:
-        """The waits after the first, second, ... failure of one event."""
-        return Backoff(
-            initial=min(self.backoff, self.backoff_max), maximum=self.backoff_max
-        ).delays()
-
-    def delay(self, failures: int) -> float:
-        """The wait after the ``failures``-th failure of one event (1 for the first)."""
-        delays = self.delays()
-        for _ in range(failures - 1):
-            next(delays)
-        return next(delays)
 
 
 class PostgresProjection:
@@ -207,31 +189,81 @@ class Subscription:
 
     def run(self) -> None:
         """Handle events until :meth:`stop`. Raises what the handler raised when dead
-        letters are off; outages of Kafka or PostgreSQL are retried with backoff."""
-        if self.metrics_port:
-            metrics.serve(self.metrics_port)
-        with stop_signals(self._on_signal, enabled=self.install_signal_handlers):
+        letters are off; outages of Kafka or PostgreSQL are waited out with backoff."""
+        with visible_logging(), stop_signals(self._on_signal, enabled=self.install_signal_handlers):
+            if self.metrics_port:
+                metrics.serve(self.metrics_port, self.settings.metrics_host)
+            self._log_start()
+            ticker = ProgressTicker(
+                logger,
+                self.stats,
+                stop=self.loop.stop_flag,
+                line=self._progress_line,
+                count=lambda stats: int(stats["delivered"]) + int(stats["filtered"]),
+            ).start()
             try:
-                if self.projection is not None:
-                    self._setup_projection(self.projection)
                 self._run_until_stopped()
             except _Abandoned:
                 logger.info("%r stopped while retrying; the batch will be re-delivered", self)
             finally:
+                self.loop.stop()  # also ends the ticker when the loop ended on an error
+                ticker.join()
                 if self.dead_letters is not None:
                     self.dead_letters.close()
+                self._log_stop()
 
     def _run_until_stopped(self) -> None:
         # Outages of Kafka or PostgreSQL are waited out: the loop starts again from the last
         # committed position (re-delivering the batch it was in). Other errors propagate.
         delays = RESTARTS.delays()
+        set_up = self.projection is None
         while not self.loop.stopping:
             try:
+                if not set_up:
+                    assert self.projection is not None
+                    self._setup_projection(self.projection)
+                    set_up = True
                 self.loop.run(self._handle_batch)
             except Unavailable as exc:
                 delay = next(delays)
-                logger.warning("%r: %s; restarting in %.1fs", self, exc.message, delay)
+                logger.warning(
+                    "%r: %s; waiting for it, next try in %.1fs", self, exc.message, delay
+                )
                 self._sleep(delay)
+
+    def _log_start(self) -> None:
+        filters = []
+        if self.categories:
+            filters.append(f"categories {sorted(self.categories)}")
+        if self.event_types:
+            filters.append(f"types {sorted(self.event_types)}")
+        logger.info(
+            "subscription %r started on topic %r (%s%s%s); waiting for partitions",
+            self.group,
+            self.settings.topic,
+            "exactly-once into PostgreSQL" if self.projection is not None else "at-least-once",
+            ", " if filters else "",
+            ", ".join(filters),
+        )
+
+    def _progress_line(self, stats: dict[str, Any], rate: float) -> str:
+        return (
+            f"subscription {self.group!r}: {stats['delivered']} events handled ({rate:.0f}/s), "
+            f"{stats['filtered']} filtered out, {stats.get('phantoms', 0)} phantoms skipped, "
+            f"{stats['dead_letters']} dead-lettered, lag {stats.get('lag')}, "
+            f"partitions {stats.get('assigned')}"
+        )
+
+    def _log_stop(self) -> None:
+        logger.info(
+            "subscription %r stopped: %d events handled, %d filtered out, %d retries, "
+            "%d dead-lettered",
+            self.group,
+            self._delivered,
+            self._filtered,
+            self._retries,
+            self._dead,
+        )
 
     def start(self) -> Subscription:
         """Run in a background thread (for tests, notebooks and servers with their own loop)."""

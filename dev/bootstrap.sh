@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # System prerequisites of the local stack, checked on every `make install` (cheap when present):
 # Java 17+ and Maven (the Kafka broker, resolved from Maven Central), the PostgreSQL server
-# binaries (initdb/pg_ctl), kcat (optional, a Kafka client we did not write), headless Chromium
-# and chromium-driver (the web console's browser tests). Missing ones are
-# installed with apt when we can (root on Debian/Ubuntu); otherwise we say what to install.
+# binaries (initdb/pg_ctl), kcat (optional, a Kafka client we did not write), Chromium and its
+# driver (for the browser tests of /docs and the web console; optional to run the stack).
+# Missing ones are installed with apt when we can (root on Debian/Ubuntu); otherwise we say what
+# to install.
 set -euo pipefail
 
 missing=()
@@ -27,26 +28,35 @@ if ! have java || [ "$(java_major)" -lt 17 ]; then missing+=(openjdk-17-jre-head
 have mvn || missing+=(maven)
 [ -n "$(pg_bindir)" ] || missing+=(postgresql)
 have kcat || missing+=(kcat)
-# Headless Chromium and its driver: the console's browser tests (selenium drives them).
+# Headless Chromium and its driver: the browser tests (selenium drives them).
 have chromium || missing+=(chromium)
 have chromedriver || missing+=(chromium-driver)
+optional=" kcat chromium chromium-driver "
+required=()
+for package in "${missing[@]}"; do
+    [[ "$optional" == *" $package "* ]] || required+=("$package")
+done
 
 if [ ${#missing[@]} -gt 0 ]; then
     if have apt-get && [ "$(id -u)" -eq 0 ]; then
         echo "installing with apt: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        # kcat is optional: a distribution without it must not stop the install.
-        apt-get install -y -qq --no-install-recommends "${missing[@]/kcat/}" >/dev/null
-        if [[ " ${missing[*]} " == *" kcat "* ]]; then
-            apt-get install -y -qq --no-install-recommends kcat >/dev/null 2>&1 ||
-                echo "note: kcat not available from apt (optional)"
+        if [ ${#required[@]} -gt 0 ]; then
+            apt-get install -y -qq --no-install-recommends "${required[@]}" >/dev/null
         fi
+        # The optional ones must not stop the install on a distribution without them.
+        for package in "${missing[@]}"; do
+            [[ "$optional" == *" $package "* ]] || continue
+            apt-get install -y -qq --no-install-recommends "$package" >/dev/null 2>&1 ||
+                echo "note: $package not available from apt (optional)"
+        done
     else
         echo "missing system packages: ${missing[*]}" >&2
         echo "install them (Debian/Ubuntu: sudo apt-get install ${missing[*]}), then re-run." >&2
-        echo "needed: Java 17+ and Maven for the Kafka broker, the PostgreSQL server." >&2
-        [[ " ${missing[*]} " == " kcat " ]] || exit 1
+        echo "needed: Java 17+ and Maven for the Kafka broker, the PostgreSQL server;" >&2
+        echo "optional: kcat, and chromium + chromium-driver for the /docs browser test." >&2
+        [ ${#required[@]} -eq 0 ] || exit 1
     fi
 fi
 

@@ -188,6 +188,8 @@ def _print_endpoints(manifest: Manifest, path: Path) -> None:
         table.add_row("HTTP API", manifest.api)
         table.add_row("OpenAPI", manifest.api + "/docs")
         table.add_row("console", manifest.api + "/console")
+    if manifest.indexer_metrics:
+        table.add_row("indexer metrics", manifest.indexer_metrics)
     for name, pid in manifest.pids.items():
         table.add_row(f"pid {name}", str(pid))
     table.add_row("logs", str(manifest.logs))

@@ -34,6 +34,7 @@ console = Console(stderr=True)
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_PG_PORT = 5432
 DEFAULT_API_PORT = 8080
+DEFAULT_INDEXER_METRICS_PORT = 9464  # Prometheus' registered default for exporters
 READY_TIMEOUT = 90.0
 
 
@@ -48,6 +49,7 @@ class Stack:
     services: list[services.Service] = field(default_factory=list)
     settings: Settings | None = None
     api_url: str | None = None
+    indexer_metrics_url: str | None = None
 
     @property
     def logs(self) -> Path:
@@ -67,6 +69,7 @@ class Stack:
             kafka=self.broker.bootstrap,
             database_url=self.cluster.database_url,
             api=self.api_url,
+            indexer_metrics=self.indexer_metrics_url,
             topic=self.settings.topic,
             pids=pids,
             postgres=PostgresFiles(data_dir=self.cluster.data_dir, bindir=self.cluster.bindir),
@@ -133,12 +136,19 @@ def start(
         stack.services.append(api)
         stack.api_url = f"http://{LOCALHOST}:{aport}"
         services.wait_http_ok(f"{stack.api_url}/readyz", timeout=READY_TIMEOUT, service=api)
+    mport = choose_port(None, DEFAULT_INDEXER_METRICS_PORT, what="indexer metrics")
     with _step("indexer (kafkastore indexer)"):
+        # The indexer counts what it indexes in its own process: it serves those metrics itself.
         indexer = services.start(
-            "indexer", "indexer", [], env=env, log_path=stack.logs / "indexer.log"
+            "indexer",
+            "indexer",
+            [],
+            env={**env, "KAFKASTORE_METRICS_PORT": str(mport)},
+            log_path=stack.logs / "indexer.log",
         )
         stack.services.append(indexer)
-        services.wait_alive(indexer, 1.0)
+        stack.indexer_metrics_url = f"http://{LOCALHOST}:{mport}/metrics"
+        services.wait_http_ok(stack.indexer_metrics_url, timeout=READY_TIMEOUT, service=indexer)
 
 
 def _port(given: int | None, preferred: int, *, what: str, flag: str) -> int:

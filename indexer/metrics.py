@@ -1,9 +1,12 @@
-"""Prometheus metrics of the indexer and the index API (default registry).
+"""Prometheus metrics of the indexer and of the index API, in two registries.
 
-The indexer process updates the ``kafkastore_indexer_*`` series itself (and serves them on
-``settings.metrics_port``). The API process, which does not run the indexer, exports the lag
-seen from outside: :func:`register_api_collectors` adds a collector that compares the topic's
-high watermarks with ``index_checkpoints`` at scrape time.
+- :data:`INDEXER_REGISTRY`: the ``kafkastore_indexer_*`` series, counted by the indexer process
+  and served by it alone (:func:`serve_indexer_metrics`, on ``settings.metrics_port``; the dev
+  stack turns it on and lists its URL in ``dev.json`` as ``indexer_metrics``). The API process
+  never exports them: a counter it does not have would read 0, which is not the truth.
+- The default registry (the API's ``/metrics``): read latencies and waits, and the index lag
+  seen from outside: :func:`register_api_collectors` adds a collector that compares the topic's
+  high watermarks with ``index_checkpoints`` at scrape time (``kafkastore_index_lag_*``).
 """
 
 from __future__ import annotations
@@ -13,48 +16,75 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kafkastore import kafka, pg
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError
+from kafkastore.verdict import PhantomReason
 
 logger = logging.getLogger("kafkastore.indexer")
 
+INDEXER_REGISTRY = CollectorRegistry()
+"""The indexer process's own series (and the usual process, platform and GC ones)."""
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    INDEXER_REGISTRY.register(_collector)
+
 EVENTS_INDEXED = Counter(
-    "kafkastore_indexer_events_indexed", "Real events written to the index by this process."
+    "kafkastore_indexer_events_indexed",
+    "Real events written to the index by this process.",
+    registry=INDEXER_REGISTRY,
 )
 DUPLICATES = Counter(
     "kafkastore_indexer_duplicates",
     "Real events absorbed because they were already indexed (re-delivery).",
+    registry=INDEXER_REGISTRY,
 )
 PHANTOMS_SKIPPED = Counter(
     "kafkastore_indexer_phantoms_skipped",
     "Messages judged phantoms (never indexed), by reason.",
     ["reason"],
+    registry=INDEXER_REGISTRY,
 )
+for _reason in PhantomReason:
+    PHANTOMS_SKIPPED.labels(_reason.value)  # every reason is exported, 0 until one is seen
 VERDICT_WAITS = Counter(
     "kafkastore_indexer_verdict_waits",
     "Times the indexer waited for a writer whose transaction was still in progress.",
+    registry=INDEXER_REGISTRY,
 )
 BATCH_SECONDS = Histogram(
     "kafkastore_indexer_apply_seconds",
     "Time to apply one batch (the indexer's part of the transaction).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=INDEXER_REGISTRY,
 )
 LAG_OFFSETS = Gauge(
     "kafkastore_indexer_lag_offsets",
     "Messages of the partition not yet indexed (high watermark - next offset).",
     ["partition"],
+    registry=INDEXER_REGISTRY,
 )
 LAG_SECONDS = Gauge(
     "kafkastore_indexer_lag_seconds",
     "Age of the newest event the last batch of the partition indexed, when it was indexed.",
     ["partition"],
+    registry=INDEXER_REGISTRY,
 )
 READ_SECONDS = Histogram(
     "kafkastore_read_seconds",
@@ -150,6 +180,18 @@ class IndexLagCollector(Collector):
             return 0.0
         _kind, millis = message[0].timestamp()
         return max(0.0, datetime.now(UTC).timestamp() - float(millis) / 1000.0)
+
+
+def serve_indexer_metrics(settings: Settings) -> Any:
+    """Serve :data:`INDEXER_REGISTRY` at ``http://<metrics_host>:<metrics_port>/metrics``
+    (127.0.0.1 unless configured); returns the server (``shutdown()`` stops it)."""
+    server, _thread = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=INDEXER_REGISTRY
+    )
+    logger.info(
+        "indexer metrics on http://%s:%s/metrics", settings.metrics_host, settings.metrics_port
+    )
+    return server
 
 
 _registered: list[IndexLagCollector] = []

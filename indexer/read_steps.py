@@ -77,25 +77,34 @@ STREAM_BACKWARD = f"""
 SELECT {_COLUMNS} FROM {_EVENTS}
 WHERE e.stream_id = %s AND e.version <= %s AND {_VISIBLE} ORDER BY e.version DESC LIMIT %s
 """
-CATEGORY = f"""
-SELECT {_COLUMNS} FROM {_EVENTS}
-WHERE e.category = %s AND e.global_position >= %s AND {_VISIBLE}
-ORDER BY e.global_position LIMIT %s
+# Position reads. Each returns at least one row: the index's head (the highest global position,
+# read in the same snapshot as the page) and then the page's columns, NULL when nothing matched.
+# Positions are handed out gap-free in commit order, so every position up to that head was
+# visible to the page's scan (hidden events are dropped by the filter, not skipped by the scan):
+# a page shorter than its limit has scanned up to the head.
+_POSITION_PAGE = """
+SELECT h.head, e.* FROM (SELECT coalesce(max(global_position), 0) AS head FROM events) AS h
+LEFT JOIN LATERAL ({page}) AS e ON true
 """
-CATEGORY_TYPES = f"""
-SELECT {_COLUMNS} FROM {_EVENTS}
-WHERE e.category = %s AND e.global_position >= %s AND e.event_type = ANY(%s) AND {_VISIBLE}
-ORDER BY e.global_position LIMIT %s
-"""
-ALL = f"""
-SELECT {_COLUMNS} FROM {_EVENTS} WHERE e.global_position >= %s AND {_VISIBLE}
-ORDER BY e.global_position LIMIT %s
-"""
-ALL_TYPES = f"""
-SELECT {_COLUMNS} FROM {_EVENTS}
-WHERE e.global_position >= %s AND e.event_type = ANY(%s) AND {_VISIBLE}
-ORDER BY e.global_position LIMIT %s
-"""
+CATEGORY = _POSITION_PAGE.format(
+    page=f"""SELECT {_COLUMNS} FROM {_EVENTS}
+    WHERE e.category = %s AND e.global_position >= %s AND {_VISIBLE}
+    ORDER BY e.global_position LIMIT %s"""
+)
+CATEGORY_TYPES = _POSITION_PAGE.format(
+    page=f"""SELECT {_COLUMNS} FROM {_EVENTS}
+    WHERE e.category = %s AND e.global_position >= %s AND e.event_type = ANY(%s) AND {_VISIBLE}
+    ORDER BY e.global_position LIMIT %s"""
+)
+ALL = _POSITION_PAGE.format(
+    page=f"""SELECT {_COLUMNS} FROM {_EVENTS} WHERE e.global_position >= %s AND {_VISIBLE}
+    ORDER BY e.global_position LIMIT %s"""
+)
+ALL_TYPES = _POSITION_PAGE.format(
+    page=f"""SELECT {_COLUMNS} FROM {_EVENTS}
+    WHERE e.global_position >= %s AND e.event_type = ANY(%s) AND {_VISIBLE}
+    ORDER BY e.global_position LIMIT %s"""
+)
 METADATA = """
 SELECT metadata_version, max_count, max_age, truncate_before, metadata, deleted
 FROM streams WHERE stream_id = %s
@@ -164,9 +173,19 @@ def _recorded(row: Sequence[Any]) -> RecordedEvent:
     )
 
 
-def _position_page(rows: Sequence[Sequence[Any]], from_position: int) -> PositionPage:
-    events = tuple(_recorded(r) for r in rows)
-    next_position = events[-1].global_position + 1 if events else from_position  # type: ignore[operator]
+def _position_page(rows: Sequence[Sequence[Any]], from_position: int, limit: int) -> PositionPage:
+    """The page of a position read (rows: the head, then an event's columns or NULLs).
+
+    ``next_position`` follows the last event of a full page; after a shorter page (filters
+    matched fewer events than ``limit``, or none) the scan reached the head, so it is the
+    position after the head: a filtered tail moves past events it does not want.
+    """
+    head = int(rows[0][0]) if rows else 0
+    events = tuple(_recorded(r[1:]) for r in rows if r[1] is not None)
+    if len(events) >= limit:
+        next_position = events[-1].global_position + 1  # type: ignore[operator]
+    else:
+        next_position = max(from_position, head + 1)
     return PositionPage(events=events, next_position=next_position)
 
 
@@ -275,7 +294,7 @@ class ReadSteps:
             rows = yield Fetch(CATEGORY_TYPES, (category, start, wanted, n))
         else:
             rows = yield Fetch(CATEGORY, (category, start, n))
-        page = _position_page(rows, start)
+        page = _position_page(rows, start, n)
         metrics.READ_SECONDS.labels("category").observe(time.perf_counter() - started)
         return page
 
@@ -294,7 +313,7 @@ class ReadSteps:
             rows = yield Fetch(ALL_TYPES, (start, wanted, n))
         else:
             rows = yield Fetch(ALL, (start, n))
-        page = _position_page(rows, start)
+        page = _position_page(rows, start, n)
         metrics.READ_SECONDS.labels("all").observe(time.perf_counter() - started)
         return page
 

@@ -17,11 +17,11 @@ import hashlib
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from indexer import render
 from indexer.reads import AsyncReads, Direction
-from kafkastore import models
+from kafkastore import apidoc, models
 from kafkastore.errors import InvalidRequest
 
 router = APIRouter(tags=["reads"])
@@ -50,8 +50,15 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 # Stream ids may contain "/" (a path parameter), so the state route is declared first: for
 # "/streams/a/b/state" it answers the state of "a/b".
-@router.get("/streams/{stream_id:path}/state", summary="A stream's head and indexed version")
+@router.get(
+    "/streams/{stream_id:path}/state",
+    summary="A stream's head and indexed version",
+    response_model=apidoc.StreamState,
+    responses=apidoc.errors(400, 404, 503),
+)
 async def stream_state(request: Request, stream_id: str) -> Response:
+    """The writer-side head (``version``, current as soon as an append is acknowledged) and how
+    far the index caught up (``indexed_version``)."""
     state = await _reads(request).stream_state(stream_id)
     return Response(render.stream_state_json(state), media_type=JSON)
 
@@ -93,7 +100,21 @@ def _types(request: Request) -> list[str] | None:
     return types or None
 
 
-@router.get("/streams/{stream_id:path}", summary="Read one stream")
+@router.get(
+    "/streams/{stream_id:path}",
+    summary="Read one stream",
+    response_model=apidoc.StreamPage,
+    responses={
+        200: apidoc.ok(
+            apidoc.StreamPage,
+            "a page of the stream",
+            etag=apidoc.ETAG,
+            behind=apidoc.INDEX_BEHIND,
+        ),
+        304: apidoc.NOT_MODIFIED,
+        **apidoc.errors(400, 404, 410, 503),
+    },
+)
 async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by name
     request: Request,
     stream_id: str,
@@ -102,10 +123,16 @@ async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by nam
     direction: Direction = "forward",
     min_version: int | None = None,
     timeout_ms: int | None = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(description="the ETag of an earlier answer: 304 (no body) when unchanged"),
+    ] = None,
 ) -> Response:
     """A page of the stream's events in version order (``direction=backward`` goes down from
     ``from_version``, default the head). ``min_version`` waits up to ``timeout_ms`` until the
-    index holds that version; on time-out the answer carries ``X-Index-Behind: true``."""
+    index holds that version; on time-out the answer carries ``X-Index-Behind: true``. Every
+    answer has an ``ETag``; ``If-None-Match`` with it answers ``304`` while the page is the
+    same."""
     page = await _reads(request).read_stream(
         stream_id,
         from_version=from_version,
@@ -118,12 +145,18 @@ async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by nam
     headers = {"ETag": _etag(body)}
     if page.index_behind:
         headers["X-Index-Behind"] = "true"
-    if _matches(request.headers.get("if-none-match"), headers["ETag"]):
+    if _matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=JSON, headers=headers)
 
 
-@router.get("/categories/{category}", summary="Read a category in global-position order")
+# A category may contain "/" (stream ids may), hence a path parameter.
+@router.get(
+    "/categories/{category:path}",
+    summary="Read a category in global-position order",
+    response_model=apidoc.PositionPage,
+    responses=apidoc.errors(400, 503),
+)
 async def read_category(
     request: Request,
     category: str,
@@ -132,14 +165,20 @@ async def read_category(
     type: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
     """Events of every stream of the category (stream id up to the first ``-``); ``type``
-    (repeatable) keeps only those types. ``next_position`` is where the next page starts."""
+    (repeatable) keeps only those types. ``next_position`` is where the next page starts: after
+    a page shorter than ``limit``, past everything scanned (a filtered tail moves on)."""
     page = await _reads(request).read_category(
         category, from_position=from_position, limit=limit, types=_types(request)
     )
     return Response(render.position_page_json(page), media_type=JSON)
 
 
-@router.get("/all", summary="Read $all in global-position order")
+@router.get(
+    "/all",
+    summary="Read $all in global-position order",
+    response_model=apidoc.PositionPage,
+    responses=apidoc.errors(400, 503),
+)
 async def read_all(
     request: Request,
     from_position: int = 1,
@@ -147,7 +186,7 @@ async def read_all(
     type: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
     """Every event in index order (gap-free global positions, handed out in commit order);
-    ``type`` (repeatable) keeps only those types."""
+    ``type`` (repeatable) keeps only those types. ``next_position`` as for categories."""
     page = await _reads(request).read_all(
         from_position=from_position, limit=limit, types=_types(request)
     )

@@ -229,14 +229,7 @@ def run(settings: Settings) -> int:
         indexer.stop()
 
     with stop_signals(on_signal):
-        server = None
-        if settings.metrics_port:
-            from prometheus_client import start_http_server
-
-            server, _thread = start_http_server(settings.metrics_port, addr=settings.host)
-            logger.info(
-                "indexer metrics on http://%s:%s/metrics", settings.host, settings.metrics_port
-            )
+        server = metrics.serve_indexer_metrics(settings) if settings.metrics_port else None
         logger.info(
             "indexer started: topic %r, group %r, batches of up to %d",
             settings.topic,

@@ -24,6 +24,7 @@ from kafkastore.errors import (
     StreamDeleted,
     StreamNotFound,
     Unavailable,
+    UnsupportedMediaType,
     WrongExpectedVersion,
     WrongMetadataVersion,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "StreamPage",
     "StreamState",
     "Unavailable",
+    "UnsupportedMediaType",
     "WrongExpectedVersion",
     "WrongMetadataVersion",
 ]

@@ -119,7 +119,10 @@ class Settings:
     """Base URL of a running HTTP API; ``kafkastore read`` reads through it when set (empty:
     PostgreSQL directly)."""
     metrics_port: int = 0
-    """Port of a Prometheus endpoint for subscriptions (0 = none)."""
+    """Port of the Prometheus endpoint of ``kafkastore indexer`` and of subscriptions
+    (0 = none; ``kafkastore dev`` gives its indexer one)."""
+    metrics_host: str = "127.0.0.1"
+    """Address those metrics endpoints bind (``0.0.0.0`` to reach them from other hosts)."""
 
     # Live subscriptions over HTTP (Server-Sent Events).
     sse_heartbeat: float = 10.0

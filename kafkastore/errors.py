@@ -4,6 +4,7 @@
 
     KafkaStoreError
     ├── InvalidRequest            400 invalid_request   (bad JSON, types, names, expected version)
+    │   └── UnsupportedMediaType  415 unsupported_media_type (an append body that is not JSON)
     ├── PayloadTooLarge           413 payload_too_large (a configured limit was exceeded)
     ├── StreamNotFound            404 stream_not_found
     ├── StreamDeleted             410 stream_deleted
@@ -45,6 +46,7 @@ __all__ = [
     "StreamDeleted",
     "StreamNotFound",
     "Unavailable",
+    "UnsupportedMediaType",
     "WrongExpectedVersion",
     "WrongMetadataVersion",
 ]
@@ -76,6 +78,19 @@ class InvalidRequest(KafkaStoreError):
 
     def details(self) -> dict[str, Any]:
         return {"details": list(self.fields)} if self.fields else {}
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """An append's body is declared as something other than JSON (``content-type``)."""
+
+    code = "unsupported_media_type"
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(
+            f"content-type {content_type!r} is not JSON: send application/json",
+            fields=["content-type"],
+        )
+        self.content_type = content_type
 
 
 class PayloadTooLarge(KafkaStoreError):
@@ -201,16 +216,38 @@ class AppendConflicts(KafkaStoreError):
 
 
 class DuplicateEventId(KafkaStoreError):
-    """Event ids already stored elsewhere (another stream, version or write) were reused."""
+    """Event ids reused in a way that is no idempotent repeat; ``reason`` says which way."""
 
     code = "duplicate_event_id"
 
-    def __init__(self, event_ids: Sequence[str]) -> None:
-        super().__init__(f"event ids already in the store: {', '.join(event_ids)}")
+    REPEATED_IN_REQUEST = "repeated_in_request"
+    """The same id twice inside one request."""
+    STORED_ELSEWHERE = "stored_elsewhere"
+    """Committed on another stream, at other versions, or only some ids of the append."""
+    IN_FLIGHT = "in_flight"
+    """Held by another append being committed at the same moment, which this one does not
+    repeat exactly."""
+    PAYLOAD_DIFFERS = "payload_differs"
+    """Committed at these very positions, but with another type, data or metadata."""
+
+    _MESSAGES = {
+        REPEATED_IN_REQUEST: "event ids repeated within this request",
+        STORED_ELSEWHERE: "event ids already in the store on another stream or at other versions",
+        IN_FLIGHT: "event ids used by another append being committed right now",
+        PAYLOAD_DIFFERS: (
+            "event ids already in the store with a different payload (type, data or metadata); "
+            "a retry must send the same events"
+        ),
+    }
+
+    def __init__(self, event_ids: Sequence[str], reason: str = STORED_ELSEWHERE) -> None:
+        what = self._MESSAGES.get(reason, "event ids reused")
+        super().__init__(f"{what}: {', '.join(event_ids)}")
         self.event_ids = tuple(event_ids)
+        self.reason = reason
 
     def details(self) -> dict[str, Any]:
-        return {"event_ids": list(self.event_ids)}
+        return {"event_ids": list(self.event_ids), "reason": self.reason}
 
 
 class Unavailable(KafkaStoreError):

@@ -1,7 +1,10 @@
 """The HTTP app: the writer's append routes and the indexer's read routes in one FastAPI app.
 
 Errors map to statuses here, by one table; every error body is
-``{"error": code, "message": text, ...details}`` (docs/http.md).
+``{"error": code, "message": text, ...details}`` (docs/http.md). Unknown query parameters are
+refused (400) like unknown body fields. ``/docs`` (Swagger UI) and ``/redoc`` are served with
+their assets from the ``fastapi-offline`` package: they work without internet access. What each
+route answers is described for the OpenAPI document in :mod:`kafkastore.apidoc`.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 
 import orjson
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import metrics as indexer_metrics
@@ -23,7 +27,7 @@ from indexer.reads import AsyncReads
 from indexer.routes import router as read_router
 from indexer.sse import Subscribers
 from indexer.sse import router as subscribe_router
-from kafkastore import kafka, pg
+from kafkastore import apidoc, kafka, pg
 from kafkastore.config import Settings, export_settings
 from kafkastore.errors import (
     AppendConflicts,
@@ -39,6 +43,7 @@ from kafkastore.errors import (
     StreamDeleted,
     StreamNotFound,
     Unavailable,
+    UnsupportedMediaType,
     WrongExpectedVersion,
 )
 from writer.engine import Writer
@@ -46,6 +51,7 @@ from writer.routes import router as append_router
 
 STATUS: dict[type[KafkaStoreError], int] = {
     InvalidRequest: 400,
+    UnsupportedMediaType: 415,
     StreamNotFound: 404,
     SnapshotNotFound: 404,
     SnapshotAboveHead: 409,
@@ -81,6 +87,61 @@ def error_response(error: KafkaStoreError) -> Response:
     )
 
 
+_KNOWN_QUERY: dict[int, frozenset[str]] = {}
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not declare (400 ``invalid_request``), as unknown
+    body fields are: a misspelt ``?limt=5`` must not be silently ignored. Also refuse control
+    characters in the path: the router's pattern would drop a trailing ``%0A`` and hand the
+    route another stream id than the one asked for."""
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in request.scope.get("path", "")):
+        raise InvalidRequest("the path must not contain control characters", fields=["path"])
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _KNOWN_QUERY.get(id(dependant))
+    if known is None:
+        known = _KNOWN_QUERY[id(dependant)] = frozenset(_query_names(dependant))
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown query parameters: {', '.join(unknown)}"
+            + (f" (this route takes {', '.join(sorted(known))})" if known else ""),
+            fields=unknown,
+        )
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less what this app never answers: 422 (validation errors are 400
+    ``invalid_request``, documented on every route) and its schemas."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for operations in doc.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,12 +160,16 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.to_thread(writer.close)
             await reads.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="kafkastore",
         version="0.1.0",
         description="An event store on Apache Kafka with a PostgreSQL stream index.",
         lifespan=lifespan,
+        dependencies=[Depends(known_query_only)],
+        # No request to a validator service on the internet from /docs.
+        swagger_ui_parameters={"validatorUrl": None},
     )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.state.settings = settings
 
     @app.exception_handler(KafkaStoreError)
@@ -130,11 +195,23 @@ def create_app(settings: Settings) -> FastAPI:
             media_type="application/json",
         )
 
-    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="The process is alive",
+        response_model=apidoc.Status,
+        responses=apidoc.errors(400),
+    )
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    @app.get("/readyz", tags=["ops"], summary="Kafka and PostgreSQL are reachable")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Kafka and PostgreSQL are reachable",
+        response_model=apidoc.Status,
+        responses=apidoc.errors(400, 503),
+    )
     async def readyz() -> Response:
         problems: dict[str, str] = {}
         try:
@@ -151,7 +228,19 @@ def create_app(settings: Settings) -> FastAPI:
             return error_response(Unavailable("; ".join(f"{k}: {v}" for k, v in problems.items())))
         return Response(b'{"status":"ready"}', media_type="application/json")
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics of this process (appends, reads, index lag)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **apidoc.errors(400),
+        },
+    )
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

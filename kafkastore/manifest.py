@@ -3,8 +3,9 @@
 ``dev.stack`` writes it once the stack is ready and removes it when the stack stops;
 ``kafkastore dev env``, ``kafkastore dev stop``, the next ``kafkastore dev`` (is one running
 already?) and the benchmarks read it. The file holds the documented keys (``kafka``,
-``database_url``, ``api``, ``topic``) plus what a stop from another process needs (``pids``,
-``postgres``, ``logs``). It is a kernel module so the CLI can read it without importing ``dev/``.
+``database_url``, ``api``, ``topic``), the indexer's metrics URL (``indexer_metrics``), plus what
+a stop from another process needs (``pids``, ``postgres``, ``logs``). It is a kernel module so
+the CLI can read it without importing ``dev/``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class Manifest:
     """The events topic."""
     api: str | None = None
     """Base URL of the HTTP API, when the stack runs one."""
+    indexer_metrics: str | None = None
+    """URL of the indexer's Prometheus endpoint (``…/metrics``), when it serves one."""
     pids: Mapping[str, int] = field(default_factory=dict)
     """Process ids by name (``kafka``, ``postgres``, ``api``, ``indexer``), in start order."""
     postgres: PostgresFiles | None = None
@@ -104,6 +107,7 @@ class Manifest:
             database_url=_text(doc["database_url"]),
             topic=_text(doc["topic"]),
             api=_text(doc["api"]) if doc.get("api") else None,
+            indexer_metrics=_text(doc["indexer_metrics"]) if doc.get("indexer_metrics") else None,
             pids={_text(name): int(pid) for name, pid in dict(doc.get("pids", {})).items()},
             postgres=PostgresFiles(
                 data_dir=Path(_text(postgres["data_dir"])), bindir=Path(_text(postgres["bindir"]))
@@ -118,6 +122,8 @@ class Manifest:
         doc: dict[str, Any] = {"kafka": self.kafka, "database_url": self.database_url}
         if self.api:
             doc["api"] = self.api
+        if self.indexer_metrics:
+            doc["indexer_metrics"] = self.indexer_metrics
         doc |= {"topic": self.topic, "pids": dict(self.pids)}
         if self.postgres is not None:
             doc["postgres"] = {

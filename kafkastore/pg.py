@@ -34,6 +34,11 @@ ERRORS: tuple[tuple[type[psycopg.Error], type[KafkaStoreError], str], ...] = (
         SchemaError,
         "the kafkastore schema is missing (run `kafkastore migrate`): {text}",
     ),
+    (
+        psycopg.errors.UndefinedColumn,
+        SchemaError,
+        "the kafkastore schema is older than this code (run `kafkastore migrate`): {text}",
+    ),
     # Unreachable, overloaded or timed out: retriable.
     (psycopg.errors.LockNotAvailable, Unavailable, _UNAVAILABLE),  # lock_timeout
     (psycopg.errors.QueryCanceled, Unavailable, _UNAVAILABLE),  # statement_timeout

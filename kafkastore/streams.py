@@ -19,11 +19,20 @@ def category_of(stream_id: str) -> str:
 
 
 def check_stream_id(stream_id: object, *, field: str = "stream_id") -> str:
-    """Return ``stream_id`` if it is a valid stream id, else raise InvalidRequest."""
+    """Return ``stream_id`` if it is a valid stream id, else raise InvalidRequest: 1-256
+    characters, not blank, no leading or trailing whitespace, no control characters, not
+    starting with ``$`` (reserved). ``/`` is allowed (routes take stream ids as paths)."""
     if not isinstance(stream_id, str):
         raise InvalidRequest(f"{field} must be a string", fields=[field])
     if not 1 <= len(stream_id) <= MAX_NAME_LENGTH:
         raise InvalidRequest(f"{field} must be 1-{MAX_NAME_LENGTH} characters", fields=[field])
+    if not stream_id.strip():
+        raise InvalidRequest(f"{field} must not be blank", fields=[field])
+    if stream_id != stream_id.strip():
+        # "Order-1 " and "Order-1" would be two streams that look the same in every log.
+        raise InvalidRequest(
+            f"{field} {stream_id!r} must not start or end with whitespace", fields=[field]
+        )
     if stream_id.startswith("$"):
         raise InvalidRequest(f"{field} {stream_id!r} is reserved (starts with '$')", fields=[field])
     if _CONTROL.search(stream_id):
@@ -42,10 +51,17 @@ def check_event_type(event_type: object, *, field: str = "type") -> str:
 
 
 def check_category(category: object) -> str:
-    name = check_stream_id(category, field="category")
-    if "-" in name:
-        raise InvalidRequest("category must not contain '-'", fields=["category"])
-    return name
+    """Return ``category`` if some valid stream id has it (:func:`category_of`), else raise
+    InvalidRequest: a stream id without ``-`` that may end with whitespace (``"a -1"``)."""
+    field = "category"
+    if not isinstance(category, str):
+        raise InvalidRequest(f"{field} must be a string", fields=[field])
+    if "-" in category:
+        raise InvalidRequest(f"{field} must not contain '-'", fields=[field])
+    if category != category.lstrip():
+        raise InvalidRequest(f"{field} {category!r} must not start with whitespace", fields=[field])
+    check_stream_id(category.rstrip() or category, field=field)
+    return category
 
 
 def parse_event_id(value: object, *, field: str = "id") -> UUID:

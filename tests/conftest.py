@@ -36,6 +36,13 @@ def _unavailable(exc: ServiceUnavailable) -> None:
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """``@pytest.mark.anyio`` tests run on asyncio only: kafkastore's async side is asyncio
+    (psycopg's async pool needs its loop), even when trio is installed (selenium brings it)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def session_services(request: pytest.FixtureRequest) -> Iterator[SessionServices]:
     workdir = session_workdir()
     services = SessionServices(workdir=workdir)
@@ -184,10 +191,3 @@ def indexer_server(
     services = _Services(request, logs_dir, "indexer")
     yield services.start
     services.stop()
-
-
-@pytest.fixture(scope="session")
-def anyio_backend() -> str:
-    """Async tests run on asyncio, the project's event loop. (selenium, a dev dependency, brings
-    trio along, and anyio would otherwise run every async test on trio too.)"""
-    return "asyncio"

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def test_dev_detached_uses_the_given_ports_and_dev_stop_leaves_no_process(home: 
             # Migrated, and durable: fsync stays on even on a dev box.
             assert conn.execute("SELECT count(*) FROM streams").fetchone() is not None
             assert conn.execute("SHOW fsync").fetchone() == ("on",)
+        _check_metrics_tell_the_truth(doc)
     finally:
         assert stop_in(home) == 0
 
@@ -153,3 +155,30 @@ def test_a_busy_default_port_is_replaced_and_dev_says_which_it_took(
     said = " ".join(capsys.readouterr().err.split())
     assert port != default
     assert f"Kafka: port {default} is busy (another stack?); using {port}" in said
+
+
+def _check_metrics_tell_the_truth(doc: dict[str, object]) -> None:
+    """The indexer serves its own counters (listed in dev.json); the API exports none of them."""
+    from dev.services import http_json
+
+    url = doc["indexer_metrics"]
+    assert isinstance(url, str) and url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+    status, _ = http_json(
+        "POST", f"{doc['api']}/streams/Metered-1", {"events": [{"type": "Tick", "data": {}}]}
+    )
+    assert status == 201
+    deadline = time.monotonic() + 60
+    while True:
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        counted = [
+            float(line.rpartition(" ")[2])
+            for line in text.splitlines()
+            if line.startswith("kafkastore_indexer_events_indexed_total ")
+        ]
+        if counted and counted[0] >= 1:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    assert 'kafkastore_indexer_phantoms_skipped_total{reason="no_marker"}' in text
+    api = urllib.request.urlopen(f"{doc['api']}/metrics", timeout=10).read().decode()
+    assert "kafkastore_indexer_" not in api

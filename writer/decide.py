@@ -11,10 +11,15 @@ writes, and what every unit is answered. The rules, in the spirit of Message DB'
 - An append whose ids are all stored, on its stream, at consecutive versions in its order, is a
   *repeat*: it is answered with the stored positions (``created=False``), whatever its expected
   version (section 5). Some of its ids stored and some not, or stored elsewhere:
-  DuplicateEventId.
-- An append that repeats exactly (same stream, same ids in the same order) an append accepted
-  earlier in this batch is a *mirror* of it: a retry racing its original, answered with the
-  original's result (``created=False``). Any other reuse of such ids: DuplicateEventId.
+  DuplicateEventId (``stored_elsewhere``). A repeat must be the same append byte for byte: an
+  event whose payload digest (:func:`writer.prepare.payload_digest`) differs from the one its
+  marker keeps is DuplicateEventId (``payload_differs``); markers written before digests were
+  kept have none, and their repeats are judged by position alone.
+- An append that repeats exactly (same stream, same ids in the same order, same payloads) an
+  append accepted earlier in this batch is a *mirror* of it: a retry racing its original,
+  answered with the original's result (``created=False``). Other payloads under its ids:
+  DuplicateEventId (``payload_differs``); any other reuse of such ids: DuplicateEventId
+  (``in_flight``).
 - Otherwise the stream must not be deleted and the expected version must hold against the head
   (docs/http.md's four modes); the append gets the versions head + 1 ... head + n.
 - A unit may instead be a *deletion* (docs/http.md "Stream lifecycle"), decided in the same arrival
@@ -105,6 +110,9 @@ class StoredEvent:
     version: int
     partition: int | None
     offset: int | None
+    digest: bytes | None = None
+    """The event's payload digest as its marker keeps it; None for markers written before
+    digests were kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +358,8 @@ def _repeat(append: PreparedAppend, stored: Mapping[UUID, StoredEvent]) -> Appen
     """The stored positions when this append's ids are all stored on its stream, consecutively.
 
     None when none of its ids is stored; DuplicateEventId when some are stored and some are not,
-    or stored elsewhere (another stream, or versions out of this append's order).
+    or stored elsewhere (another stream, or versions out of this append's order), or stored with
+    another payload digest.
     """
     hits = [stored.get(e.id) for e in append.events]
     present = [str(e.id) for e, hit in zip(append.events, hits, strict=True) if hit is not None]
@@ -367,6 +376,13 @@ def _repeat(append: PreparedAppend, stored: Mapping[UUID, StoredEvent]) -> Appen
             for i, hit in enumerate(hits)
         )
     ):
+        differing = [
+            str(e.id)
+            for e, hit in zip(append.events, hits, strict=True)
+            if hit is not None and hit.digest is not None and hit.digest != e.digest
+        ]
+        if differing:
+            raise DuplicateEventId(differing, DuplicateEventId.PAYLOAD_DIFFERS)
         return AppendResult(
             stream_id=append.stream_id,
             from_version=first.version,
@@ -405,8 +421,15 @@ def _mirror(
         if original.stream_id == append.stream_id and [e.id for e in original.events] == [
             e.id for e in append.events
         ]:
+            differing = [
+                str(e.id)
+                for e, o in zip(append.events, original.events, strict=True)
+                if e.digest != o.digest
+            ]
+            if differing:
+                raise DuplicateEventId(differing, DuplicateEventId.PAYLOAD_DIFFERS)
             return slot
-    raise DuplicateEventId(present)
+    raise DuplicateEventId(present, DuplicateEventId.IN_FLIGHT)
 
 
 def settle(decision: Decision, delivered: Delivered | None) -> list[Settled]:

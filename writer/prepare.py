@@ -6,8 +6,9 @@ errors (InvalidRequest, PayloadTooLarge, DuplicateEventId) and nothing is produc
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +33,34 @@ class PreparedEvent:
     content_type: str
     metadata: dict[str, Any] | None
     metadata_json: bytes | None
+    digest: bytes = field(default=b"", compare=False)
+    """:func:`payload_digest` of what is produced; computed when not given. The marker keeps
+    it, so that a retry can be told from another payload under the same id."""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            object.__setattr__(
+                self,
+                "digest",
+                payload_digest(self.type, self.content_type, self.payload, self.metadata_json),
+            )
+
+
+DIGEST_BYTES = 16
+
+
+def payload_digest(
+    event_type: str, content_type: str, payload: bytes, metadata_json: bytes | None
+) -> bytes:
+    """What makes two events with one id the same event: a BLAKE2b digest of the type, the
+    content type, the payload bytes and the metadata JSON (each length-prefixed, so no two
+    different events frame to the same bytes). A retry must send the same bytes: JSON data
+    with its keys in another order is another payload."""
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES, person=b"kafkastore-ev1")
+    for part in (event_type.encode(), content_type.encode(), metadata_json or b"", payload):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +299,7 @@ def _check_unique_ids(events: Iterable[PreparedEvent]) -> None:
             repeated.append(str(event.id))
         seen.add(event.id)
     if repeated:
-        raise DuplicateEventId(repeated)
+        raise DuplicateEventId(repeated, DuplicateEventId.REPEATED_IN_REQUEST)
 
 
 def prepare_many(requests: Sequence[AppendRequest], limits: Limits) -> list[PreparedAppend]:

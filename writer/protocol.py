@@ -165,6 +165,9 @@ class BatchRunner:
                         "write_id": delivered.write_id,
                         "xid": str(xid),
                         "ids": [e.id for a in decision.produce_order for e in a.append.events],
+                        "digests": [
+                            e.digest for a in decision.produce_order for e in a.append.events
+                        ],
                         "offsets": delivered.offsets,
                         "streams": [r.stream_id for r in rows],
                         "froms": [r.from_version for r in rows],

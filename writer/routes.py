@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from kafkastore import models
+from kafkastore import apidoc, models
 from kafkastore.codec import format_time
 from kafkastore.config import Settings
-from kafkastore.errors import InvalidRequest
+from kafkastore.errors import InvalidRequest, UnsupportedMediaType
 from kafkastore.lifecycle import parse_metadata
 from kafkastore.records import AppendResult, Snapshot
 from kafkastore.streams import check_stream_id
@@ -56,13 +56,20 @@ _APPEND_SCHEMA: dict[str, Any] = {
         "events": {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1},
     },
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    "400": {"description": "invalid_request"},
-    "409": {"description": "wrong_expected_version or duplicate_event_id"},
-    "410": {"description": "stream_deleted"},
-    "413": {"description": "payload_too_large"},
-    "503": {"description": "unavailable (Retry-After; outcome unknown when the body says so)"},
-}
+_ERRORS = apidoc.errors(400, 409, 410, 413, 415, 503)
+
+
+def _check_json(request: Request) -> None:
+    """Refuse a body declared as anything but JSON (415). No ``content-type`` at all is taken
+    as JSON: the body is parsed, and refused with 400 when it is not."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise UnsupportedMediaType(declared)
 
 
 def _json(content: Any, status: int) -> Response:
@@ -88,10 +95,20 @@ async def _submit(
             "content": {"application/json": {"schema": _APPEND_SCHEMA}},
         }
     },
-    responses={"200": {"description": "idempotent repeat of a committed append"}, **_ERRORS},
+    response_model=apidoc.AppendResult,
+    response_description="the events were appended: their versions, partitions and offsets",
+    responses={
+        200: apidoc.ok(
+            apidoc.AppendResult,
+            "an idempotent repeat: these events were already committed, at these positions",
+        ),
+        **_ERRORS,
+    },
 )
 async def append_to_stream(stream_id: str, request: Request) -> Response:
-    """Append events to one stream (201 created, 200 for an idempotent repeat)."""
+    """Append events to one stream (201 created, 200 for an idempotent repeat). The body must
+    be JSON (``content-type: application/json``, or none); another content type is 415."""
+    _check_json(request)
     settings: Settings = request.app.state.settings
     prepared = parse_append_body(await request.body(), stream_id, settings.limits)
     result = (await _submit(request, [prepared], atomic=False))[0]
@@ -128,10 +145,17 @@ async def append_to_stream(stream_id: str, request: Request) -> Response:
             },
         }
     },
-    responses=_ERRORS,
+    response_model=apidoc.AppendResults,
+    response_description="every entry was appended (one result per entry, in order)",
+    responses={
+        200: apidoc.ok(apidoc.AppendResults, "an idempotent repeat of every entry"),
+        **_ERRORS,
+    },
 )
 async def append_many(request: Request) -> Response:
-    """Append to several streams atomically: all entries are stored, or none."""
+    """Append to several streams atomically: all entries are stored, or none (any failed
+    precondition answers 409 listing every failed entry under ``conflicts``)."""
+    _check_json(request)
     settings: Settings = request.app.state.settings
     prepared = parse_many_body(await request.body(), settings.limits)
     results = await _submit(request, prepared, atomic=True)

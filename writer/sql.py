@@ -26,9 +26,10 @@ FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest(%(ids)s::uuid[]) AS id
 """
 
 # Markers holding any of the given (client-supplied) event ids; the ordinality of event_ids
-# gives each id's version.
+# gives each id's version, and its payload digest (NULL in markers older than digests).
 FIND_EVENT_IDS = """
-SELECT x.id, a.stream_id, a.from_version + (x.ord - 1), a.partition, (a.offsets)[x.ord]
+SELECT x.id, a.stream_id, a.from_version + (x.ord - 1), a.partition, (a.offsets)[x.ord],
+       (a.digests)[x.ord]
 FROM appends a, unnest(a.event_ids) WITH ORDINALITY AS x(id, ord)
 WHERE a.event_ids && %(ids)s::uuid[] AND x.id = ANY(%(ids)s::uuid[])
 """
@@ -43,9 +44,10 @@ WHERE s.stream_id = u.stream_id
 # One marker row per stream: its slice [lo:hi] (1-based, inclusive) of the flat id/offset arrays.
 INSERT_MARKERS = """
 INSERT INTO appends (write_id, xid, stream_id, from_version, to_version, event_ids, partition,
-                     offsets)
+                     offsets, digests)
 SELECT %(write_id)s, %(xid)s::xid8, r.stream_id, r.from_version, r.to_version,
-       (%(ids)s::uuid[])[r.lo:r.hi], r.partition, (%(offsets)s::bigint[])[r.lo:r.hi]
+       (%(ids)s::uuid[])[r.lo:r.hi], r.partition, (%(offsets)s::bigint[])[r.lo:r.hi],
+       (%(digests)s::bytea[])[r.lo:r.hi]
 FROM unnest(%(streams)s::text[], %(froms)s::bigint[], %(tos)s::bigint[], %(los)s::int[],
             %(his)s::int[], %(partitions)s::int[])
      AS r(stream_id, from_version, to_version, lo, hi, partition)

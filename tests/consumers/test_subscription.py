@@ -224,6 +224,10 @@ def test_stats_and_prometheus_metrics_report_positions_lag_and_counts(
         eventually(lambda: sub.stats()["lag"] == 0)
         stats = sub.stats()
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        from consumers import metrics
+
+        server, _thread = metrics._servers[port]
+        assert server.server_address[0] == "127.0.0.1"  # loopback unless metrics_host says so
     text = body.decode()
     partition = produced[0].partition
     assert stats["partitions"][partition]["position"] == produced[-1].offset + 2

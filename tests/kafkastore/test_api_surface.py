@@ -62,6 +62,7 @@ def test_every_error_has_one_root_and_is_exported() -> None:
 def test_errors_map_to_the_statuses_of_the_api_contract() -> None:
     cases = {
         errors.InvalidRequest("x"): 400,
+        errors.UnsupportedMediaType("text/plain"): 415,
         errors.StreamNotFound("s"): 404,
         errors.WrongExpectedVersion("s", 1, 2): 409,
         errors.AppendConflicts([errors.WrongExpectedVersion("s", 1, 2)]): 409,

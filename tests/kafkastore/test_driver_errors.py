@@ -17,6 +17,7 @@ from kafkastore.errors import ConfigurationError, KafkaStoreError, SchemaError, 
     [
         (PoolTimeout("couldn't get a connection"), Unavailable, "PostgreSQL pool exhausted: "),
         (psycopg.errors.UndefinedTable("no events"), SchemaError, "the kafkastore schema"),
+        (psycopg.errors.UndefinedColumn("no digests"), SchemaError, "the kafkastore schema is"),
         (psycopg.errors.LockNotAvailable("lock timeout"), Unavailable, "PostgreSQL unavailable"),
         (psycopg.errors.QueryCanceled("statement timeout"), Unavailable, "PostgreSQL unavailable"),
         (psycopg.errors.IdleInTransactionSessionTimeout("idle"), Unavailable, "PostgreSQL"),

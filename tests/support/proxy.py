@@ -21,9 +21,12 @@ COMMIT = b"COMMIT\x00"  # in the Parse or Query message, and in the CommandCompl
 
 
 class LossyProxy:
-    """A proxy for ``database_url``; ``url`` is the same database through the proxy."""
+    """A proxy for ``database_url``; ``url`` is the same database through the proxy.
 
-    def __init__(self, database_url: str) -> None:
+    ``listener``: a socket already bound (and not listening, so that connections to it are
+    refused until then) to serve on; else one on a free port."""
+
+    def __init__(self, database_url: str, *, listener: socket.socket | None = None) -> None:
         params = conninfo_to_dict(database_url)
         host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
         self._target: tuple[int, object] = (
@@ -31,7 +34,11 @@ class LossyProxy:
             if host.startswith("/")
             else (socket.AF_INET, (host, port))
         )
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        if listener is None:
+            self._listener = socket.create_server(("127.0.0.1", 0))
+        else:
+            listener.listen()
+            self._listener = listener
         self.url = make_conninfo(
             database_url, host="127.0.0.1", port=self._listener.getsockname()[1]
         )

@@ -235,3 +235,43 @@ def test_concurrent_reuse_of_one_id_on_two_streams_commits_only_one(settings: Se
             t.join()
     assert sorted(type(o).__name__ for o in outcomes) == ["AppendResult", "DuplicateEventId"]
     assert sorted(head(settings, s) or 0 for s in streams) == [0, 1]
+
+
+def test_a_committed_id_resent_with_another_payload_is_refused_and_the_marker_keeps_digests(
+    store: EventStore, settings: Settings
+) -> None:
+    stream = unique("Order")
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    original = store.append(stream, [ev(1, id=ids[0]), ev(2, id=ids[1])])
+    with pg.connect(settings.database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT cardinality(digests) FROM appends WHERE write_id = %s", (original.write_id,)
+        ).fetchone()
+    assert row == (2,)
+    assert store.append(stream, [ev(1, id=ids[0]), ev(2, id=ids[1])]).created is False
+    with pytest.raises(DuplicateEventId) as info:
+        store.append(stream, [ev(1, id=ids[0]), ev(3, id=ids[1])])
+    assert (info.value.event_ids, info.value.reason) == ((str(ids[1]),), "payload_differs")
+    assert head(settings, stream) == 2
+
+
+def test_a_marker_written_before_digests_were_kept_answers_repeats_by_position(
+    store: EventStore, settings: Settings
+) -> None:
+    stream = unique("Order")
+    stored = uuid.uuid4()
+    original = store.append(stream, [ev(1, id=stored)])
+    with pg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE appends SET digests = NULL WHERE write_id = %s", (original.write_id,)
+        )  # what migration 0003 leaves in markers older than it
+    repeat = store.append(stream, [ev(99, id=stored)])
+    assert (repeat.created, repeat.from_version, repeat.events) == (False, 1, original.events)
+
+
+def test_the_same_id_twice_in_one_append_says_so(store: EventStore) -> None:
+    same = uuid.uuid4()
+    with pytest.raises(DuplicateEventId) as info:
+        store.append(unique("Order"), [ev(id=same), ev(id=same)])
+    assert info.value.reason == "repeated_in_request"
+    assert "repeated within this request" in info.value.message

@@ -5,7 +5,9 @@ versions), not from the implementation: it applies the units of a batch one afte
 store that knows every committed event id's stream and version. Hypothesis draws a committed
 history and a batch of single and atomic appends with the four expected-version modes and
 reused event ids: exact repeats of committed appends, runs of committed events, repeats of an
-append earlier in the batch, ids moved to another stream, and partial overlaps.
+append earlier in the batch, ids moved to another stream, and partial overlaps - each now and
+then with another payload under a reused id. Some committed markers keep payload digests and
+some are older than digests (None): only a kept digest can tell a changed payload.
 """
 
 from __future__ import annotations
@@ -46,14 +48,27 @@ STREAMS = ("Order-1", "Order-2", "Cart-1", "Cart-2")
 PARTITION = {stream: i % 3 for i, stream in enumerate(STREAMS)}
 
 
-def event(event_id: UUID) -> PreparedEvent:
-    return PreparedEvent(event_id, "Happened", b"{}", "application/json", None, None)
+ORIGINAL = b"{}"
+CHANGED = b'{"changed":true}'
+
+
+def event(event_id: UUID, payload: bytes = ORIGINAL) -> PreparedEvent:
+    return PreparedEvent(event_id, "Happened", payload, "application/json", None, None)
+
+
+DIGEST = event(uuid.uuid4()).digest  # what every committed event of a History was
 
 
 def append(
-    stream: str, ids: Sequence[UUID], expected: ExpectedVersion = "any", *, supplied: bool = True
+    stream: str,
+    ids: Sequence[UUID],
+    expected: ExpectedVersion = "any",
+    *,
+    supplied: bool = True,
+    changed: Sequence[UUID] = (),
 ) -> PreparedAppend:
-    return PreparedAppend(stream, expected, tuple(event(i) for i in ids), supplied, 2 * len(ids))
+    events = tuple(event(i, CHANGED if i in changed else ORIGINAL) for i in ids)
+    return PreparedAppend(stream, expected, events, supplied, 2 * len(ids))
 
 
 def unit(*appends: PreparedAppend, atomic: bool = False) -> Unit:
@@ -73,12 +88,15 @@ class History:
     where: dict[UUID, tuple[str, int]] = field(default_factory=dict)
     offsets: dict[UUID, int] = field(default_factory=dict)
     appends: list[tuple[str, tuple[UUID, ...]]] = field(default_factory=list)
+    digests: dict[UUID, bytes | None] = field(default_factory=dict)
+    """The digest each committed id's marker keeps (None: a marker older than digests)."""
 
-    def commit(self, stream: str, ids: Sequence[UUID]) -> None:
+    def commit(self, stream: str, ids: Sequence[UUID], *, legacy: bool = False) -> None:
         for i in ids:
             self.versions[stream] += 1
             self.where[i] = (stream, self.versions[stream])
             self.offsets[i] = len(self.offsets)
+            self.digests[i] = None if legacy else DIGEST
         self.appends.append((stream, tuple(ids)))
 
     def heads(self) -> dict[str, Head]:
@@ -86,7 +104,8 @@ class History:
 
     def stored(self) -> dict[UUID, StoredEvent]:
         return {
-            i: StoredEvent(s, v, PARTITION[s], self.offsets[i]) for i, (s, v) in self.where.items()
+            i: StoredEvent(s, v, PARTITION[s], self.offsets[i], self.digests[i])
+            for i, (s, v) in self.where.items()
         }
 
 
@@ -140,6 +159,7 @@ def model(
     lifecycle: dict[str, tuple[int | None, bool, bool]] = {}
     in_batch: dict[UUID, tuple[int, int]] = {}  # id -> (unit, append) accepted in this batch
     batch: dict[tuple[int, int], tuple[str, tuple[UUID, ...]]] = {}
+    payloads: dict[UUID, bytes] = {}  # id -> payload digest of the append accepted in the batch
     answers: list[Expected] = []
     for u, submitted in enumerate(units):
         if submitted.deletion is not None:
@@ -160,6 +180,7 @@ def model(
             continue
         local = dict(versions)
         touched: set[str] = set()
+        digests: dict[UUID, bytes] = {}
         error: tuple[str, object] | None = None
         conflicts: list[tuple[str, object, int]] = []
         out: list[New | Again | Same] = []
@@ -173,18 +194,31 @@ def model(
                 if len(old) == len(ids) and spots == [
                     (app.stream_id, first + k) for k in range(len(ids))
                 ]:
+                    # Same positions: the same append only if every kept digest matches.
+                    other = [
+                        str(e.id)
+                        for e in app.events
+                        if history.digests[e.id] not in (None, e.digest)
+                    ]
+                    if other:
+                        error = error or ("duplicate", (other, "payload_differs"))
+                        continue
                     out.append(
                         Again(app.stream_id, tuple(zip(ids, (v for _, v in spots), strict=True)))
                     )
                 else:
-                    error = error or ("duplicate", [str(i) for i in old])
+                    error = error or ("duplicate", ([str(i) for i in old], "stored_elsewhere"))
                 continue
             if app.supplied_ids and new:
                 owner = in_batch[new[0]]
                 if len(new) == len(ids) and batch[owner] == (app.stream_id, ids):
+                    other = [str(e.id) for e in app.events if payloads[e.id] != e.digest]
+                    if other:
+                        error = error or ("duplicate", (other, "payload_differs"))
+                        continue
                     out.append(Same(*owner))
                 else:
-                    error = error or ("duplicate", [str(i) for i in new])
+                    error = error or ("duplicate", ([str(i) for i in new], "in_flight"))
                 continue
             if app.stream_id in deleted:
                 error = error or ("deleted", app.stream_id)
@@ -196,6 +230,7 @@ def model(
             out.append(New(app.stream_id, local[app.stream_id] + 1, ids))
             local[app.stream_id] += len(ids)
             touched.add(app.stream_id)
+            digests.update({e.id: e.digest for e in app.events})
         if error is None and conflicts:
             error = ("conflicts", conflicts) if submitted.atomic else ("conflict", conflicts[0])
         if error is not None:
@@ -206,6 +241,7 @@ def model(
             soft.discard(stream)
             if stream in lifecycle:
                 lifecycle[stream] = (lifecycle[stream][0], False, lifecycle[stream][2])
+        payloads.update(digests)
         for a, answer in enumerate(out):
             if isinstance(answer, New):
                 batch[(u, a)] = (answer.stream, answer.ids)
@@ -223,7 +259,11 @@ def committed(draw: st.DrawFn) -> History:
     history = History()
     for stream in STREAMS:
         for _ in range(draw(st.integers(0, 3))):
-            history.commit(stream, [uuid.uuid4() for _ in range(draw(st.integers(1, 3)))])
+            history.commit(
+                stream,
+                [uuid.uuid4() for _ in range(draw(st.integers(1, 3)))],
+                legacy=draw(st.booleans()),
+            )
     history.deleted = set(draw(st.lists(st.sampled_from(STREAMS), max_size=1)))
     history.soft = set(draw(st.lists(st.sampled_from(STREAMS), max_size=2))) - history.deleted
     return history
@@ -277,7 +317,9 @@ def draw_append(
         ids = fresh  # the ids of one unit are unique (writer.prepare checks it)
     used.update(ids)
     supplied = ids is not fresh or draw(st.booleans())
-    return append(stream, ids, expected, supplied=supplied)
+    # Now and then a reused id comes back with another payload.
+    changed = draw(st.lists(st.sampled_from(ids), max_size=1)) if ids is not fresh else []
+    return append(stream, ids, expected, supplied=supplied, changed=changed)
 
 
 @st.composite
@@ -316,7 +358,7 @@ def deliver(decision: Decision) -> Delivered:
 
 def described(error: KafkaStoreError) -> tuple[str, object]:
     if isinstance(error, DuplicateEventId):
-        return ("duplicate", list(error.event_ids))
+        return ("duplicate", (list(error.event_ids), error.reason))
     if isinstance(error, StreamDeleted):
         return ("deleted", error.stream_id)
     if isinstance(error, AppendConflicts):
@@ -513,3 +555,57 @@ def test_an_append_after_a_soft_delete_in_one_batch_recreates_the_stream_numberi
     assert decision.deletions["Order-1"].truncate_before == 3
     assert not decision.deletions["Order-1"].soft_deleted
     assert decision.deletions["Order-2"].hard
+
+
+def test_a_committed_id_resent_with_another_payload_is_refused_as_a_different_payload() -> None:
+    history = History()
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    history.commit("Order-1", ids)
+    units = [unit(append("Order-1", ids, changed=[ids[1]]))]
+    (answer,) = settle(decide(units, history.heads(), history.stored()), None)
+    assert isinstance(answer, DuplicateEventId)
+    assert (answer.event_ids, answer.reason) == ((str(ids[1]),), "payload_differs")
+    assert "different payload" in answer.message
+
+
+def test_a_repeat_of_a_marker_older_than_digests_is_judged_by_position_alone() -> None:
+    history = History()
+    ids = [uuid.uuid4()]
+    history.commit("Order-1", ids, legacy=True)
+    units = [unit(append("Order-1", ids, changed=ids))]
+    (answer,) = settle(decide(units, history.heads(), history.stored()), None)
+    assert isinstance(answer, list) and not answer[0].created
+    assert answer[0].from_version == 1
+
+
+def test_a_retry_racing_its_original_with_another_payload_is_refused() -> None:
+    ids = [uuid.uuid4()]
+    units = [unit(append("Order-1", ids)), unit(append("Order-1", ids, changed=ids))]
+    decision = decide(units, History().heads(), {})
+    first, second = settle(decision, deliver(decision))
+    assert isinstance(first, list) and first[0].created
+    assert isinstance(second, DuplicateEventId) and second.reason == "payload_differs"
+
+
+def test_ids_held_by_another_append_of_the_batch_say_so() -> None:
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    units = [unit(append("Order-1", ids)), unit(append("Order-2", ids[:1]))]
+    decision = decide(units, History().heads(), {})
+    _, second = settle(decision, deliver(decision))
+    assert isinstance(second, DuplicateEventId) and second.reason == "in_flight"
+    assert "being committed right now" in second.message
+
+
+def test_the_payload_digest_tells_type_data_metadata_and_content_type_apart() -> None:
+    from writer.prepare import payload_digest
+
+    base = ("T", "application/json", b"{}", None)
+    variants = [
+        ("U", "application/json", b"{}", None),
+        ("T", "text/plain", b"{}", None),
+        ("T", "application/json", b"[]", None),
+        ("T", "application/json", b"{}", b'{"a":1}'),
+        ("T", "application/json", b"", b"{}"),  # the same bytes framed differently
+    ]
+    assert payload_digest(*base) == payload_digest(*base)
+    assert len({payload_digest(*v) for v in [base, *variants]}) == 1 + len(variants)
