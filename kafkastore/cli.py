@@ -34,6 +34,7 @@ from kafkastore.errors import (
     StreamDeleted,
     StreamNotFound,
     Unavailable,
+    UnsupportedMediaType,
     WrongExpectedVersion,
     WrongMetadataVersion,
 )
@@ -82,7 +83,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "usage",
         "bad arguments or input: unknown options, invalid JSON, bad names or expected version,"
         " a payload over a limit, contradictory settings; nothing was done",
-        (InvalidRequest, PayloadTooLarge, ConfigurationError),
+        (InvalidRequest, UnsupportedMediaType, PayloadTooLarge, ConfigurationError),
     ),
     ExitCode(
         3,
