@@ -34,6 +34,7 @@ def test_killing_the_partition_leader_while_appends_run_loses_no_acknowledged_ap
     settings = replicated_settings()
     streams = [unique("Hot") for _ in range(4)]
     acked: list[AppendResult] = []
+    timed: list[tuple[float, AppendResult]] = []  # (when acknowledged, what)
     failed: list[str] = []
     stop = threading.Event()
 
@@ -44,9 +45,9 @@ def test_killing_the_partition_leader_while_appends_run_loses_no_acknowledged_ap
             while not stop.is_set():
                 n += 1
                 try:
-                    acked.append(
-                        store.append(stream, [NewEvent(type="Tick", data={"n": n})], "any")
-                    )
+                    result = store.append(stream, [NewEvent(type="Tick", data={"n": n})], "any")
+                    acked.append(result)
+                    timed.append((time.monotonic(), result))
                 except KafkaStoreError as exc:  # unavailable while the leader moves: allowed
                     failed.append(exc.message)
                     time.sleep(0.05)
@@ -57,18 +58,29 @@ def test_killing_the_partition_leader_while_appends_run_loses_no_acknowledged_ap
         try:
             while len(acked) < 50:
                 time.sleep(0.05)
-            victim = _leader(settings, acked[0].events[0].partition)
+            partition = acked[0].events[0].partition
+            victim = _leader(settings, partition)
             kafka_cluster.kill(victim)
-            killed_at = len(acked)
+            killed, killed_at = time.monotonic(), len(acked)
             deadline = time.monotonic() + 60.0
             # Appends go on with two of three replicas in sync.
-            while len(acked) < killed_at + 50:
+            while len(acked) < killed_at + 50 or not any(
+                r.events[0].partition == partition for r in acked[killed_at:]
+            ):
                 assert time.monotonic() < deadline, f"appends did not resume: {failed[-3:]}"
                 time.sleep(0.05)
         finally:
             stop.set()
             for w in writers:
                 w.join(60)
+        # Appends to the partition the dead node led resume once the controller elected a new
+        # leader: the first acknowledgement on it after the kill measures the failover.
+        resumed = min(t for t, r in timed if t > killed and r.events[0].partition == partition)
+        print(
+            f"leader {victim} of partition {partition} killed: appends resumed after "
+            f"{resumed - killed:.2f}s"
+        )
+        assert resumed - killed < 30.0
         indexer_server(settings, ready_line="indexer started")
         for stream in streams:
             mine = [r for r in acked if r.stream_id == stream]
