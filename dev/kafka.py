@@ -4,6 +4,7 @@ The broker's jars come from Maven Central through ``mvn`` (``dev/kafka/pom.xml``
 ``.kafkastore/cache/kafka-<version>/libs``; nothing is downloaded from anywhere else. The broker
 runs as ``java kafka.Kafka server.properties`` with a 512 MiB heap. Readiness is a real metadata
 request, stop is SIGTERM (the broker's controlled shutdown) with SIGKILL as the last resort.
+:mod:`dev.kafka_cluster` runs several such nodes as one KRaft quorum (`kafkastore dev --brokers 3`).
 """
 
 from __future__ import annotations
