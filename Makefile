@@ -53,6 +53,7 @@ stop:
 
 # Data, logs and test stacks; keeps .venv and the Kafka jar cache.
 clean: stop
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.postgres remove .kafkastore/postgres; fi
 	rm -rf .kafkastore/kafka .kafkastore/postgres .kafkastore/logs .kafkastore/test-stack \
 		.kafkastore/dev.json .pytest_cache .mypy_cache .ruff_cache
 

@@ -138,8 +138,10 @@ class LoopStats:
                 "topic": self.topic,
                 "running": running,
                 "assigned": sorted(self.assigned),
+                "owned_partitions": len(self.assigned),
                 "partitions": partitions,
-                "lag": total_lag,
+                # None, not 0, while no partition is owned: nothing is consumed, lag is unknown.
+                "lag": total_lag if self.assigned else None,
                 "verdict_waits": self._verdict_waits,
                 "events": self._events,
                 "phantoms": self._phantoms,

@@ -13,6 +13,8 @@ its statistics when Prometheus scrapes. Metric names (labels ``group``, ``topic`
 - ``kafkastore_subscription_delivered_total`` - events given to the handler (group-wide)
 - ``kafkastore_subscription_retries_total`` / ``..._dead_letters_total`` (group-wide)
 - ``kafkastore_subscription_events_per_second`` - recent throughput (group-wide)
+- ``kafkastore_subscription_owned_partitions`` - partitions this process owns; 0 while the group
+  rebalances or other members hold them (there are no per-partition series then, not lag 0)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _PER_GROUP = (
     ("retries", "counter", "Handler attempts that failed and were retried"),
     ("dead_letters", "counter", "Events sent to the dead-letter topic"),
     ("events_per_second", "gauge", "Recent throughput of the group"),
+    ("owned_partitions", "gauge", "Partitions this process owns (0: it handles nothing)"),
 )
 
 

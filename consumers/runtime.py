@@ -22,8 +22,8 @@ One loop iteration:
 Assignment strategy: the default eager assignor (``range,roundrobin``). On assignment the loop
 seeks every partition explicitly (stored checkpoint, else the low watermark, or the high one
 when not ``from_beginning``), which is what ``auto.offset.reset=none`` requires. Setting
-``partition.assignment.strategy=cooperative-sticky`` in ``consumer_config`` also works: the loop
-then uses incremental assign/unassign.
+``partition.assignment.strategy=cooperative-sticky`` (or ``group.protocol=consumer``) also works:
+the loop then uses incremental assign/unassign. Membership is static (:mod:`consumers.membership`).
 
 Around this module: the value types it hands on (:mod:`consumers.batches`), step 2
 (:mod:`consumers.judge`), the counters behind :meth:`BatchLoop.stats` (:mod:`consumers.loopstats`).
@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
 
+from consumers import membership
 from consumers.batches import BatchHandler, PartitionBatch, PhantomRecord
 from consumers.checkpoints import PgCheckpoints
 from consumers.judge import judge
@@ -54,10 +55,8 @@ logger = logging.getLogger("kafkastore.consumers")
 
 
 class BatchLoop:
-    """Polls a consumer group, decodes, judges with the kernel's VerdictResolver (one marker query
-    per batch in the common case, waiting only while a writer may still run; a partition stops
-    before its first PENDING message and is re-polled from there - seek), and hands per-partition
-    batches to a handler.
+    """Polls a consumer group, decodes, judges (see the module's steps 1-3) and hands
+    per-partition batches to a handler.
 
     ``checkpoints`` given: exactly-once (offsets stored in the handler's transaction, fenced);
     None: at-least-once (Kafka offsets committed after the handler). ``on_phantom`` sees every
@@ -93,8 +92,8 @@ class BatchLoop:
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             **(consumer_config or {}),
         }
-        self._consumer_config = config
-        self._cooperative = config.get("partition.assignment.strategy") == "cooperative-sticky"
+        self._config = config
+        self._cooperative = membership.incremental(settings, config)
         self.stop_flag = StopFlag()
         """Raised by :meth:`stop`; sleeps of the loop's owner (retry waits) watch it too."""
         self._running = False
@@ -132,7 +131,8 @@ class BatchLoop:
         try:
             self._conn = conn
             self._resolver = VerdictResolver(pg.system_identifier(conn))
-            consumer = kafka.consumer(self.settings, self.group, **self._consumer_config)
+            config = membership.consumer_config(conn, self.settings, self.group, self._config)
+            consumer = kafka.consumer(self.settings, self.group, **config)
             self._consumer = consumer
             consumer.subscribe(
                 [self.topic],
@@ -146,8 +146,8 @@ class BatchLoop:
             self._running = False
             if consumer is not None:
                 try:
-                    # Leaves the group now (the next owner need not wait for the session
-                    # timeout). Nothing is committed here: every handled batch already was.
+                    # A static member stays in the group (membership). Nothing is committed
+                    # here: every handled batch already was.
                     with kafka.translated():
                         consumer.close()
                 except (KafkaStoreError, RuntimeError) as exc:
@@ -291,7 +291,8 @@ class BatchLoop:
             raise IntegrityError(
                 f"group {self.group!r} lost its position in {self.topic!r}: {error.str()}"
             )
-        if error.fatal():
+        if error.fatal() or code == KafkaError._FATAL:
+            # E.g. FENCED_INSTANCE_ID: another member took our group.instance.id (membership).
             raise kafka.translate_error(error)
         logger.warning("group %r: Kafka reported %s", self.group, error.str())
 

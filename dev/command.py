@@ -31,10 +31,16 @@ def run(
     kafka_port: int | None = None,
     pg_port: int | None = None,
     api_port: int | None = None,
+    brokers: int = 1,
 ) -> int:
     """``kafkastore dev [--detach]``: start everything; in the foreground, serve until stopped."""
     return run_in(
-        dev_home(), detach=detach, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port
+        dev_home(),
+        detach=detach,
+        kafka_port=kafka_port,
+        pg_port=pg_port,
+        api_port=api_port,
+        brokers=brokers,
     )
 
 
@@ -72,6 +78,7 @@ def run_in(
     pg_port: int | None = None,
     api_port: int | None = None,
     demo: bool = True,
+    brokers: int = 1,
 ) -> int:
     stack = Stack(home=home)
     phase = _Phase()
@@ -79,7 +86,7 @@ def run_in(
         if _another_stack_runs(stack.manifest_path):
             return 1
         try:
-            start(stack, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port)
+            start(stack, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port, brokers=brokers)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; stopping what was started[/]")
             _stop_reporting(stack, phase)
@@ -118,6 +125,8 @@ _DETACHED: list[subprocess.Popen[bytes]] = []
 def _keep_running(stack: Stack) -> None:
     if stack.broker_proc is not None:
         _DETACHED.append(stack.broker_proc)
+    if stack.kafka_cluster is not None:
+        _DETACHED.extend(n.proc for n in stack.kafka_cluster.nodes if n.proc is not None)
     _DETACHED.extend(s.proc for s in stack.services)
 
 
@@ -137,6 +146,11 @@ def _serve_until_stopped(stack: Stack, phase: _Phase) -> bool:
     while not phase.stop_requested.wait(0.5):
         if stack.broker_proc is not None and stack.broker_proc.poll() is not None:
             console.print(f"[red]Kafka exited[/] — see {stack.logs / 'kafka.log'}")
+            return True
+        if stack.kafka_cluster is not None and not all(
+            n.running for n in stack.kafka_cluster.nodes
+        ):
+            console.print(f"[red]a Kafka node exited[/] — see {stack.home / 'kafka-cluster'}")
             return True
         if stack.cluster is not None and not pid_alive(stack.cluster.pid):
             console.print(f"[red]PostgreSQL exited[/] — see {stack.logs / 'postgres.log'}")

@@ -4,6 +4,7 @@ The broker's jars come from Maven Central through ``mvn`` (``dev/kafka/pom.xml``
 ``.kafkastore/cache/kafka-<version>/libs``; nothing is downloaded from anywhere else. The broker
 runs as ``java kafka.Kafka server.properties`` with a 512 MiB heap. Readiness is a real metadata
 request, stop is SIGTERM (the broker's controlled shutdown) with SIGKILL as the last resort.
+:mod:`dev.kafka_cluster` runs several such nodes as one KRaft quorum (`kafkastore dev --brokers 3`).
 """
 
 from __future__ import annotations
@@ -131,23 +132,35 @@ def new_cluster_id() -> str:
             return cid
 
 
-def server_properties(*, port: int, controller_port: int, data_dir: Path) -> str:
+def server_properties(
+    *,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    node_id: int = 1,
+    voters: str | None = None,
+    replicas: int = 1,
+) -> str:
+    """One KRaft combined node's configuration; ``voters`` (``id@host:port,...``) and
+    ``replicas`` (of the internal topics; min ISR is ``replicas - 1``, at least 1) for a
+    cluster of several nodes (:mod:`dev.kafka_cluster`)."""
+    min_isr = str(max(1, replicas - 1))
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{LOCALHOST}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters or f"{node_id}@{LOCALHOST}:{controller_port}",
         "listeners": f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{port}",
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(data_dir),
-        # One node: internal topics cannot have more replicas than brokers.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        # Internal topics cannot have more replicas than brokers.
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": min_isr,
         # Tests create many short-lived groups; waiting 3 s for more members only slows them.
         "group.initial.rebalance.delay.ms": "0",
         # The events topic is made by `kafkastore topic create` with its checked configuration

@@ -2,7 +2,11 @@
 data directory under ``.kafkastore/``, ``pg_ctl`` to start and stop it.
 
 initdb and the server refuse to run as root, so when we are root they run as the ``postgres``
-system user (``runuser``) and the cluster's directory belongs to it.
+system user (``runuser``). That user may not be able to enter the checkout (a clone in root's
+home, mode 0700), so as root the cluster's files live in a directory of their own that it owns:
+``/var/lib/kafkastore/<hash of the home directory>/`` (:func:`cluster_files`; ``dev.json`` names
+it as ``postgres.data_dir``), and :func:`remove` deletes it. The server's log stays where the
+caller wants it: pg_ctl writes to a file we opened, not one it opens as ``postgres``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,25 @@ SERVER_OPTIONS = {
     "max_connections": "200",
     "shared_buffers": "256MB",
 }
+
+
+SHARED_ROOT = Path("/var/lib/kafkastore")
+"""Where clusters started as root keep their files (readable by the ``postgres`` user)."""
+
+
+def cluster_files(home: Path) -> Path:
+    """The directory of the cluster of ``home``: ``home`` itself, except as root, where it is
+    ``SHARED_ROOT/<hash of home>`` (unless ``home`` already holds a cluster made before)."""
+    if os.geteuid() != 0 or (home / "data" / "PG_VERSION").is_file():
+        return home
+    return SHARED_ROOT / hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:16]
+
+
+def remove(home: Path) -> None:
+    """Delete the cluster files of ``home`` kept outside it (stop the cluster first)."""
+    files = cluster_files(home)
+    if files != home:
+        shutil.rmtree(files, ignore_errors=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +142,6 @@ def _chown_to_owner(*paths: Path) -> None:
         owner = pwd.getpwnam(SUPERUSER)
     except KeyError:
         raise StackError("running as root needs a 'postgres' system user for the server") from None
-    for ancestor in paths[0].resolve().parents:
-        if not os.stat(ancestor).st_mode & 0o001:
-            raise StackError(
-                f"{ancestor} is not searchable by the '{SUPERUSER}' user, who runs "
-                f"the server as root cannot: chmod o+x {ancestor} or use another "
-                "directory"
-            )
     for path in paths:
         os.chown(path, owner.pw_uid, owner.pw_gid)
         for root, dirs, files in os.walk(path):
@@ -134,6 +150,8 @@ def _chown_to_owner(*paths: Path) -> None:
 
 
 def _run(cmd: list[str], *, log_path: Path, what: str) -> None:
+    # The log is opened here (as us) and inherited: pg_ctl start without -l leaves the server's
+    # output on it, so the log may live where the ``postgres`` user cannot enter.
     with log_path.open("ab") as out:
         done = subprocess.run(
             _as_owner(cmd),
@@ -158,13 +176,18 @@ def start(
     """Start the cluster in ``home/data`` (``initdb`` on first use), create ``database``."""
     bindir = ensure_installed(log_path=log_path)
     port = port if port is not None else free_port()
-    data_dir = home / "data"
+    files = cluster_files(home)
+    data_dir = files / "data"
     log_path = log_path or home / "postgres.log"
     home.mkdir(parents=True, exist_ok=True)
+    if files != home:
+        SHARED_ROOT.mkdir(parents=True, exist_ok=True)
+        SHARED_ROOT.chmod(0o755)  # ours; whatever root's umask, ``postgres`` must pass it
+    files.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
-    # The server writes the log and its socket as the owner of the data directory.
-    _chown_to_owner(home, log_path)
+    # The server writes its data and socket as the owner of the data directory.
+    _chown_to_owner(files)
     if not (data_dir / "PG_VERSION").is_file():
         _run(
             [
@@ -183,7 +206,7 @@ def start(
         )
     # The Unix socket lives in our own directory, not /tmp or /run/postgresql: several clusters
     # (the dev stack, test sessions) run side by side and none depends on the system's layout.
-    options = {**SERVER_OPTIONS, "unix_socket_directories": str(_socket_dir(home))}
+    options = {**SERVER_OPTIONS, "unix_socket_directories": str(_socket_dir(files))}
     opts = " ".join([f"-p {port}", *(f"-c {k}={shlex.quote(v)}" for k, v in options.items())])
     _run(
         [
@@ -192,8 +215,6 @@ def start(
             str(data_dir),
             "-o",
             opts,
-            "-l",
-            str(log_path),
             "-w",
             "-t",
             str(int(timeout)),
@@ -302,3 +323,20 @@ def stop_data_dir(
         )
     if done.returncode and pid is not None:
         terminate(pid, timeout=timeout, sig=signal.SIGINT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dev.postgres remove HOME``: delete the cluster files of HOME kept outside it
+    (``make clean``; the cluster must be stopped)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dev.postgres")
+    parser.add_argument("action", choices=["remove"])
+    parser.add_argument("home", type=Path)
+    args = parser.parse_args(argv)
+    remove(args.home)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from dev import kafka, postgres, services
+from dev import kafka, kafka_cluster, postgres, services
 from dev.process import LOCALHOST, StackError, choose_port, pid_alive, terminate
 from kafkastore import schema, topic
 from kafkastore.config import Settings
@@ -45,6 +45,8 @@ class Stack:
     home: Path
     broker: kafka.KafkaBroker | None = None
     broker_proc: subprocess.Popen[bytes] | None = None
+    kafka_cluster: kafka_cluster.KafkaCluster | None = None
+    """With ``--brokers 3``, in place of ``broker``."""
     cluster: postgres.PostgresCluster | None = None
     services: list[services.Service] = field(default_factory=list)
     settings: Settings | None = None
@@ -62,11 +64,17 @@ class Stack:
     def manifest(self) -> Manifest:
         """What ``dev.json`` says about this stack (the documented keys, plus what ``dev stop``
         needs)."""
-        assert self.broker and self.cluster and self.settings
-        pids: dict[str, int] = {"kafka": self.broker.pid, "postgres": self.cluster.pid}
+        assert (self.broker or self.kafka_cluster) and self.cluster and self.settings
+        pids: dict[str, int] = {}
+        if self.broker is not None:
+            pids["kafka"] = self.broker.pid
+        for node in self.kafka_cluster.nodes if self.kafka_cluster is not None else ():
+            if node.proc is not None:
+                pids[f"kafka-{node.node_id}"] = node.proc.pid
+        pids["postgres"] = self.cluster.pid
         pids.update({s.name: s.pid for s in self.services})
         return Manifest(
-            kafka=self.broker.bootstrap,
+            kafka=self.broker.bootstrap if self.broker else self.settings.kafka,
             database_url=self.cluster.database_url,
             api=self.api_url,
             indexer_metrics=self.indexer_metrics_url,
@@ -86,6 +94,12 @@ class Stack:
             broker = self.broker
             _attempt(errors, kafka.stop, broker.pid, proc=self.broker_proc)
             self.broker = None
+        if self.kafka_cluster is not None:
+            try:
+                self.kafka_cluster.stop()
+            except KafkaStoreError as exc:
+                errors.append(exc.message)
+            self.kafka_cluster = None
         if self.cluster is not None:
             cluster = self.cluster
             _attempt(errors, postgres.stop, cluster)
@@ -100,6 +114,7 @@ def start(
     kafka_port: int | None,
     pg_port: int | None,
     api_port: int | None,
+    brokers: int = 1,
 ) -> None:
     """Start everything into ``stack``, recording each process as soon as it runs (so that a
     failure or Ctrl-C half-way leaves ``stack.stop()`` able to stop what came up)."""
@@ -108,11 +123,19 @@ def start(
     pport = _port(pg_port, DEFAULT_PG_PORT, what="PostgreSQL", flag="--pg-port")
     with _step("Kafka broker jars (Maven Central, cached)"):
         libs = kafka.resolve_jars(log_path=stack.logs / "mvn.log")
-    with _step("Kafka (KRaft) and PostgreSQL"):
-        _start_kafka_and_postgres(stack, kafka_port=kport, pg_port=pport, libs=libs)
-    assert stack.broker is not None and stack.cluster is not None
+    nodes = f"{brokers} KRaft nodes" if brokers > 1 else "KRaft"
+    with _step(f"Kafka ({nodes}) and PostgreSQL"):
+        _start_kafka_and_postgres(
+            stack, kafka_port=kport, pg_port=pport, libs=libs, brokers=brokers
+        )
+    assert stack.cluster is not None
+    if stack.kafka_cluster is not None:
+        bootstrap, replicas = stack.kafka_cluster.bootstrap, min(3, brokers)
+    else:
+        assert stack.broker is not None
+        bootstrap, replicas = stack.broker.bootstrap, 1
     settings = Settings.from_env(
-        kafka=stack.broker.bootstrap, database_url=stack.cluster.database_url
+        kafka=bootstrap, database_url=stack.cluster.database_url, replication_factor=replicas
     )
     stack.settings = settings
     with _step("migrations"):
@@ -123,6 +146,7 @@ def start(
         "KAFKASTORE_KAFKA": settings.kafka,
         "KAFKASTORE_DATABASE_URL": settings.database_url,
         "KAFKASTORE_TOPIC": settings.topic,
+        "KAFKASTORE_REPLICATION_FACTOR": str(settings.replication_factor),
     }
     aport = _port(api_port, DEFAULT_API_PORT, what="HTTP API", flag="--api-port")
     with _step("HTTP API (kafkastore serve)"):
@@ -162,17 +186,24 @@ def _port(given: int | None, preferred: int, *, what: str, flag: str) -> int:
     return port
 
 
-def _start_kafka_and_postgres(stack: Stack, *, kafka_port: int, pg_port: int, libs: Path) -> None:
+def _start_kafka_and_postgres(
+    stack: Stack, *, kafka_port: int, pg_port: int, libs: Path, brokers: int = 1
+) -> None:
     with ThreadPoolExecutor(2) as pool:
-        kafka_future: Future[tuple[kafka.KafkaBroker, subprocess.Popen[bytes]]]
-        kafka_future = pool.submit(
-            kafka.start,
-            stack.home / "kafka",
-            port=kafka_port,
-            libs=libs,
-            log_path=stack.logs / "kafka.log",
-            timeout=READY_TIMEOUT,
-        )
+        kafka_future: Future[Any]
+        if brokers > 1:
+            kafka_future = pool.submit(
+                kafka_cluster.start, stack.home / "kafka-cluster", nodes=brokers, libs=libs
+            )
+        else:
+            kafka_future = pool.submit(
+                kafka.start,
+                stack.home / "kafka",
+                port=kafka_port,
+                libs=libs,
+                log_path=stack.logs / "kafka.log",
+                timeout=READY_TIMEOUT,
+            )
         pg_future = pool.submit(
             postgres.start,
             stack.home / "postgres",
@@ -186,7 +217,9 @@ def _start_kafka_and_postgres(stack: Stack, *, kafka_port: int, pg_port: int, li
             # whatever came up is recorded and stopped, never left behind.
             both: list[Future[Any]] = [kafka_future, pg_future]
             wait(both)
-            if kafka_future.exception() is None:
+            if kafka_future.exception() is None and brokers > 1:
+                stack.kafka_cluster = kafka_future.result()
+            elif kafka_future.exception() is None:
                 stack.broker, stack.broker_proc = kafka_future.result()
             if pg_future.exception() is None:
                 stack.cluster = pg_future.result()
@@ -218,10 +251,13 @@ def stop_listed(manifest: Manifest, home: Path) -> list[str]:
     :meth:`Stack.stop`; the errors of the stops that failed (the others still ran)."""
     pids = dict(manifest.pids)
     errors: list[str] = []
-    for name in [n for n in pids if n not in ("kafka", "postgres")]:
+    brokers = [n for n in pids if n == "kafka" or n.startswith("kafka-")]
+    for name in [n for n in pids if n not in brokers and n != "postgres"]:
         _attempt(errors, _stop_pid, name, pids[name])
-    if "kafka" in pids:
-        _attempt(errors, _stop_pid, "kafka", pids["kafka"])
+    # All nodes at once: one by one, the last would wait for a quorum that is gone.
+    with ThreadPoolExecutor(max(1, len(brokers))) as pool:
+        for name in brokers:
+            pool.submit(_attempt, errors, _stop_pid, name, pids[name])
     if "postgres" in pids:
         if manifest.postgres is None:
             _attempt(errors, _stop_pid, "postgres", pids["postgres"])

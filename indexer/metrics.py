@@ -80,6 +80,11 @@ LAG_OFFSETS = Gauge(
     ["partition"],
     registry=INDEXER_REGISTRY,
 )
+OWNED_PARTITIONS = Gauge(
+    "kafkastore_indexer_owned_partitions",
+    "Partitions of the topic this indexer process owns (0: it indexes nothing, whatever the lag "
+    "gauges said before; their series are removed for partitions it does not own).",
+)
 LAG_SECONDS = Gauge(
     "kafkastore_indexer_lag_seconds",
     "Age of the newest event the last batch of the partition indexed, when it was indexed.",

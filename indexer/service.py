@@ -57,6 +57,7 @@ class Indexer:
         self._held: dict[int, tuple[int | None, float]] = {}
         self._alarmed: set[int] = set()
         self._waits_seen = 0
+        self._gauged: set[int] = set()
         self.indexed = 0
         self.phantoms = 0
         self.scavenged = 0
@@ -162,14 +163,22 @@ class Indexer:
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY:
                 rate = (self.indexed - last_count) / (now - last_log)
-                logger.info(
-                    "indexer: %d events indexed (%.0f/s), %d phantoms, lag %s, partitions %s",
-                    self.indexed,
-                    rate,
-                    self.phantoms,
-                    stats.get("lag"),
-                    stats.get("assigned"),
-                )
+                if stats.get("assigned"):
+                    logger.info(
+                        "indexer: %d events indexed (%.0f/s), %d phantoms, lag %s, partitions %s",
+                        self.indexed,
+                        rate,
+                        self.phantoms,
+                        stats.get("lag"),
+                        stats.get("assigned"),
+                    )
+                else:
+                    logger.warning(
+                        "indexer: owns no partition of %r (group %r is rebalancing, or another "
+                        "member holds them): nothing is indexed, the lag is unknown",
+                        self.settings.topic,
+                        self.settings.indexer_group,
+                    )
                 last_log, last_count = now, self.indexed
 
     def _observe(self, stats: dict[str, Any]) -> None:
@@ -179,6 +188,14 @@ class Indexer:
             if waits > self._waits_seen:
                 metrics.VERDICT_WAITS.inc(waits - self._waits_seen)
             self._waits_seen = waits
+        owned = set(stats.get("assigned", ()))
+        metrics.OWNED_PARTITIONS.set(len(owned))
+        for p in self._gauged - owned:
+            # Not ours any more: no lag series rather than a stale (or zero) one.
+            for gauge in (metrics.LAG_OFFSETS, metrics.LAG_SECONDS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(p))
+        self._gauged = owned
         for p, st in stats.get("partitions", {}).items():
             lag = st.get("lag")
             if lag is not None:

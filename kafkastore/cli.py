@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-port", type=int, help="the HTTP API's port (default 8080, else a free one)"
     )
+    p.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="Kafka nodes: 3 runs a KRaft quorum of combined nodes, topic RF=3, "
+        "min.insync.replicas=2 (free ports)",
+    )
     _common(p)
 
     p = sub.add_parser("serve", help="run the HTTP API (appends and reads)")

@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import metrics as indexer_metrics
+from indexer import ownership
 from indexer.console_routes import router as console_router
 from indexer.reads import AsyncReads
 from indexer.routes import router as read_router
@@ -64,6 +65,18 @@ STATUS: dict[type[KafkaStoreError], int] = {
     SchemaError: 503,
     ConfigurationError: 500,
     IntegrityError: 500,
+}
+
+
+READY_EXAMPLE = {
+    "status": "ready",
+    "indexer": {
+        "group": "kafkastore-indexer",
+        "state": "STABLE",
+        "members": 1,
+        "owned_partitions": 6,
+        "partitions": 6,
+    },
 }
 
 
@@ -208,14 +221,22 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/readyz",
         tags=["ops"],
-        summary="Kafka and PostgreSQL are reachable",
-        response_model=apidoc.Status,
-        responses=apidoc.errors(400, 503),
+        summary="Kafka and PostgreSQL are reachable, and the indexer owns the topic's partitions",
+        responses={
+            "200": {
+                "description": "ready; ``indexer``: the indexer group's members and owned "
+                "partitions (no member at all does not fail readiness)",
+                "content": {"application/json": {"example": READY_EXAMPLE}},
+            },
+            **apidoc.errors(400, 503),
+        },
     )
     async def readyz() -> Response:
         problems: dict[str, str] = {}
+        owners: ownership.Ownership | None = None
         try:
             await asyncio.to_thread(kafka.check_reachable, settings, 2.0)
+            owners = await asyncio.to_thread(ownership.describe, settings)
         except KafkaStoreError as exc:
             problems["kafka"] = exc.message
         try:
@@ -224,9 +245,14 @@ def create_app(settings: Settings) -> FastAPI:
                 await conn.execute("SELECT 1")
         except KafkaStoreError as exc:
             problems["postgresql"] = exc.message
+        if owners is not None and (problem := owners.problem()) is not None:
+            problems["indexer"] = problem
         if problems:
-            return error_response(Unavailable("; ".join(f"{k}: {v}" for k, v in problems.items())))
-        return Response(b'{"status":"ready"}', media_type="application/json")
+            error = Unavailable("; ".join(f"{k}: {v}" for k, v in problems.items()))
+            return error_response(error)
+        assert owners is not None
+        body = {"status": "ready", "indexer": owners.to_json()}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get(
         "/metrics",

@@ -186,7 +186,7 @@ def pid_alive(pid: int) -> bool:
 def is_stack_process(name: str, pid: int) -> bool:
     """Whether ``pid`` runs the command of the stack's process ``name`` (Kafka, PostgreSQL, or
     a kafkastore service)."""
-    return _MARKERS.get(name, "kafkastore") in pid_cmdline(pid)
+    return _MARKERS.get(name.partition("-")[0], "kafkastore") in pid_cmdline(pid)
 
 
 def pid_cmdline(pid: int) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from dev import postgres as dev_postgres
 from dev.command import run_in, stop_in
 from dev.process import (
     StackError,
@@ -26,18 +27,18 @@ from dev.process import (
     port_accepts,
 )
 from kafkastore.config import running_in_ci
-from tests.support.services import session_workdir
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    # Under .kafkastore/, not tmp_path: as root the server runs as `postgres`, which must be
-    # able to reach its data directory (pytest's tmp dirs are private to root).
-    path = session_workdir() / f"stack-{time.monotonic_ns()}"
-    path.mkdir(parents=True)
+def home(tmp_path: Path) -> Iterator[Path]:
+    # pytest's tmp dirs are private (0700) to root: as root the cluster's files go to a
+    # directory the `postgres` user owns (dev.postgres.cluster_files), removed here.
+    path = tmp_path / "stack"
+    path.mkdir()
     yield path
     if (path / "dev.json").exists():
         stop_in(path)  # a failed test must not leave a stack running on deleted directories
+    dev_postgres.remove(path / "postgres")
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -23,8 +23,6 @@ from psycopg import sql
 from consumers import PostgresProjection, Subscription
 from kafkastore.records import RecordedEvent
 
-# Short session timeout: the group notices the SIGKILLed member within seconds.
-CONSUMER_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 DELAY = 0.003
 
 
@@ -85,11 +83,9 @@ def main(argv: list[str]) -> int:
             time.sleep(DELAY)
             log(event)
 
-        sub = Subscription(group, handler, consumer_config=CONSUMER_CONFIG, max_batch=50)
+        sub = Subscription(group, handler, max_batch=50)
     else:
-        sub = Subscription(
-            group, Totals(rest[0], log), consumer_config=CONSUMER_CONFIG, max_batch=50
-        )
+        sub = Subscription(group, Totals(rest[0], log), max_batch=50)
     print("worker ready", flush=True)
     sub.run()
     return 0

@@ -140,9 +140,12 @@ class SessionServices:
                 f"local PostgreSQL did not start: {exc}", tail(home / "postgres.log")
             ) from exc
         self._record_pid("postgres", cluster.pid)
-        return self._remember(
-            Provided(cluster.database_url, "local", lambda: dev_postgres.stop(cluster))
-        )
+
+        def close() -> None:
+            dev_postgres.stop(cluster)
+            dev_postgres.remove(home)  # the files kept outside the workdir (as root)
+
+        return self._remember(Provided(cluster.database_url, "local", close))
 
     def _remember(self, provided: Provided) -> Provided:
         self._closers.append(provided.close)
@@ -182,6 +185,7 @@ def session_workdir() -> Path:
     for stale in root.iterdir():
         if stale.name.isdigit() and not pid_alive(int(stale.name)):
             _stop_leftovers(stale)
+            dev_postgres.remove(stale / "postgres")
             shutil.rmtree(stale, ignore_errors=True)
     workdir = root / str(os.getpid())
     workdir.mkdir(exist_ok=True)

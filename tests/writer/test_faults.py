@@ -200,7 +200,7 @@ def test_a_postgresql_crash_while_the_writer_waits_for_acks_loses_nothing_acknow
     from dev import postgres
     from kafkastore import schema
 
-    tmp_path = session_services.workdir / unique("crash")  # searchable by the postgres user
+    tmp_path = session_services.workdir / unique("crash")
 
     cluster = postgres.start(tmp_path / "pg")
     try:
@@ -228,6 +228,7 @@ def test_a_postgresql_crash_while_the_writer_waits_for_acks_loses_nothing_acknow
     finally:
         for c in (cluster, *locals().get("restarted", [])):
             postgres.stop(c)
+        postgres.remove(tmp_path / "pg")  # as root its files live outside tmp_path
 
 
 def test_a_commit_whose_reply_is_lost_is_answered_as_committed(
