@@ -13,6 +13,7 @@ from kafkastore.errors import (
     AppendConflicts,
     ConfigurationError,
     DuplicateEventId,
+    Forbidden,
     IntegrityError,
     InvalidRequest,
     KafkaStoreError,
@@ -21,6 +22,7 @@ from kafkastore.errors import (
     SchemaError,
     StreamDeleted,
     StreamNotFound,
+    Unauthorized,
     Unavailable,
     WrongExpectedVersion,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "EventPosition",
     "EventStore",
     "ExpectedVersion",
+    "Forbidden",
     "IntegrityError",
     "InvalidRequest",
     "KafkaStoreError",
@@ -62,6 +65,7 @@ __all__ = [
     "StreamNotFound",
     "StreamPage",
     "StreamState",
+    "Unauthorized",
     "Unavailable",
     "WrongExpectedVersion",
 ]

@@ -98,12 +98,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic")
     _common(p)
 
+    _auth_parser(sub)
+
     p = sub.add_parser("bench", help="run the benchmarks against real services")
     p.add_argument("--quick", action="store_true", help="a ~3-minute run")
     p.add_argument("--output", help="write the JSON results here")
     p.add_argument("--only", action="append", help="run only this workload (repeatable)")
     _common(p)
     return parser
+
+
+def _auth_parser(sub: Any) -> None:
+    p = sub.add_parser("auth", help="manage users and bearer tokens (API.md Security)")
+    asub = p.add_subparsers(dest="auth_command", metavar="WHAT", required=True)
+    u = asub.add_parser("user", help="add, list or remove users")
+    usub = u.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
+    c = usub.add_parser("add", help="create a user")
+    c.add_argument("name")
+    c.add_argument("--role", action="append", default=[], choices=["admin", "ops"])
+    _common(c)
+    _common(usub.add_parser("list", help="list users and their roles"))
+    c = usub.add_parser("remove", help="delete a user and their tokens")
+    c.add_argument("name")
+    _common(c)
+    t = asub.add_parser("token", help="create, list or revoke bearer tokens")
+    tsub = t.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
+    c = tsub.add_parser("create", help="create a token (printed once, on stdout)")
+    c.add_argument("user")
+    c.add_argument("--label", default="")
+    c.add_argument("--expires-in", type=float, help="seconds until the token expires")
+    _common(c)
+    c = tsub.add_parser("list", help="list tokens (never their secrets)")
+    c.add_argument("--user")
+    _common(c)
+    c = tsub.add_parser("revoke", help="revoke a token by its id")
+    c.add_argument("token_id")
+    _common(c)
 
 
 def subcommands() -> set[str]:

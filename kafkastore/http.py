@@ -13,19 +13,20 @@ from typing import Any
 
 import orjson
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import metrics as indexer_metrics
 from indexer.reads import AsyncReads
 from indexer.routes import router as read_router
-from kafkastore import kafka, pg
+from kafkastore import auth_http, kafka, pg
 from kafkastore.config import Settings, export_settings
 from kafkastore.errors import (
     AppendConflicts,
     ConfigurationError,
     DuplicateEventId,
+    Forbidden,
     IntegrityError,
     InvalidRequest,
     KafkaStoreError,
@@ -33,6 +34,7 @@ from kafkastore.errors import (
     SchemaError,
     StreamDeleted,
     StreamNotFound,
+    Unauthorized,
     Unavailable,
     WrongExpectedVersion,
 )
@@ -41,6 +43,8 @@ from writer.routes import router as append_router
 
 STATUS: dict[type[KafkaStoreError], int] = {
     InvalidRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     StreamNotFound: 404,
     WrongExpectedVersion: 409,
     AppendConflicts: 409,
@@ -66,6 +70,8 @@ def error_response(error: KafkaStoreError) -> Response:
     headers = {}
     if isinstance(error, Unavailable):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="kafkastore"'
     return Response(
         orjson.dumps(body),
         status_code=status_of(error),
@@ -83,9 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
         reads = await AsyncReads.open(settings)
         app.state.reads = reads
         indexer_metrics.register_api_collectors(settings)
+        if settings.auth_enabled:
+            await app.state.auth_cache.start()
         try:
             yield
         finally:
+            await app.state.auth_cache.close()
             await asyncio.to_thread(writer.close)
             await reads.close()
 
@@ -94,6 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="An event store on Apache Kafka with a PostgreSQL stream index.",
         lifespan=lifespan,
+        # Every route is checked by one table (kafkastore.auth_http.ACCESS).
+        dependencies=[Depends(auth_http.authorise)],
+        openapi_url=auth_http.openapi_url(settings),
     )
     app.state.settings = settings
 
@@ -151,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(append_router)
     app.include_router(read_router)
+    auth_http.install(app, settings)
     return app
 
 
@@ -173,6 +186,9 @@ def serve(settings: Settings, *, workers: int = 1) -> int:
         # (503 when full), memory stays bounded under any load.
         "limit_concurrency": 2048,
     }
+    if settings.tls_certfile:
+        options["ssl_certfile"] = settings.tls_certfile
+        options["ssl_keyfile"] = settings.tls_keyfile
     if workers > 1:
         # Workers are new processes that build their settings from the environment.
         export_settings(settings)
