@@ -24,7 +24,7 @@ from rich.console import Console
 
 from dev import kafka, postgres, services
 from dev.process import LOCALHOST, StackError, choose_port, pid_alive, pid_cmdline, terminate
-from kafkastore import schema, topic
+from kafkastore import authstore, schema, topic
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError
 from kafkastore.manifest import FILE_NAME, Manifest, PostgresFiles
@@ -34,6 +34,7 @@ console = Console(stderr=True)
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_PG_PORT = 5432
 DEFAULT_API_PORT = 8080
+DEV_ADMIN = "admin"
 READY_TIMEOUT = 90.0
 
 
@@ -48,6 +49,10 @@ class Stack:
     services: list[services.Service] = field(default_factory=list)
     settings: Settings | None = None
     api_url: str | None = None
+    auth: bool = False
+    """Whether the services require bearer tokens (``kafkastore dev --auth``)."""
+    admin_token: str | None = None
+    """The admin token created by ``--auth`` (printed once, never written to a file)."""
 
     @property
     def logs(self) -> Path:
@@ -119,7 +124,11 @@ def start(
         "KAFKASTORE_KAFKA": settings.kafka,
         "KAFKASTORE_DATABASE_URL": settings.database_url,
         "KAFKASTORE_TOPIC": settings.topic,
+        "KAFKASTORE_AUTH": "on" if stack.auth else "off",
     }
+    if stack.auth:
+        with _step("an admin user and token"):
+            stack.admin_token = _admin_token(settings.database_url)
     aport = choose_port(api_port, DEFAULT_API_PORT, what="HTTP API")
     with _step("HTTP API (kafkastore serve)"):
         api = services.start(
@@ -171,6 +180,13 @@ def _start_kafka_and_postgres(stack: Stack, *, kafka_port: int, pg_port: int, li
         for future in (kafka_future, pg_future):
             if (error := future.exception()) is not None:
                 raise error
+
+
+def _admin_token(database_url: str) -> str:
+    """A new token of user ``admin`` (created with role admin when missing)."""
+    if not any(u.name == DEV_ADMIN for u in authstore.list_users(database_url)):
+        authstore.add_user(database_url, DEV_ADMIN, ("admin",))
+    return authstore.create_token(database_url, DEV_ADMIN, label="kafkastore dev --auth")[1]
 
 
 def _wait_interruptibly(futures: Sequence[Future[Any]]) -> None:

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kafka-port", type=int)
     p.add_argument("--pg-port", type=int)
     p.add_argument("--api-port", type=int)
+    p.add_argument(
+        "--auth", action="store_true", help="require bearer tokens (prints an admin token once)"
+    )
     _common(p)
 
     p = sub.add_parser("serve", help="run the HTTP API (appends and reads)")

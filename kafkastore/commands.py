@@ -35,6 +35,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         kafka_port=args.kafka_port,
         pg_port=args.pg_port,
         api_port=args.api_port,
+        auth=args.auth,
     )
 
 

@@ -136,3 +136,33 @@ def test_dev_detached_uses_the_given_ports_and_dev_stop_leaves_no_process(home: 
     assert not port_accepts(kafka_port)
     assert not port_accepts(pg_port)
     assert not (home / "dev.json").exists()
+
+
+@pytest.mark.slow
+def test_dev_with_auth_prints_an_admin_token_that_the_api_demands_and_accepts(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+
+    ports = free_port(), free_port(), free_port()
+    code = run_in(
+        home, detach=True, kafka_port=ports[0], pg_port=ports[1], api_port=ports[2], auth=True
+    )
+    try:
+        assert code == 0
+        printed = capsys.readouterr()
+        tokens = [line for line in printed.out.splitlines() if line.startswith("kst_")]
+        assert len(tokens) == 1
+        assert "auth is on" in printed.err
+        assert tokens[0] not in (home / "dev.json").read_text()
+        api = f"http://127.0.0.1:{ports[2]}"
+        headers = {"Authorization": f"Bearer {tokens[0]}"}
+        body = {"events": [{"type": "Checked", "data": {}}]}
+        assert httpx.post(f"{api}/streams/auth-1", json=body).status_code == 401
+        assert httpx.post(f"{api}/streams/auth-1", json=body, headers=headers).status_code == 201
+        read = httpx.get(
+            f"{api}/streams/auth-1?min_version=1&timeout_ms=10000", headers=headers, timeout=20
+        )
+        assert read.status_code == 200 and read.json()["version"] == 1
+    finally:
+        assert stop_in(home) == 0
