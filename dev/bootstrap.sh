@@ -26,6 +26,7 @@ if ! have java || [ "$(java_major)" -lt 17 ]; then missing+=(openjdk-17-jre-head
 have mvn || missing+=(maven)
 [ -n "$(pg_bindir)" ] || missing+=(postgresql)
 have kcat || missing+=(kcat)
+have openssl || missing+=(openssl)  # self-signed certificates of the TLS test
 
 if [ ${#missing[@]} -gt 0 ]; then
     if have apt-get && [ "$(id -u)" -eq 0 ]; then
