@@ -11,6 +11,8 @@ alone and the stop order is ours, not the kernel's.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +55,8 @@ class Stack:
     """Whether the services require bearer tokens (``kafkastore dev --auth``)."""
     admin_token: str | None = None
     """The admin token created by ``--auth`` (printed once, never written to a file)."""
+    sasl: kafka.Sasl | None = None
+    """The broker's SCRAM principals with ``--auth`` (the broker then authorises by ACLs)."""
 
     @property
     def logs(self) -> Path:
@@ -115,17 +119,25 @@ def start(
     settings = Settings.from_env(
         kafka=stack.broker.bootstrap, database_url=stack.cluster.database_url
     )
+    if stack.sasl is not None:
+        settings = settings.replace(extra_kafka=stack.sasl.client("admin"))
     stack.settings = settings
     with _step("migrations"):
         schema.migrate(settings.database_url)
     with _step(f"topic {settings.topic!r}"):
         topic.ensure_topic(settings)
+    if stack.sasl is not None:
+        with _step("Kafka ACLs: only the writer may produce"):
+            kafka.grant_store_acls(settings, stack.sasl, topic=settings.topic)
     env = {
         "KAFKASTORE_KAFKA": settings.kafka,
         "KAFKASTORE_DATABASE_URL": settings.database_url,
         "KAFKASTORE_TOPIC": settings.topic,
         "KAFKASTORE_AUTH": "on" if stack.auth else "off",
     }
+    if stack.sasl is not None:
+        env["KAFKASTORE_EXTRA_KAFKA"] = _librdkafka(stack.sasl.client("consumer"))
+        env["KAFKASTORE_WRITER_KAFKA"] = _librdkafka(stack.sasl.client("writer"))
     if stack.auth:
         with _step("an admin user and token"):
             stack.admin_token = _admin_token(settings.database_url)
@@ -152,9 +164,12 @@ def start(
 def _start_kafka_and_postgres(stack: Stack, *, kafka_port: int, pg_port: int, libs: Path) -> None:
     with ThreadPoolExecutor(2) as pool:
         kafka_future: Future[tuple[kafka.KafkaBroker, subprocess.Popen[bytes]]]
+        if stack.auth:
+            stack.sasl = _dev_sasl(stack.home / "kafka-sasl")
         kafka_future = pool.submit(
             kafka.start,
-            stack.home / "kafka",
+            stack.home / ("kafka-sasl" if stack.auth else "kafka"),
+            sasl=stack.sasl,
             port=kafka_port,
             libs=libs,
             log_path=stack.logs / "kafka.log",
@@ -180,6 +195,23 @@ def _start_kafka_and_postgres(stack: Stack, *, kafka_port: int, pg_port: int, li
         for future in (kafka_future, pg_future):
             if (error := future.exception()) is not None:
                 raise error
+
+
+def _dev_sasl(home: Path) -> kafka.Sasl:
+    """The dev broker's SCRAM passwords: made on first use, kept (mode 0600) with its storage,
+    which holds the same credentials from ``kafka-storage format --add-scram``."""
+    path = home / "sasl.json"
+    if path.is_file():
+        return kafka.Sasl(**json.loads(path.read_text()))
+    home.mkdir(parents=True, exist_ok=True)
+    sasl = kafka.Sasl.generate()
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(dataclasses.asdict(sasl)))
+    return sasl
+
+
+def _librdkafka(config: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in config.items())
 
 
 def _admin_token(database_url: str) -> str:

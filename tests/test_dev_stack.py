@@ -164,5 +164,12 @@ def test_dev_with_auth_prints_an_admin_token_that_the_api_demands_and_accepts(
             f"{api}/streams/auth-1?min_version=1&timeout_ms=10000", headers=headers, timeout=20
         )
         assert read.status_code == 200 and read.json()["version"] == 1
+        # The broker speaks SASL/SCRAM only: a client without credentials gets nothing.
+        from kafkastore.config import Settings
+        from kafkastore.errors import Unavailable
+        from kafkastore.kafka import check_reachable
+
+        with pytest.raises(Unavailable):
+            check_reachable(Settings(kafka=f"127.0.0.1:{ports[0]}"), timeout=3.0)
     finally:
         assert stop_in(home) == 0
