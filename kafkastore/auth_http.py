@@ -59,6 +59,12 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/streams/{stream_id:path}/state"): STREAM_READ,
     ("GET", "/categories/{category}"): Rule(auth.READ, "category"),
     ("GET", "/all"): Rule(auth.READ, "all"),
+    # stream lifecycle routes (API.md "Stream lifecycle"); changing an ACL is a metadata write
+    ("GET", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_READ, "stream"),
+    ("PUT", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_WRITE, "stream"),
+    ("DELETE", "/streams/{stream_id:path}"): Rule(auth.DELETE, "stream"),
+    ("PUT", "/streams/{stream_id:path}/snapshots"): Rule(auth.WRITE, "stream"),
+    ("GET", "/streams/{stream_id:path}/snapshots/latest"): STREAM_READ,
     # the admin routes below
     ("POST", "/auth/users"): ADMIN,
     ("GET", "/auth/users"): ADMIN,

@@ -173,3 +173,14 @@ def test_dev_with_auth_prints_an_admin_token_that_the_api_demands_and_accepts(
             check_reachable(Settings(kafka=f"127.0.0.1:{ports[0]}"), timeout=3.0)
     finally:
         assert stop_in(home) == 0
+
+
+def test_dev_says_at_start_when_auth_is_off(capsys: pytest.CaptureFixture[str]) -> None:
+    from dev.command import _print_auth
+    from dev.stack import Stack
+
+    _print_auth(Stack(home=Path("unused")))
+
+    printed = capsys.readouterr()
+    assert "auth is off" in printed.err and "--auth" in printed.err
+    assert "kst_" not in printed.out
