@@ -28,6 +28,7 @@ if ! have java || [ "$(java_major)" -lt 17 ]; then missing+=(openjdk-17-jre-head
 have mvn || missing+=(maven)
 [ -n "$(pg_bindir)" ] || missing+=(postgresql)
 have kcat || missing+=(kcat)
+have openssl || missing+=(openssl)  # self-signed certificates of the TLS test
 # Headless Chromium and its driver: the browser tests (selenium drives them).
 have chromium || missing+=(chromium)
 have chromedriver || missing+=(chromium-driver)

@@ -32,8 +32,10 @@ def run(
     pg_port: int | None = None,
     api_port: int | None = None,
     brokers: int = 1,
+    auth: bool = False,
 ) -> int:
-    """``kafkastore dev [--detach]``: start everything; in the foreground, serve until stopped."""
+    """``kafkastore dev [--detach] [--auth]``: start everything; in the foreground, serve until
+    stopped. ``--auth`` turns authentication on and prints an admin token once."""
     return run_in(
         dev_home(),
         detach=detach,
@@ -41,6 +43,7 @@ def run(
         pg_port=pg_port,
         api_port=api_port,
         brokers=brokers,
+        auth=auth,
     )
 
 
@@ -79,8 +82,9 @@ def run_in(
     api_port: int | None = None,
     demo: bool = True,
     brokers: int = 1,
+    auth: bool = False,
 ) -> int:
-    stack = Stack(home=home)
+    stack = Stack(home=home, auth=auth)
     phase = _Phase()
     with stop_signals(phase.on_signal):
         if _another_stack_runs(stack.manifest_path):
@@ -100,13 +104,14 @@ def run_in(
             manifest = stack.manifest()
             manifest.write(stack.manifest_path)
             _print_endpoints(manifest, stack.manifest_path)
+            _print_auth(stack)
             if detach:
                 detached = True
                 _keep_running(stack)
                 console.print("stop it with [bold]kafkastore dev stop[/] (or make stop)")
                 return 0
             if demo and manifest.api:
-                _demo(manifest.api)
+                _demo(manifest.api, stack.admin_token)
             console.print("[bold]running[/]; Ctrl-C stops every process it started")
             return 1 if _serve_until_stopped(stack, phase) else 0
         except KeyboardInterrupt:
@@ -215,7 +220,21 @@ def _print_endpoints(manifest: Manifest, path: Path) -> None:
     )
 
 
-def _demo(api_url: str) -> None:
+def _print_auth(stack: Stack) -> None:
+    if stack.admin_token is None:
+        console.print(
+            "[yellow]auth is off[/]: anyone who reaches the API may read and write every stream "
+            "(`kafkastore dev --auth` turns it on)"
+        )
+        return
+    console.print("[bold]auth is on[/]; the admin token, shown this once (keep it):")
+    print(stack.admin_token, flush=True)
+    console.print(
+        '  e.g. export KAFKASTORE_TOKEN=<it>; curl -H "Authorization: Bearer $KAFKASTORE_TOKEN" …'
+    )
+
+
+def _demo(api_url: str, token: str | None = None) -> None:
     """Show the store working through its public API: one append, then its read-back."""
     stream = f"demo-{uuid.uuid4().hex[:8]}"
     body = {
@@ -224,13 +243,13 @@ def _demo(api_url: str) -> None:
             {"type": "DemoEventAppended", "data": {"hello": "kafkastore", "stream": stream}}
         ],
     }
-    status, answer = services.http_json("POST", f"{api_url}/streams/{stream}", body)
+    status, answer = services.http_json("POST", f"{api_url}/streams/{stream}", body, token=token)
     console.print(f"[bold]POST /streams/{stream}[/] → {status}")
     console.print_json(data=answer)
     if status not in (200, 201):
         return
     url = f"{api_url}/streams/{stream}?min_version=1&timeout_ms=5000"
-    status, answer = services.http_json("GET", url)
+    status, answer = services.http_json("GET", url, token=token)
     console.print(f"[bold]GET /streams/{stream}?min_version=1[/] → {status}")
     console.print_json(data=answer)
 

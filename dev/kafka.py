@@ -13,6 +13,7 @@ import base64
 import hashlib
 import logging
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 from dev.process import LOCALHOST, StackError, free_port, port_accepts, state_dir, tail, terminate
 from kafkastore.config import Settings
 from kafkastore.errors import Unavailable
-from kafkastore.kafka import check_reachable
+from kafkastore.kafka import admin, check_reachable, translated
 from kafkastore.retry import Backoff
 
 log = logging.getLogger("dev.kafka")
@@ -132,6 +133,75 @@ def new_cluster_id() -> str:
             return cid
 
 
+SCRAM = "SCRAM-SHA-256"
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+@dataclass(frozen=True, slots=True)
+class Sasl:
+    """SCRAM-SHA-256 principals of a secured broker: a super user (topic creation, ACLs), the
+    writer (the only principal that may produce to the events topic) and the consumer (the
+    indexer, subscriptions and the API's reads)."""
+
+    admin_password: str
+    writer_password: str
+    consumer_password: str
+    admin: str = "admin"
+    writer: str = "writer"
+    consumer: str = "consumer"
+
+    @classmethod
+    def generate(cls) -> Sasl:
+        return cls(*(secrets.token_urlsafe(18) for _ in range(3)))
+
+    def client(self, who: str) -> dict[str, str]:
+        """librdkafka settings that log in as ``who`` (admin, writer or consumer)."""
+        user = {"admin": self.admin, "writer": self.writer, "consumer": self.consumer}[who]
+        password = {
+            "admin": self.admin_password,
+            "writer": self.writer_password,
+            "consumer": self.consumer_password,
+        }[who]
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": SCRAM,
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+
+    def scram_arguments(self) -> list[str]:
+        """``kafka-storage format --add-scram`` arguments: the credentials exist from the start."""
+        return [
+            arg
+            for user, password in (
+                (self.admin, self.admin_password),
+                (self.writer, self.writer_password),
+                (self.consumer, self.consumer_password),
+            )
+            for arg in ("--add-scram", f"{SCRAM}=[name={user},password={password}]")
+        ]
+
+
+def _sasl_properties(port: int, controller_port: int, sasl: Sasl) -> dict[str, str]:
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{sasl.admin}" password="{sasl.admin_password}";'
+    )
+    return {
+        "listeners": f"SASL_PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{LOCALHOST}:{port}",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": jaas,
+        "authorizer.class.name": AUTHORIZER,
+        # The controller listener is PLAINTEXT on loopback (its principal is ANONYMOUS).
+        "super.users": f"User:{sasl.admin};User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
 def server_properties(
     *,
     port: int,
@@ -140,10 +210,12 @@ def server_properties(
     node_id: int = 1,
     voters: str | None = None,
     replicas: int = 1,
+    sasl: Sasl | None = None,
 ) -> str:
     """One KRaft combined node's configuration; ``voters`` (``id@host:port,...``) and
     ``replicas`` (of the internal topics; min ISR is ``replicas - 1``, at least 1) for a
-    cluster of several nodes (:mod:`dev.kafka_cluster`)."""
+    cluster of several nodes (:mod:`dev.kafka_cluster`); ``sasl``: a SCRAM listener and ACLs
+    (one node only)."""
     min_isr = str(max(1, replicas - 1))
     settings = {
         "process.roles": "broker,controller",
@@ -168,6 +240,8 @@ def server_properties(
         "auto.create.topics.enable": "false",
         "num.partitions": "1",
     }
+    if sasl is not None:
+        settings.update(_sasl_properties(port, controller_port, sasl))
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
 
@@ -178,6 +252,7 @@ def start(
     log_path: Path | None = None,
     timeout: float = 90.0,
     libs: Path | None = None,
+    sasl: Sasl | None = None,
 ) -> tuple[KafkaBroker, subprocess.Popen[bytes]]:
     """Start a broker whose config and data live in ``home``; return once it answers metadata.
 
@@ -193,7 +268,7 @@ def start(
     home.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
     config.write_text(
-        server_properties(port=port, controller_port=controller_port, data_dir=data_dir)
+        server_properties(port=port, controller_port=controller_port, data_dir=data_dir, sasl=sasl)
     )
     log_path = log_path or home / "kafka.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,6 +284,7 @@ def start(
             f"--cluster-id={new_cluster_id()}",
             "-c",
             str(config),
+            *(sasl.scram_arguments() if sasl else []),
         ]
         with log_path.open("ab") as out:
             if subprocess.run(fmt, stdout=out, stderr=subprocess.STDOUT, check=False).returncode:
@@ -236,7 +312,13 @@ def start(
         pid=proc.pid, port=port, controller_port=controller_port, home=home, log_path=log_path
     )
     try:
-        wait_ready(broker.bootstrap, timeout=timeout, proc=proc, log_path=log_path)
+        wait_ready(
+            broker.bootstrap,
+            timeout=timeout,
+            proc=proc,
+            log_path=log_path,
+            extra=sasl.client("admin") if sasl else None,
+        )
     except BaseException:
         terminate(proc.pid, proc=proc, timeout=10.0)
         raise
@@ -249,8 +331,9 @@ def wait_ready(
     timeout: float,
     proc: subprocess.Popen[bytes] | None = None,
     log_path: Path | None = None,
+    extra: dict[str, str] | None = None,
 ) -> None:
-    """Return once a metadata request names at least one broker."""
+    """Return once a metadata request names at least one broker (``extra``: SASL login)."""
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout
     # Wait for the socket first: librdkafka logs every refused connection to stderr.
@@ -261,7 +344,7 @@ def wait_ready(
     else:
         raise StackError(f"Kafka did not listen on {bootstrap} within {timeout:.0f}s", log=log_path)
     # Only the address: a local broker speaks PLAINTEXT, whatever KAFKASTORE_EXTRA_KAFKA says.
-    settings = Settings(kafka=bootstrap)
+    settings = Settings(kafka=bootstrap, extra_kafka=extra or {})
     for _ in Backoff(initial=0.2, maximum=0.2).attempts(timeout=deadline - time.monotonic()):
         try:
             if check_reachable(settings, timeout=2.0):
@@ -303,3 +386,40 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def grant_store_acls(settings: Settings, sasl: Sasl, *, topic: str) -> None:
+    """ACLs of the store on a secured broker (``settings`` log in as the admin): only the writer
+    may produce to ``topic``; the consumer may read it and use any consumer group."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    def allow(who: str, kind: ResourceType, name: str, op: AclOperation) -> AclBinding:
+        return AclBinding(
+            kind,
+            name,
+            ResourcePatternType.LITERAL,
+            f"User:{who}",
+            "*",
+            op,
+            AclPermissionType.ALLOW,
+        )
+
+    bindings = [
+        allow(sasl.writer, ResourceType.TOPIC, topic, AclOperation.WRITE),
+        allow(sasl.writer, ResourceType.TOPIC, topic, AclOperation.DESCRIBE),
+        allow(sasl.consumer, ResourceType.TOPIC, topic, AclOperation.READ),
+        allow(sasl.consumer, ResourceType.TOPIC, topic, AclOperation.DESCRIBE),
+        allow(sasl.consumer, ResourceType.TOPIC, topic, AclOperation.DESCRIBE_CONFIGS),
+        allow(sasl.consumer, ResourceType.GROUP, "*", AclOperation.READ),
+        allow(sasl.consumer, ResourceType.GROUP, "*", AclOperation.DESCRIBE),
+    ]
+    client = admin(settings)  # referenced until the futures resolve
+    with translated():
+        for future in client.create_acls(bindings).values():
+            future.result(timeout=30)

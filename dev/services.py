@@ -90,6 +90,7 @@ def http_json(
     body: Any = None,
     *,
     timeout: float = 15.0,
+    token: str | None = None,
 ) -> tuple[int, Any]:
     """One JSON request with the standard library (the CLI must not need the test extras)."""
     data = None if body is None else json.dumps(body).encode()
@@ -97,7 +98,11 @@ def http_json(
         url,
         data=data,
         method=method,
-        headers={"content-type": "application/json", "accept": "application/json"},
+        headers={
+            "content-type": "application/json",
+            "accept": "application/json",
+            **({"authorization": f"Bearer {token}"} if token else {}),
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -11,6 +11,8 @@ alone and the stop order is ours, not the kernel's.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +26,7 @@ from rich.console import Console
 
 from dev import kafka, kafka_cluster, postgres, services
 from dev.process import LOCALHOST, StackError, choose_port, pid_alive, terminate
-from kafkastore import schema, topic
+from kafkastore import authstore, schema, topic
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError
 from kafkastore.manifest import FILE_NAME, Manifest, PostgresFiles, is_stack_process
@@ -35,6 +37,7 @@ DEFAULT_KAFKA_PORT = 9092
 DEFAULT_PG_PORT = 5432
 DEFAULT_API_PORT = 8080
 DEFAULT_INDEXER_METRICS_PORT = 9464  # Prometheus' registered default for exporters
+DEV_ADMIN = "admin"
 READY_TIMEOUT = 90.0
 
 
@@ -52,6 +55,12 @@ class Stack:
     settings: Settings | None = None
     api_url: str | None = None
     indexer_metrics_url: str | None = None
+    auth: bool = False
+    """Whether the services require bearer tokens (``kafkastore dev --auth``)."""
+    admin_token: str | None = None
+    """The admin token created by ``--auth`` (printed once, never written to a file)."""
+    sasl: kafka.Sasl | None = None
+    """The broker's SCRAM principals with ``--auth`` (the broker then authorises by ACLs)."""
 
     @property
     def logs(self) -> Path:
@@ -137,17 +146,29 @@ def start(
     settings = Settings.from_env(
         kafka=bootstrap, database_url=stack.cluster.database_url, replication_factor=replicas
     )
+    if stack.sasl is not None:
+        settings = settings.replace(extra_kafka=stack.sasl.client("admin"))
     stack.settings = settings
     with _step("migrations"):
         schema.migrate(settings.database_url)
     with _step(f"topic {settings.topic!r}"):
         topic.ensure_topic(settings)
+    if stack.sasl is not None:
+        with _step("Kafka ACLs: only the writer may produce"):
+            kafka.grant_store_acls(settings, stack.sasl, topic=settings.topic)
     env = {
         "KAFKASTORE_KAFKA": settings.kafka,
         "KAFKASTORE_DATABASE_URL": settings.database_url,
         "KAFKASTORE_TOPIC": settings.topic,
         "KAFKASTORE_REPLICATION_FACTOR": str(settings.replication_factor),
+        "KAFKASTORE_AUTH": "on" if stack.auth else "off",
     }
+    if stack.sasl is not None:
+        env["KAFKASTORE_EXTRA_KAFKA"] = _librdkafka(stack.sasl.client("consumer"))
+        env["KAFKASTORE_WRITER_KAFKA"] = _librdkafka(stack.sasl.client("writer"))
+    if stack.auth:
+        with _step("an admin user and token"):
+            stack.admin_token = _admin_token(settings.database_url)
     aport = _port(api_port, DEFAULT_API_PORT, what="HTTP API", flag="--api-port")
     with _step("HTTP API (kafkastore serve)"):
         api = services.start(
@@ -189,6 +210,8 @@ def _port(given: int | None, preferred: int, *, what: str, flag: str) -> int:
 def _start_kafka_and_postgres(
     stack: Stack, *, kafka_port: int, pg_port: int, libs: Path, brokers: int = 1
 ) -> None:
+    if brokers > 1 and stack.auth:
+        raise StackError("--auth runs one secured broker; it cannot be combined with --brokers 3")
     with ThreadPoolExecutor(2) as pool:
         kafka_future: Future[Any]
         if brokers > 1:
@@ -196,9 +219,12 @@ def _start_kafka_and_postgres(
                 kafka_cluster.start, stack.home / "kafka-cluster", nodes=brokers, libs=libs
             )
         else:
+            if stack.auth:
+                stack.sasl = _dev_sasl(stack.home / "kafka-sasl")
             kafka_future = pool.submit(
                 kafka.start,
-                stack.home / "kafka",
+                stack.home / ("kafka-sasl" if stack.auth else "kafka"),
+                sasl=stack.sasl,
                 port=kafka_port,
                 libs=libs,
                 log_path=stack.logs / "kafka.log",
@@ -226,6 +252,30 @@ def _start_kafka_and_postgres(
         for future in (kafka_future, pg_future):
             if (error := future.exception()) is not None:
                 raise error
+
+
+def _dev_sasl(home: Path) -> kafka.Sasl:
+    """The dev broker's SCRAM passwords: made on first use, kept (mode 0600) with its storage,
+    which holds the same credentials from ``kafka-storage format --add-scram``."""
+    path = home / "sasl.json"
+    if path.is_file():
+        return kafka.Sasl(**json.loads(path.read_text()))
+    home.mkdir(parents=True, exist_ok=True)
+    sasl = kafka.Sasl.generate()
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(dataclasses.asdict(sasl)))
+    return sasl
+
+
+def _librdkafka(config: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in config.items())
+
+
+def _admin_token(database_url: str) -> str:
+    """A new token of user ``admin`` (created with role admin when missing)."""
+    if not any(u.name == DEV_ADMIN for u in authstore.list_users(database_url)):
+        authstore.add_user(database_url, DEV_ADMIN, ("admin",))
+    return authstore.create_token(database_url, DEV_ADMIN, label="kafkastore dev --auth")[1]
 
 
 def _wait_interruptibly(futures: Sequence[Future[Any]]) -> None:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 from kafkastore.config import Settings
 from kafkastore.errors import (
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka nodes: 3 runs a KRaft quorum of combined nodes, topic RF=3, "
         "min.insync.replicas=2 (free ports)",
     )
+    p.add_argument(
+        "--auth", action="store_true", help="require bearer tokens (prints an admin token once)"
+    )
     _common(p)
 
     p = sub.add_parser("serve", help="run the HTTP API (appends and reads)")
@@ -270,12 +274,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1000, help="rows removed per transaction")
     _common(p, "database_url")
 
+    _auth_parser(sub)
+
     p = sub.add_parser("bench", help="run the benchmarks against real services")
     p.add_argument("--quick", action="store_true", help="a ~3-minute run")
     p.add_argument("--output", help="write the JSON results here")
     p.add_argument("--only", action="append", help="run only this workload (repeatable)")
     _common(p, "kafka", "database_url")
     return parser
+
+
+def _auth_parser(sub: Any) -> None:
+    p = sub.add_parser("auth", help="manage users and bearer tokens (docs/http.md, Security)")
+    asub = p.add_subparsers(dest="auth_command", metavar="WHAT", required=True)
+    u = asub.add_parser("user", help="add, list or remove users")
+    usub = u.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
+    c = usub.add_parser("add", help="create a user")
+    c.add_argument("name")
+    c.add_argument("--role", action="append", default=[], choices=["admin", "ops"])
+    _common(c)
+    _common(usub.add_parser("list", help="list users and their roles"))
+    c = usub.add_parser("remove", help="delete a user and their tokens")
+    c.add_argument("name")
+    _common(c)
+    t = asub.add_parser("token", help="create, list or revoke bearer tokens")
+    tsub = t.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
+    c = tsub.add_parser("create", help="create a token (printed once, on stdout)")
+    c.add_argument("user")
+    c.add_argument("--label", default="")
+    c.add_argument("--expires-in", type=float, help="seconds until the token expires")
+    _common(c)
+    c = tsub.add_parser("list", help="list tokens (never their secrets)")
+    c.add_argument("--user")
+    _common(c)
+    c = tsub.add_parser("revoke", help="revoke a token by its id")
+    c.add_argument("token_id")
+    _common(c)
 
 
 def subcommands() -> set[str]:

@@ -36,6 +36,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         pg_port=args.pg_port,
         api_port=args.api_port,
         brokers=args.brokers,
+        auth=args.auth,
     )
 
 
@@ -243,6 +244,35 @@ def cmd_scavenge(args: argparse.Namespace, settings: Settings) -> int:
     return scavenge.run(settings, batch=args.batch, out=sys.stdout)
 
 
+def cmd_auth(args: argparse.Namespace, settings: Settings) -> int:
+    """``kafkastore auth user|token ...``: tokens go to stdout once, the rest as JSON lines."""
+    from kafkastore import authstore
+
+    url = settings.database_url
+    what, action = args.auth_command, args.auth_action
+    if what == "user" and action == "add":
+        print(json.dumps(authstore.add_user(url, args.name, tuple(args.role)).to_json()))
+    elif what == "user" and action == "list":
+        for user in authstore.list_users(url):
+            print(json.dumps(user.to_json()))
+    elif what == "user":
+        authstore.remove_user(url, args.name)
+        console.print(f"removed user {args.name!r} and their tokens")
+    elif action == "create":
+        info, token = authstore.create_token(
+            url, args.user, label=args.label, expires_in=args.expires_in
+        )
+        console.print(f"token {info.id} for {info.user!r} (shown once; store it now):")
+        print(token)
+    elif action == "list":
+        for token_info in authstore.list_tokens(url, args.user):
+            print(json.dumps(token_info.to_json()))
+    else:
+        authstore.revoke_token(url, args.token_id)
+        console.print(f"revoked token {args.token_id}")
+    return 0
+
+
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
     """A repeatable option: None when never given."""
     return tuple(values) if values is not None else None
@@ -262,4 +292,5 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "bench": cmd_bench,
     "stream": cmd_stream,
     "scavenge": cmd_scavenge,
+    "auth": cmd_auth,
 }

@@ -24,6 +24,8 @@ from typing import Any
 from kafkastore.errors import ConfigurationError
 
 ENV_PREFIX = "KAFKASTORE_"
+_ON = frozenset({"on", "true", "1", "yes"})
+_OFF = frozenset({"off", "false", "0", "no"})
 MiB = 1024 * 1024
 
 
@@ -139,7 +141,29 @@ class Settings:
     """``group=module:function,...``: the handler the console replays a group's dead letters to."""
 
     extra_kafka: Mapping[str, str] = field(default_factory=dict)
-    """Extra librdkafka settings for every client (e.g. security)."""
+    """Extra librdkafka settings for every client (e.g. security: the consumer principal's
+    ``security.protocol``, ``sasl.mechanism``, ``sasl.username``, ``sasl.password``)."""
+    writer_kafka: Mapping[str, str] = field(default_factory=dict)
+    """librdkafka settings of the writer's producer only, over ``extra_kafka`` (the writer's
+    SASL principal: the only one the broker lets produce to the events topic)."""
+
+    # Security (docs/http.md "Security", README "Security").
+    auth: str = "off"
+    """``on``: every HTTP route but ``/healthz`` and ``auth_open_paths`` needs a bearer token."""
+    auth_default_acl: str = ""
+    """The global default ACL as JSON (``{"read": ["$authenticated"], ...}``); empty: read, write
+    and metadata_read for every authenticated user, delete and metadata_write for ``$admin``."""
+    auth_category_acls: str = ""
+    """Per-category default ACLs as JSON, ``{"Order": {"write": ["alice"]}, ...}``; an action a
+    category ACL does not name falls back to the global default."""
+    auth_cache_ttl: float = 1.0
+    """The token cache reloads at least this often (and at once on NOTIFY)."""
+    auth_open_paths: str = "/readyz,/openapi.json,/docs,/docs/oauth2-redirect"
+    """Comma-separated paths served without a token when auth is on (``/healthz`` always is)."""
+    tls_certfile: str = ""
+    """PEM certificate of the HTTP API; with ``tls_keyfile`` the API serves HTTPS only."""
+    tls_keyfile: str = ""
+    """PEM private key of the HTTP API."""
 
     @property
     def limits(self) -> Limits:
@@ -187,6 +211,16 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether the HTTP API asks for credentials (``auth`` is ``on``)."""
+        return self.auth.lower() in _ON
+
+    @property
+    def open_paths(self) -> frozenset[str]:
+        """Paths served without credentials when auth is on."""
+        return frozenset({"/healthz"} | {p.strip() for p in self.auth_open_paths.split(",") if p})
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -204,6 +238,12 @@ class Settings:
             raise ConfigurationError(
                 "sse_max_subscribers must be >= 0, sse_page_events >= 1, sse_send_timeout > 0"
             )
+        if self.auth.lower() not in _ON | _OFF:
+            raise ConfigurationError("auth must be on or off")
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ConfigurationError("tls_certfile and tls_keyfile go together")
+        if self.auth_cache_ttl <= 0:
+            raise ConfigurationError("auth_cache_ttl must be positive")
         if self.statement_timeout <= self.delivery_timeout:
             raise ConfigurationError("statement_timeout must be above delivery_timeout")
 

@@ -16,6 +16,8 @@
     ├── DuplicateEventId          409 duplicate_event_id
     ├── Unavailable               503 unavailable       (Kafka / PostgreSQL down or timed out)
     │   └── OutcomeUnknown        503 unavailable, "outcome": "unknown" (COMMIT's reply was lost)
+    ├── Unauthorized              401 unauthorized      (no, bad, expired or revoked credentials)
+    ├── Forbidden                 403 forbidden         (a known principal without the right)
     ├── ConfigurationError        a setting is missing or contradicts the cluster
     ├── SchemaError               migrations missing or from a newer version
     └── IntegrityError            the store disagrees with itself (audit findings, foreign cluster)
@@ -35,6 +37,7 @@ __all__ = [
     "AppendConflicts",
     "ConfigurationError",
     "DuplicateEventId",
+    "Forbidden",
     "IntegrityError",
     "InvalidRequest",
     "KafkaStoreError",
@@ -45,6 +48,7 @@ __all__ = [
     "SnapshotNotFound",
     "StreamDeleted",
     "StreamNotFound",
+    "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
     "WrongExpectedVersion",
@@ -287,3 +291,21 @@ class IntegrityError(KafkaStoreError):
     """The store disagrees with itself: foreign cluster id, index conflict, audit finding."""
 
     code = "integrity"
+
+
+class Unauthorized(KafkaStoreError):
+    """No credentials, or bad, expired or revoked ones (HTTP 401 with ``WWW-Authenticate``)."""
+
+    code = "unauthorized"
+
+    def __init__(self, message: str = "a valid bearer token is required") -> None:
+        super().__init__(message)
+
+
+class Forbidden(KafkaStoreError):
+    """A known principal without the right; names nothing the caller may not see (HTTP 403)."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str = "access denied") -> None:
+        super().__init__(message)

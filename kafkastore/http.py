@@ -28,12 +28,13 @@ from indexer.reads import AsyncReads
 from indexer.routes import router as read_router
 from indexer.sse import Subscribers
 from indexer.sse import router as subscribe_router
-from kafkastore import apidoc, kafka, pg
+from kafkastore import apidoc, auth_http, kafka, pg
 from kafkastore.config import Settings, export_settings
 from kafkastore.errors import (
     AppendConflicts,
     ConfigurationError,
     DuplicateEventId,
+    Forbidden,
     IntegrityError,
     InvalidRequest,
     KafkaStoreError,
@@ -43,6 +44,7 @@ from kafkastore.errors import (
     SnapshotNotFound,
     StreamDeleted,
     StreamNotFound,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
     WrongExpectedVersion,
@@ -53,6 +55,8 @@ from writer.routes import router as append_router
 STATUS: dict[type[KafkaStoreError], int] = {
     InvalidRequest: 400,
     UnsupportedMediaType: 415,
+    Unauthorized: 401,
+    Forbidden: 403,
     StreamNotFound: 404,
     SnapshotNotFound: 404,
     SnapshotAboveHead: 409,
@@ -92,6 +96,8 @@ def error_response(error: KafkaStoreError) -> Response:
     headers = {}
     if isinstance(error, Unavailable):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="kafkastore"'
     return Response(
         orjson.dumps(body),
         status_code=status_of(error),
@@ -165,11 +171,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.reads = reads
         indexer_metrics.register_api_collectors(settings)
         app.state.subscribers = Subscribers(settings.sse_max_subscribers)
+        if settings.auth_enabled:
+            await app.state.auth_cache.start()
         try:
             # SIGTERM/SIGINT end the live subscriptions first, so shutdown does not wait on them.
             with app.state.subscribers.closing_on_stop():
                 yield
         finally:
+            await app.state.auth_cache.close()
             await asyncio.to_thread(writer.close)
             await reads.close()
 
@@ -178,7 +187,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="An event store on Apache Kafka with a PostgreSQL stream index.",
         lifespan=lifespan,
-        dependencies=[Depends(known_query_only)],
+        # Every route is checked by one table (kafkastore.auth_http.ACCESS), and refuses unknown
+        # query parameters.
+        dependencies=[Depends(auth_http.authorise), Depends(known_query_only)],
+        openapi_url=auth_http.openapi_url(settings),
         # No request to a validator service on the internet from /docs.
         swagger_ui_parameters={"validatorUrl": None},
     )
@@ -278,6 +290,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(read_router)
     app.include_router(subscribe_router)
     app.include_router(console_router)
+    auth_http.install(app, settings)
     return app
 
 
@@ -300,6 +313,9 @@ def serve(settings: Settings, *, workers: int = 1) -> int:
         # (503 when full), memory stays bounded under any load.
         "limit_concurrency": 2048,
     }
+    if settings.tls_certfile:
+        options["ssl_certfile"] = settings.tls_certfile
+        options["ssl_keyfile"] = settings.tls_keyfile
     if workers > 1:
         # Workers are new processes that build their settings from the environment.
         export_settings(settings)

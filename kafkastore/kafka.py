@@ -64,6 +64,13 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(config)
 
 
+def writer_producer(settings: Settings, **overrides: Any) -> Producer:
+    """The writer's producer: :func:`producer` with ``writer_kafka`` over ``extra_kafka`` (the
+    writer's SASL principal, the only one allowed to produce to the events topic)."""
+    principal = {k: v for k, v in settings.writer_kafka.items() if k not in PRODUCER_REQUIRED}
+    return producer(settings, **{**principal, **overrides})
+
+
 def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     config = {
         **base_config(settings),

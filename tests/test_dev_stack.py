@@ -183,3 +183,51 @@ def _check_metrics_tell_the_truth(doc: dict[str, object]) -> None:
     assert 'kafkastore_indexer_phantoms_skipped_total{reason="no_marker"}' in text
     api = urllib.request.urlopen(f"{doc['api']}/metrics", timeout=10).read().decode()
     assert "kafkastore_indexer_" not in api
+
+
+@pytest.mark.slow
+def test_dev_with_auth_prints_an_admin_token_that_the_api_demands_and_accepts(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+
+    ports = free_port(), free_port(), free_port()
+    code = run_in(
+        home, detach=True, kafka_port=ports[0], pg_port=ports[1], api_port=ports[2], auth=True
+    )
+    try:
+        assert code == 0
+        printed = capsys.readouterr()
+        tokens = [line for line in printed.out.splitlines() if line.startswith("kst_")]
+        assert len(tokens) == 1
+        assert "auth is on" in printed.err
+        assert tokens[0] not in (home / "dev.json").read_text()
+        api = f"http://127.0.0.1:{ports[2]}"
+        headers = {"Authorization": f"Bearer {tokens[0]}"}
+        body = {"events": [{"type": "Checked", "data": {}}]}
+        assert httpx.post(f"{api}/streams/auth-1", json=body).status_code == 401
+        assert httpx.post(f"{api}/streams/auth-1", json=body, headers=headers).status_code == 201
+        read = httpx.get(
+            f"{api}/streams/auth-1?min_version=1&timeout_ms=10000", headers=headers, timeout=20
+        )
+        assert read.status_code == 200 and read.json()["version"] == 1
+        # The broker speaks SASL/SCRAM only: a client without credentials gets nothing.
+        from kafkastore.config import Settings
+        from kafkastore.errors import Unavailable
+        from kafkastore.kafka import check_reachable
+
+        with pytest.raises(Unavailable):
+            check_reachable(Settings(kafka=f"127.0.0.1:{ports[0]}"), timeout=3.0)
+    finally:
+        assert stop_in(home) == 0
+
+
+def test_dev_says_at_start_when_auth_is_off(capsys: pytest.CaptureFixture[str]) -> None:
+    from dev.command import _print_auth
+    from dev.stack import Stack
+
+    _print_auth(Stack(home=Path("unused")))
+
+    printed = capsys.readouterr()
+    assert "auth is off" in printed.err and "--auth" in printed.err
+    assert "kst_" not in printed.out

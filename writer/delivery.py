@@ -101,7 +101,7 @@ class SharedProducer:
         self._poller.start()
 
     def _new(self) -> Producer:
-        return kafka.producer(self._settings, error_cb=self._on_error, **self._overrides)
+        return kafka.writer_producer(self._settings, error_cb=self._on_error, **self._overrides)
 
     def _on_error(self, err: KafkaError) -> None:
         if not err.fatal():

@@ -1,0 +1,285 @@
+"""Authorisation of the HTTP API: one dependency, driven by one table, on every route.
+
+:data:`ACCESS` maps each route (method, path template) to a :class:`Rule`: the action it needs
+and where its resource comes from (a path parameter, the body of an atomic append, ``$all`` or
+the system). :func:`authorise` runs before every route of the app (an app-wide FastAPI
+dependency): it authenticates the bearer token through the cache of
+:mod:`kafkastore.authstore` (no database round trip) and asks :func:`kafkastore.auth.decide`.
+A route added without a row is refused to all but admins (and ``tests/kafkastore/test_auth.py``
+fails), so a new route is checked by adding its row here.
+
+Stream ACLs come from ``app.state.stream_acl`` (an async ``stream_id -> Acl | None``; the
+default knows none); the stream-metadata store plugs in there.
+
+Admin routes for users and tokens (role ``admin``): ``/auth/users`` and ``/auth/tokens``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, FastAPI, Query, Request, Response, Security
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from kafkastore import auth, authstore
+from kafkastore.config import Settings
+from kafkastore.errors import Forbidden, Unauthorized
+
+StreamAcl = Callable[[str], Awaitable[auth.Acl | None]]
+ResourceFrom = Literal["stream", "category", "all", "system", "appends", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What a route needs: an action on a resource taken from ``resource``."""
+
+    action: str
+    resource: ResourceFrom = "system"
+
+
+STREAM_READ = Rule(auth.READ, "stream")
+ADMIN = Rule(auth.ADMIN)
+
+ACCESS: dict[tuple[str, str], Rule] = {
+    ("GET", "/healthz"): Rule(auth.OPEN, "none"),
+    ("GET", "/readyz"): Rule(auth.OPS),
+    ("GET", "/metrics"): Rule(auth.OPS),
+    ("GET", "/openapi.json"): Rule(auth.AUTHENTICATED, "none"),
+    # writer/routes.py
+    ("POST", "/streams/{stream_id:path}"): Rule(auth.WRITE, "stream"),
+    ("POST", "/append"): Rule(auth.WRITE, "appends"),
+    # indexer/routes.py
+    ("GET", "/streams/{stream_id:path}"): STREAM_READ,
+    ("GET", "/streams/{stream_id:path}/state"): STREAM_READ,
+    ("GET", "/categories/{category}"): Rule(auth.READ, "category"),
+    ("GET", "/all"): Rule(auth.READ, "all"),
+    # stream lifecycle routes (docs/http.md "Stream lifecycle"); changing an ACL is a metadata write
+    ("GET", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_READ, "stream"),
+    ("PUT", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_WRITE, "stream"),
+    ("DELETE", "/streams/{stream_id:path}"): Rule(auth.DELETE, "stream"),
+    ("PUT", "/streams/{stream_id:path}/snapshots"): Rule(auth.WRITE, "stream"),
+    ("GET", "/streams/{stream_id:path}/snapshots/latest"): STREAM_READ,
+    # the admin routes below
+    ("POST", "/auth/users"): ADMIN,
+    ("GET", "/auth/users"): ADMIN,
+    ("DELETE", "/auth/users/{name}"): ADMIN,
+    ("POST", "/auth/tokens"): ADMIN,
+    ("GET", "/auth/tokens"): ADMIN,
+    ("DELETE", "/auth/tokens/{token_id}"): ADMIN,
+}
+"""Route -> what it needs. Every route of the app has a row (a test checks it)."""
+
+UNLISTED = Rule(auth.ADMIN)
+"""What a route without a row needs: fail closed."""
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "401": {"description": "unauthorized: no, bad, expired or revoked token (auth on)"},
+    "403": {"description": "forbidden: the principal lacks the right (auth on)"},
+}
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `kafkastore auth token create`")
+
+
+async def _no_stream_acl(stream_id: str) -> auth.Acl | None:
+    return None
+
+
+def rule_of(request: Request) -> Rule:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return UNLISTED
+    return ACCESS.get((request.method, route.path), UNLISTED)
+
+
+async def _stream_ids_of_appends(request: Request) -> list[str]:
+    """The stream ids of ``POST /append`` (the body is cached for the route); none when the body
+    is malformed: the route answers 400 then."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return []
+    appends = body.get("appends") if isinstance(body, dict) else None
+    if not isinstance(appends, list):
+        return []
+    ids = (a.get("stream_id") if isinstance(a, dict) else None for a in appends)
+    return [i for i in ids if isinstance(i, str)]
+
+
+async def authorise(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    """The app-wide dependency: 401 without a valid token, 403 without the right."""
+    settings: Settings = request.app.state.settings
+    if not settings.auth_enabled or request.url.path in settings.open_paths:
+        return
+    rule = rule_of(request)
+    if rule.action == auth.OPEN:
+        return
+    token = auth.bearer(request.headers.get("authorization"))
+    cache: authstore.TokenCache = request.app.state.auth_cache
+    principal = None if token is None else await cache.authenticate(token)
+    if principal is None:
+        raise Unauthorized()
+    request.state.principal = principal
+    policy: auth.Policy = request.app.state.auth_policy
+    for resource in await _resources(request, rule):
+        stream_acl = None
+        if resource.kind == "stream":
+            lookup: StreamAcl = request.app.state.stream_acl
+            stream_acl = await lookup(resource.name)
+        acls = policy.acls(resource, stream_acl=stream_acl)
+        if not auth.decide(principal, rule.action, resource, acls):
+            raise Forbidden()
+
+
+async def _resources(request: Request, rule: Rule) -> list[auth.Resource]:
+    params = request.path_params
+    if rule.resource == "stream":
+        return [auth.Resource("stream", str(params.get("stream_id", "")))]
+    if rule.resource == "category":
+        return [auth.Resource("category", str(params.get("category", "")))]
+    if rule.resource == "appends":
+        return [auth.Resource("stream", s) for s in await _stream_ids_of_appends(request)]
+    if rule.resource == "all":
+        return [auth.ALL]
+    return [auth.SYSTEM]
+
+
+def openapi_url(settings: Settings) -> str | None:
+    """FastAPI's own (unchecked) ``/openapi.json`` unless auth is on and it is not open; then
+    :func:`install` serves it as a checked route."""
+    if not settings.auth_enabled or "/openapi.json" in settings.open_paths:
+        return "/openapi.json"
+    return None
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Policy, cache and stream-ACL hook on ``app.state``; 401/403 in every route's OpenAPI."""
+    if app.openapi_url is None:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi() -> Response:
+            return _json(app.openapi())
+
+    policy = auth.Policy.parse(settings.auth_default_acl, settings.auth_category_acls)
+    app.state.auth_policy = policy
+    app.state.auth_cache = authstore.TokenCache(settings.database_url, ttl=settings.auth_cache_ttl)
+    app.state.stream_acl = _no_stream_acl
+    app.include_router(router)
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and route.path not in settings.open_paths:
+            route.responses = {**ERROR_RESPONSES, **route.responses}
+
+
+# -- admin routes --
+
+# No prefix: the access table is keyed by the path a route declares.
+router = APIRouter(tags=["auth"])
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
+    roles: list[Literal["admin", "ops"]] = []
+
+
+class UserOut(BaseModel):
+    name: str
+    roles: list[str]
+    created_at: str
+
+
+class UsersOut(BaseModel):
+    users: list[UserOut]
+
+
+class NewToken(BaseModel):
+    user: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
+    label: str = Field(default="", max_length=auth.MAX_LABEL)
+    expires_in: float | None = Field(default=None, gt=0, description="seconds until it expires")
+
+
+class TokenOut(BaseModel):
+    id: str
+    user: str
+    label: str
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class CreatedToken(TokenOut):
+    token: str = Field(description="the bearer token: shown this once, stored only as a hash")
+
+
+class TokensOut(BaseModel):
+    tokens: list[TokenOut]
+
+
+_BAD: dict[int | str, dict[str, Any]] = {
+    "400": {"description": "invalid_request (bad name, duplicate user, unknown user or id)"}
+}
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _url(request: Request) -> str:
+    settings: Settings = request.app.state.settings
+    return settings.database_url
+
+
+@router.post("/auth/users", status_code=201, response_model=UserOut, responses=_BAD)
+async def add_user(request: Request, body: NewUser) -> Response:
+    """Create a user with roles (``admin``, ``ops``; none for a plain user)."""
+    user = await asyncio.to_thread(authstore.add_user, _url(request), body.name, tuple(body.roles))
+    return _json(user.to_json(), 201)
+
+
+@router.get("/auth/users", response_model=UsersOut)
+async def list_users(request: Request) -> Response:
+    """Every user and their roles."""
+    users = await asyncio.to_thread(authstore.list_users, _url(request))
+    return _json({"users": [u.to_json() for u in users]})
+
+
+@router.delete("/auth/users/{name}", status_code=204, responses=_BAD)
+async def remove_user(request: Request, name: str) -> Response:
+    """Delete a user and every token of theirs."""
+    await asyncio.to_thread(authstore.remove_user, _url(request), name)
+    return Response(status_code=204)
+
+
+@router.post("/auth/tokens", status_code=201, response_model=CreatedToken, responses=_BAD)
+async def create_token(request: Request, body: NewToken) -> Response:
+    """A new bearer token for a user; the answer is the only place the token ever appears."""
+    info, token = await asyncio.to_thread(
+        authstore.create_token,
+        _url(request),
+        body.user,
+        label=body.label,
+        expires_in=body.expires_in,
+    )
+    return _json({**info.to_json(), "token": token}, 201)
+
+
+@router.get("/auth/tokens", response_model=TokensOut, responses=_BAD)
+async def list_tokens(request: Request, user: Annotated[str | None, Query()] = None) -> Response:
+    """Every token (id, user, label, times), never a secret or a hash."""
+    tokens = await asyncio.to_thread(authstore.list_tokens, _url(request), user)
+    return _json({"tokens": [t.to_json() for t in tokens]})
+
+
+@router.delete("/auth/tokens/{token_id}", status_code=204, responses=_BAD)
+async def revoke_token(request: Request, token_id: str) -> Response:
+    """Revoke a token: it stops working within the cache bound (2 s)."""
+    await asyncio.to_thread(authstore.revoke_token, _url(request), token_id)
+    return Response(status_code=204)
