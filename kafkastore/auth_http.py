@@ -8,8 +8,11 @@ dependency): it authenticates the bearer token through the cache of
 A route added without a row is refused to all but admins (and ``tests/kafkastore/test_auth.py``
 fails), so a new route is checked by adding its row here.
 
-Stream ACLs come from ``app.state.stream_acl`` (an async ``stream_id -> Acl | None``; the
-default knows none); the stream-metadata store plugs in there.
+Stream ACLs come from ``app.state.stream_acl`` (an async ``[stream_id] -> {stream_id: Acl |
+None}``): with auth on, the :class:`~kafkastore.streamacl.StreamAclCache` of the streams'
+metadata (no database round trip for a hot stream; a change is enforced within
+``auth_stream_acl_ttl``, at once by NOTIFY). :func:`forget_stream_acl` drops a stream's entry
+after its metadata was written in this process.
 
 Admin routes for users and tokens (role ``admin``): ``/auth/users`` and ``/auth/tokens``.
 """
@@ -17,7 +20,7 @@ Admin routes for users and tokens (role ``admin``): ``/auth/users`` and ``/auth/
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -27,11 +30,11 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from kafkastore import auth, authstore
+from kafkastore import auth, authstore, streamacl
 from kafkastore.config import Settings
 from kafkastore.errors import Forbidden, Unauthorized
 
-StreamAcl = Callable[[str], Awaitable[auth.Acl | None]]
+StreamAcl = Callable[[list[str]], Awaitable[Mapping[str, auth.Acl | None]]]
 ResourceFrom = Literal["stream", "category", "all", "system", "appends", "none"]
 
 
@@ -86,8 +89,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 _bearer = HTTPBearer(auto_error=False, description="A token from `kafkastore auth token create`")
 
 
-async def _no_stream_acl(stream_id: str) -> auth.Acl | None:
-    return None
+async def _no_stream_acl(stream_ids: list[str]) -> Mapping[str, auth.Acl | None]:
+    return {}
+
+
+def forget_stream_acl(request: Request, stream_id: str) -> None:
+    """The metadata of ``stream_id`` changed (committed) in this process: the next request sees
+    its new ACL (other processes learn it by NOTIFY)."""
+    cache: streamacl.StreamAclCache | None = getattr(request.app.state, "stream_acl_cache", None)
+    if cache is not None:
+        cache.forget(stream_id)
 
 
 def rule_of(request: Request) -> Rule:
@@ -129,11 +140,12 @@ async def authorise(
         raise Unauthorized()
     request.state.principal = principal
     policy: auth.Policy = request.app.state.auth_policy
-    for resource in await _resources(request, rule):
-        stream_acl = None
-        if resource.kind == "stream":
-            lookup: StreamAcl = request.app.state.stream_acl
-            stream_acl = await lookup(resource.name)
+    resources = await _resources(request, rule)
+    streams = [r.name for r in resources if r.kind == "stream"]
+    lookup: StreamAcl = request.app.state.stream_acl
+    stream_acls = await lookup(streams) if streams else {}
+    for resource in resources:
+        stream_acl = stream_acls.get(resource.name) if resource.kind == "stream" else None
         acls = policy.acls(resource, stream_acl=stream_acl)
         if not auth.decide(principal, rule.action, resource, acls):
             raise Forbidden()
@@ -172,6 +184,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.auth_policy = policy
     app.state.auth_cache = authstore.TokenCache(settings.database_url, ttl=settings.auth_cache_ttl)
     app.state.stream_acl = _no_stream_acl
+    if settings.auth_enabled:
+        cache = streamacl.StreamAclCache(settings.database_url, ttl=settings.auth_stream_acl_ttl)
+        app.state.stream_acl_cache = cache
+        app.state.stream_acl = cache.acls
     app.include_router(router)
     for context in iter_route_contexts(app.routes):
         route = context.original_route

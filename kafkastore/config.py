@@ -158,6 +158,9 @@ class Settings:
     category ACL does not name falls back to the global default."""
     auth_cache_ttl: float = 1.0
     """The token cache reloads at least this often (and at once on NOTIFY)."""
+    auth_stream_acl_ttl: float = 1.0
+    """Seconds a stream's ACL (its metadata's ``acl``) is cached per API process at most: a
+    change is enforced within this even when its NOTIFY is lost (at once otherwise)."""
     auth_open_paths: str = "/readyz,/openapi.json,/docs,/docs/oauth2-redirect"
     """Comma-separated paths served without a token when auth is on (``/healthz`` always is)."""
     tls_certfile: str = ""
@@ -244,6 +247,8 @@ class Settings:
             raise ConfigurationError("tls_certfile and tls_keyfile go together")
         if self.auth_cache_ttl <= 0:
             raise ConfigurationError("auth_cache_ttl must be positive")
+        if self.auth_stream_acl_ttl <= 0:
+            raise ConfigurationError("auth_stream_acl_ttl must be positive")
         if self.statement_timeout <= self.delivery_timeout:
             raise ConfigurationError("statement_timeout must be above delivery_timeout")
 

@@ -173,12 +173,15 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.subscribers = Subscribers(settings.sse_max_subscribers)
         if settings.auth_enabled:
             await app.state.auth_cache.start()
+            await app.state.stream_acl_cache.start()
         try:
             # SIGTERM/SIGINT end the live subscriptions first, so shutdown does not wait on them.
             with app.state.subscribers.closing_on_stop():
                 yield
         finally:
             await app.state.auth_cache.close()
+            if settings.auth_enabled:
+                await app.state.stream_acl_cache.close()
             await asyncio.to_thread(writer.close)
             await reads.close()
 

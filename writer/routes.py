@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from kafkastore import apidoc, models
+from kafkastore import apidoc, auth_http, models
 from kafkastore.codec import format_time
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, UnsupportedMediaType
@@ -198,7 +198,10 @@ async def put_metadata(stream_id: str, request: Request) -> Response:
     settable before the stream has events. Nothing changes on an error."""
     update = parse_metadata(_object(await request.body()))
     settings: Settings = request.app.state.settings
-    metadata = await asyncio.to_thread(lifecycle.set_metadata, settings, stream_id, update)
+    try:
+        metadata = await asyncio.to_thread(lifecycle.set_metadata, settings, stream_id, update)
+    finally:  # also when the outcome is unknown: the stream's ACL may have changed
+        auth_http.forget_stream_acl(request, stream_id)
     return _json(metadata.to_json(), 200)
 
 
