@@ -43,6 +43,9 @@ SELECT_ACLS = "SELECT stream_id, metadata->'acl' FROM streams WHERE stream_id = 
 MAX_ENTRIES = 100_000
 """Entries kept at most; beyond it the cache starts afresh (an entry is cheap to reload)."""
 POOL_SIZE = 4
+"""Connections of the cache's pool per API process (plus one that listens)."""
+POOL_TIMEOUT = 5.0
+"""A miss waits at most this long for a connection (then 503, as PostgreSQL is unavailable)."""
 OPEN_TIMEOUT = 10.0
 
 DENY_ALL = auth.Acl(dict.fromkeys(auth.ACL_ACTIONS, ()))
@@ -63,6 +66,12 @@ def parse_stored(stream_id: str, value: Any) -> auth.Acl | None:
         return DENY_ALL
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a load's failure retrieved: the requests awaiting it raise it (nobody may be left)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class StreamAclCache:
     """``stream_id -> Acl | None`` with a ``ttl``, kept fresh by LISTEN/NOTIFY (asyncio)."""
 
@@ -80,7 +89,7 @@ class StreamAclCache:
         self._load = load or self._query
         self._pool: AsyncConnectionPool | None = None
         self._entries: dict[str, tuple[auth.Acl | None, float]] = {}
-        self._pending: dict[str, asyncio.Future[auth.Acl | None]] = {}
+        self._pending: dict[str, asyncio.Task[dict[str, auth.Acl | None]]] = {}
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -92,6 +101,7 @@ class StreamAclCache:
             max_size=POOL_SIZE,
             open=False,
             kwargs={"autocommit": True},
+            timeout=POOL_TIMEOUT,
             name="kafkastore-stream-acl",
         )
         with pg.translated():
@@ -111,49 +121,44 @@ class StreamAclCache:
 
     async def acls(self, stream_ids: Iterable[str]) -> dict[str, auth.Acl | None]:
         """The ACL of each stream: from memory when fresh, else one query for all the misses
-        (a miss already being loaded by another request waits for that load)."""
+        (a miss already being loaded for another request waits for that load). The load runs
+        as its own task: a request cancelled meanwhile does not cancel it for the others."""
         now = self._clock()
         found: dict[str, auth.Acl | None] = {}
-        waits: dict[str, asyncio.Future[auth.Acl | None]] = {}
+        loads: dict[str, asyncio.Task[dict[str, auth.Acl | None]]] = {}
         misses: list[str] = []
         for stream_id in dict.fromkeys(stream_ids):
             entry = self._entries.get(stream_id)
             if entry is not None and now - entry[1] < self.ttl:
                 found[stream_id] = entry[0]
             elif stream_id in self._pending:
-                waits[stream_id] = self._pending[stream_id]
+                loads[stream_id] = self._pending[stream_id]
             else:
                 misses.append(stream_id)
         if misses:
-            found.update(await self._fetch(misses))
-        for stream_id, future in waits.items():
-            found[stream_id] = await asyncio.shield(future)
+            task = asyncio.create_task(self._fetch(misses), name="kafkastore-stream-acl-load")
+            task.add_done_callback(_retrieve)
+            for stream_id in misses:
+                self._pending[stream_id] = loads[stream_id] = task
+        for stream_id, load in loads.items():
+            found[stream_id] = (await asyncio.shield(load))[stream_id]
         return found
 
     async def _fetch(self, stream_ids: list[str]) -> dict[str, auth.Acl | None]:
-        loop = asyncio.get_running_loop()
-        futures = {s: loop.create_future() for s in stream_ids}
-        self._pending.update(futures)
         generation, started = self._generation, self._clock()
         try:
             stored = await self._load(stream_ids)
-            acls = {s: parse_stored(s, stored.get(s)) for s in stream_ids}
-        except BaseException as exc:
-            for future in futures.values():
-                future.set_exception(exc)
-                future.exception()  # retrieved: the waiters re-raise it
-            raise
         finally:
+            current = asyncio.current_task()
             for s in stream_ids:
-                if self._pending.get(s) is futures[s]:
+                if self._pending.get(s) is current:
                     del self._pending[s]
+        acls = {s: parse_stored(s, stored.get(s)) for s in stream_ids}
         if generation == self._generation:  # no change was notified while loading
             if len(self._entries) + len(acls) > MAX_ENTRIES:
                 self._entries.clear()
             for s, acl in acls.items():
                 self._entries[s] = (acl, started)
-        for s, future in futures.items():
-            future.set_result(acls[s])
         return acls
 
     def forget(self, stream_id: str | None = None) -> None:

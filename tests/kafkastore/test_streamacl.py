@@ -159,3 +159,23 @@ def test_a_failed_load_fails_its_waiters_and_is_not_cached() -> None:
         assert calls == 2
 
     asyncio.run(run())
+
+
+def test_a_cancelled_request_does_not_cancel_the_load_another_request_waits_for() -> None:
+    store, clock = Store({"a-1": {"read": ["bob"]}}), Clock()
+    cache = _cache(store, clock)
+
+    async def run() -> None:
+        store.gate = asyncio.Event()
+        first = asyncio.create_task(cache("a-1"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(cache("a-1"))
+        await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.sleep(0)
+        store.gate.set()
+        assert await second == auth.Acl({"read": ("bob",)})
+        assert first.cancelled()
+        assert store.loads == [["a-1"]]
+
+    asyncio.run(run())
