@@ -51,14 +51,33 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/readyz"): Rule(auth.OPS),
     ("GET", "/metrics"): Rule(auth.OPS),
     ("GET", "/openapi.json"): Rule(auth.AUTHENTICATED, "none"),
+    # The documentation pages hold no data (a browser cannot send a bearer token when it opens
+    # them); the document they load is /openapi.json, checked above unless configured open.
+    ("GET", "/docs"): Rule(auth.OPEN, "none"),
+    ("GET", "/docs/oauth2-redirect"): Rule(auth.OPEN, "none"),
+    ("GET", "/redoc"): Rule(auth.OPEN, "none"),
     # writer/routes.py
     ("POST", "/streams/{stream_id:path}"): Rule(auth.WRITE, "stream"),
     ("POST", "/append"): Rule(auth.WRITE, "appends"),
     # indexer/routes.py
     ("GET", "/streams/{stream_id:path}"): STREAM_READ,
     ("GET", "/streams/{stream_id:path}/state"): STREAM_READ,
-    ("GET", "/categories/{category}"): Rule(auth.READ, "category"),
+    ("GET", "/categories/{category:path}"): Rule(auth.READ, "category"),
     ("GET", "/all"): Rule(auth.READ, "all"),
+    # indexer/sse.py: a live subscription needs what the same read needs
+    ("GET", "/subscribe/all"): Rule(auth.READ, "all"),
+    ("GET", "/subscribe/categories/{category}"): Rule(auth.READ, "category"),
+    ("GET", "/subscribe/streams/{stream_id:path}"): STREAM_READ,
+    # indexer/console_routes.py: the page and its assets hold no data; what it shows comes from
+    # /console/api (ops: every stream, group and dead letter), a replay runs handlers (admin)
+    ("GET", "/console"): Rule(auth.OPEN, "none"),
+    ("GET", "/console/assets/{name}"): Rule(auth.OPEN, "none"),
+    ("GET", "/console/api/overview"): Rule(auth.OPS),
+    ("GET", "/console/api/streams"): Rule(auth.OPS),
+    ("GET", "/console/api/events/{event_id}"): Rule(auth.OPS),
+    ("GET", "/console/api/groups"): Rule(auth.OPS),
+    ("GET", "/console/api/groups/{group}/dead-letters"): Rule(auth.OPS),
+    ("POST", "/console/api/groups/{group}/dead-letters/replay"): ADMIN,
     # stream lifecycle routes (docs/http.md "Stream lifecycle"); changing an ACL is a metadata write
     ("GET", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_READ, "stream"),
     ("PUT", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_WRITE, "stream"),
