@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from indexer import render
 from indexer.reads import AsyncReads
+from kafkastore import apidoc
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound, Unavailable
 from kafkastore.records import RecordedEvent
@@ -303,17 +304,21 @@ async def _subscribe(request: Request, feed: Feed) -> EventStream:
 
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "A stream of Server-Sent Events: one message per event, `id:` its "
-        "position, `data:` the event's JSON as reads return it; a comment at least every 15 s.",
-        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
-    },
-    400: {"description": "Bad parameters (`invalid_request`)."},
-    503: {
-        "description": "Too many live subscriptions on this process, or shutting down "
-        "(`unavailable`, with `Retry-After`).",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    },
+    200: apidoc.media(
+        "A stream of Server-Sent Events: one message per event, `id:` its position, `data:` the "
+        "event's JSON as reads return it; a `: heartbeat` comment on an idle feed.",
+        EVENT_STREAM,
+    ),
+    **apidoc.errors(
+        400,
+        503,
+        text={
+            400: "invalid_request: a bad from_position/from_version, an empty type, a "
+            "Last-Event-ID that is not a non-negative integer, or unknown query parameters",
+            503: "unavailable: too many live subscriptions on this process, or shutting down; "
+            "retry after Retry-After seconds",
+        },
+    ),
 }
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -323,7 +328,7 @@ Types = Annotated[list[str] | None, Query()]
 @router.get(
     "/subscribe/all",
     summary="Follow $all live (catch-up, then live)",
-    response_class=EventStream,
+    response_class=Response,  # an EventStream; errors are JSON
     status_code=200,
     responses=SSE_RESPONSES,
 )
@@ -342,7 +347,7 @@ async def subscribe_all(
 @router.get(
     "/subscribe/categories/{category}",
     summary="Follow a category live",
-    response_class=EventStream,
+    response_class=Response,  # an EventStream; errors are JSON
     status_code=200,
     responses=SSE_RESPONSES,
 )
@@ -361,7 +366,7 @@ async def subscribe_category(
 @router.get(
     "/subscribe/streams/{stream_id:path}",
     summary="Follow one stream live",
-    response_class=EventStream,
+    response_class=Response,  # an EventStream; errors are JSON
     status_code=200,
     responses=SSE_RESPONSES,
 )
