@@ -41,6 +41,7 @@ from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound, Unavailable
 from kafkastore.records import RecordedEvent
 from kafkastore.signals import stop_signals
+from kafkastore.streams import check_stream_id
 
 logger = logging.getLogger("kafkastore.sse")
 
@@ -313,8 +314,9 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
         400,
         503,
         text={
-            400: "invalid_request: a bad from_position/from_version, an empty type, a "
-            "Last-Event-ID that is not a non-negative integer, or unknown query parameters",
+            400: "invalid_request: a bad from_position/from_version or stream id, an empty "
+            "type, a Last-Event-ID that is not a non-negative integer, or unknown query "
+            "parameters",
             503: "unavailable: too many live subscriptions on this process, or shutting down; "
             "retry after Retry-After seconds",
         },
@@ -378,6 +380,8 @@ async def subscribe_stream(
     last_event_id: LastEventId = None,
 ) -> EventStream:
     """The stream's events from ``from_version``, then live; ``id:`` is the version. A stream
-    that does not exist yet is waited for; a deleted one ends the response."""
+    that does not exist yet is waited for; a deleted one ends the response. A bad stream id is
+    refused (400) before the feed starts."""
+    check_stream_id(stream_id)
     start = _resume(last_event_id, from_version)
     return await _subscribe(request, Feed("stream", stream_id, start, _types(type)))

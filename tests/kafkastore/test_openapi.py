@@ -251,6 +251,15 @@ def test_a_subscription_with_a_bad_last_event_id_answers_its_documented_400(
         assert (status, body["details"]) == (400, ["Last-Event-ID"])
 
 
+def test_a_stream_subscription_with_a_bad_stream_id_answers_400_before_the_feed_starts(
+    document: dict[str, Any], offline: TestClient
+) -> None:
+    path = "/subscribe/streams/{stream_id}"
+    status, body = answered(document, offline, "get", path, {"{stream_id}": "$reserved"})
+
+    assert (status, body["error"]) == (400, "invalid_request")
+
+
 def test_the_console_answers_its_documented_404_400_and_500(
     document: dict[str, Any], offline: TestClient
 ) -> None:
