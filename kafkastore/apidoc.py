@@ -153,6 +153,17 @@ class Status(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class Ready(BaseModel):
+    """``GET /readyz``: ready, and who owns the topic's partitions in the indexer group."""
+
+    status: str = Field(examples=["ready"])
+    indexer: dict[str, Any] | None = Field(
+        None,
+        description="the indexer group: group, state, members, owned_partitions, partitions "
+        "(no member at all does not fail readiness)",
+    )
+
+
 # -- stream lifecycle (docs/http.md "Stream lifecycle") ------------------------------------------
 
 
@@ -313,6 +324,9 @@ class Replayed(BaseModel):
 _ERROR_TEXT = {
     400: "invalid_request: malformed JSON, wrong types, bad names, bad expected version, "
     "unknown body fields or query parameters (details lists them)",
+    401: "unauthorized (auth on): no, bad, expired or revoked bearer token; WWW-Authenticate: "
+    "Bearer",
+    403: "forbidden (auth on): the principal lacks the right; never says whether a stream exists",
     404: "stream_not_found: the stream has no events",
     409: "wrong_expected_version (stream_id, expected_version, current_version; conflicts for "
     "POST /append) or duplicate_event_id (event_ids, reason)",
