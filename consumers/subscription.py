@@ -34,6 +34,10 @@ a warning per attempt, never raised.
 ``run()`` talks (logger ``kafkastore.consumers``; printed to stderr at INFO when the application
 configured no logging, :mod:`consumers.progress`): the group and its mode at start, the
 partitions of each assignment, a progress line every 10 s, and the totals at stop.
+
+Why this module is longer than ~400 lines: it is the public subscription API, and its
+docstrings (the delivery guarantees, retries, dead letters, hidden events) are long on purpose;
+the machinery lives in :mod:`consumers.runtime` and its helpers.
 """
 
 from __future__ import annotations

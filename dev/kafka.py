@@ -5,6 +5,10 @@ The broker's jars come from Maven Central through ``mvn`` (``dev/kafka/pom.xml``
 runs as ``java kafka.Kafka server.properties`` with a 512 MiB heap. Readiness is a real metadata
 request, stop is SIGTERM (the broker's controlled shutdown) with SIGKILL as the last resort.
 :mod:`dev.kafka_cluster` runs several such nodes as one KRaft quorum (`kafkastore dev --brokers 3`).
+
+Why this module is longer than ~400 lines: it is one broker's whole life - jars,
+``server.properties`` (plain, or SASL/SCRAM with ACLs), start, readiness, stop - and the
+secured configuration is a variant of the same properties, not a separate concern.
 """
 
 from __future__ import annotations

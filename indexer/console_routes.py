@@ -22,7 +22,7 @@ from consumers import groups as kafka_groups
 from consumers import replay
 from indexer import metrics, render
 from indexer.reads import AsyncReads
-from kafkastore import pg
+from kafkastore import apidoc, pg
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, StreamNotFound
 
@@ -72,20 +72,38 @@ async def _fetch(settings: Settings, query: str, params: Any) -> list[Any]:
             return await cur.fetchall()
 
 
-@router.get("/console", summary="The web console (HTML)", response_class=Response)
+@router.get(
+    "/console",
+    summary="The web console (HTML)",
+    response_class=Response,
+    responses={200: apidoc.media("the console's page", "text/html"), **apidoc.errors(400)},
+)
 async def console_page() -> Response:
     """The console's single page; it navigates by the URL's fragment (``#/streams`` ...)."""
     return Response(_asset("index.html"), media_type="text/html")
 
 
-@router.get("/console/assets/{name}", summary="The console's CSS and JavaScript")
+@router.get(
+    "/console/assets/{name}",
+    summary="The console's CSS and JavaScript",
+    response_class=Response,
+    responses={
+        200: apidoc.media("console.css or console.js", "text/css", "text/javascript"),
+        **apidoc.errors(400, 404, text={404: "not_found: no such asset"}),
+    },
+)
 async def console_asset(name: str) -> Response:
     if name not in ASSETS or name == "index.html":
         return Response(b'{"error":"not_found","message":"no such asset"}', 404, media_type=JSON)
     return Response(_asset(name), media_type=ASSETS[name])
 
 
-@router.get("/console/api/overview", summary="Counts, index lag per partition, rates")
+@router.get(
+    "/console/api/overview",
+    summary="Counts, index lag per partition, rates",
+    response_model=apidoc.Overview,
+    responses=apidoc.errors(400, 503),
+)
 async def overview(request: Request) -> Response:
     """``indexed_events`` (the last global position), ``streams``, ``appended_per_second``
     (the last minute's appended events / 60) and ``index_lag`` per partition (offsets and
@@ -110,7 +128,14 @@ async def overview(request: Request) -> Response:
     )
 
 
-@router.get("/console/api/streams", summary="Streams by prefix, a page at a time")
+@router.get(
+    "/console/api/streams",
+    summary="Streams by prefix, a page at a time",
+    response_model=apidoc.StreamList,
+    responses=apidoc.errors(
+        400, 503, text={400: "invalid_request: limit not 1-500, or unknown query parameters"}
+    ),
+)
 async def streams(
     request: Request, prefix: str = "", after: str = "", before: str | None = None, limit: int = 50
 ) -> Response:
@@ -140,7 +165,22 @@ async def streams(
     )
 
 
-@router.get("/console/api/events/{event_id}", summary="One event by its id")
+@router.get(
+    "/console/api/events/{event_id}",
+    summary="One event by its id",
+    response_model=apidoc.RecordedEvent,
+    responses=apidoc.errors(
+        400,
+        404,
+        410,
+        503,
+        text={
+            400: "invalid_request: the event id is not a UUID, or unknown query parameters",
+            404: "stream_not_found: no readable event has this id",
+            410: "stream_deleted: the event's stream was hard-deleted",
+        },
+    ),
+)
 async def event_by_id(request: Request, event_id: str) -> Response:
     """The event with this id as reads return it (404 ``stream_not_found`` when unknown)."""
     try:
@@ -159,7 +199,12 @@ async def event_by_id(request: Request, event_id: str) -> Response:
     return _json(render.event_json(page.events[0]))
 
 
-@router.get("/console/api/groups", summary="Consumer groups of the events topic, with lag")
+@router.get(
+    "/console/api/groups",
+    summary="Consumer groups of the events topic, with lag",
+    response_model=apidoc.Groups,
+    responses=apidoc.errors(400, 503),
+)
 async def consumer_groups(request: Request) -> Response:
     """Each group with a committed offset on the events topic: state, members and their
     partitions, lag per partition (high watermark - committed offset, from Kafka)."""
@@ -167,7 +212,12 @@ async def consumer_groups(request: Request) -> Response:
     return _json({"groups": await asyncio.to_thread(kafka_groups.groups, settings)})
 
 
-@router.get("/console/api/groups/{group}/dead-letters", summary="A group's dead letters")
+@router.get(
+    "/console/api/groups/{group}/dead-letters",
+    summary="A group's dead letters",
+    response_model=apidoc.DeadLetters,
+    responses=apidoc.errors(400, 503),
+)
 async def group_dead_letters(request: Request, group: str) -> Response:
     """The group's messages in ``<topic>.dlq``, with the error headers they were parked with."""
     settings: Settings = request.app.state.settings
@@ -178,7 +228,16 @@ async def group_dead_letters(request: Request, group: str) -> Response:
 @router.post(
     "/console/api/groups/{group}/dead-letters/replay",
     summary="Replay a group's dead letters to its handler",
-    responses={500: {"description": "No handler is configured for the group (`dlq_handlers`)."}},
+    response_model=apidoc.Replayed,
+    responses=apidoc.errors(
+        400,
+        500,
+        503,
+        text={
+            500: "configuration: no handler is configured for the group in dlq_handlers, or it "
+            "cannot be loaded",
+        },
+    ),
 )
 async def replay_dead_letters(request: Request, group: str) -> Response:
     """Each dead letter of the group is judged again by the verdict rule and handed once to

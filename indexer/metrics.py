@@ -84,6 +84,7 @@ OWNED_PARTITIONS = Gauge(
     "kafkastore_indexer_owned_partitions",
     "Partitions of the topic this indexer process owns (0: it indexes nothing, whatever the lag "
     "gauges said before; their series are removed for partitions it does not own).",
+    registry=INDEXER_REGISTRY,
 )
 LAG_SECONDS = Gauge(
     "kafkastore_indexer_lag_seconds",

@@ -18,6 +18,10 @@ After psycopg's own sans-I/O generators, every read is a generator method of
 I/O it needs as a small value (:class:`Fetch` rows, :data:`LISTEN`, :class:`Wait` for a
 notification), to be sent back its result. :mod:`indexer.reads` does that I/O, blocking or
 awaited.
+
+Why this module is longer than ~400 lines: every read's SQL (with the visibility rule of
+the stream lifecycle) sits beside the step that pages it, so each statement can be checked
+against its paging in one file; split, the two would drift apart.
 """
 
 from __future__ import annotations

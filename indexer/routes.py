@@ -21,7 +21,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from indexer import render
 from indexer.reads import AsyncReads, Direction
-from kafkastore import apidoc, models
+from kafkastore import apidoc
 from kafkastore.errors import InvalidRequest
 
 router = APIRouter(tags=["reads"])
@@ -67,11 +67,11 @@ async def stream_state(request: Request, stream_id: str) -> Response:
     "/streams/{stream_id:path}/metadata",
     tags=["lifecycle"],
     summary="A stream's metadata (also before it has events)",
-    responses={
-        "200": {"model": models.MetadataBody, "description": "metadata_version 0: never set"},
-        "400": models.error("invalid_request: bad stream id"),
-        "410": models.error("stream_deleted"),
-    },
+    response_model=apidoc.MetadataBody,
+    response_description="the metadata (metadata_version 0: never set)",
+    responses=apidoc.errors(
+        400, 410, 503, text={410: "stream_deleted: the stream was hard-deleted"}
+    ),
 )
 async def get_metadata(request: Request, stream_id: str) -> Response:
     metadata = await _reads(request).get_metadata(stream_id)
@@ -82,11 +82,18 @@ async def get_metadata(request: Request, stream_id: str) -> Response:
     "/streams/{stream_id:path}/snapshots/latest",
     tags=["lifecycle"],
     summary="A stream's latest snapshot",
-    responses={
-        "200": {"model": models.SnapshotBody, "description": "the snapshot of the highest version"},
-        "404": models.error("snapshot_not_found"),
-        "410": models.error("stream_deleted"),
-    },
+    response_model=apidoc.SnapshotBody,
+    response_description="the snapshot of the highest version",
+    responses=apidoc.errors(
+        400,
+        404,
+        410,
+        503,
+        text={
+            404: "snapshot_not_found: the stream has no snapshot (stream_id)",
+            410: "stream_deleted: the stream was hard-deleted",
+        },
+    ),
 )
 async def latest_snapshot(request: Request, stream_id: str) -> Response:
     snapshot = await _reads(request).latest_snapshot(stream_id)

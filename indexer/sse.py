@@ -36,10 +36,12 @@ from starlette.types import Receive, Scope, Send
 
 from indexer import render
 from indexer.reads import AsyncReads
+from kafkastore import apidoc
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound, Unavailable
 from kafkastore.records import RecordedEvent
 from kafkastore.signals import stop_signals
+from kafkastore.streams import check_stream_id
 
 logger = logging.getLogger("kafkastore.sse")
 
@@ -303,17 +305,22 @@ async def _subscribe(request: Request, feed: Feed) -> EventStream:
 
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "A stream of Server-Sent Events: one message per event, `id:` its "
-        "position, `data:` the event's JSON as reads return it; a comment at least every 15 s.",
-        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
-    },
-    400: {"description": "Bad parameters (`invalid_request`)."},
-    503: {
-        "description": "Too many live subscriptions on this process, or shutting down "
-        "(`unavailable`, with `Retry-After`).",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    },
+    200: apidoc.media(
+        "A stream of Server-Sent Events: one message per event, `id:` its position, `data:` the "
+        "event's JSON as reads return it; a `: heartbeat` comment on an idle feed.",
+        EVENT_STREAM,
+    ),
+    **apidoc.errors(
+        400,
+        503,
+        text={
+            400: "invalid_request: a bad from_position/from_version or stream id, an empty "
+            "type, a Last-Event-ID that is not a non-negative integer, or unknown query "
+            "parameters",
+            503: "unavailable: too many live subscriptions on this process, or shutting down; "
+            "retry after Retry-After seconds",
+        },
+    ),
 }
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -323,7 +330,7 @@ Types = Annotated[list[str] | None, Query()]
 @router.get(
     "/subscribe/all",
     summary="Follow $all live (catch-up, then live)",
-    response_class=EventStream,
+    response_class=Response,  # an EventStream; errors are JSON
     status_code=200,
     responses=SSE_RESPONSES,
 )
@@ -342,7 +349,7 @@ async def subscribe_all(
 @router.get(
     "/subscribe/categories/{category}",
     summary="Follow a category live",
-    response_class=EventStream,
+    response_class=Response,  # an EventStream; errors are JSON
     status_code=200,
     responses=SSE_RESPONSES,
 )
@@ -361,7 +368,7 @@ async def subscribe_category(
 @router.get(
     "/subscribe/streams/{stream_id:path}",
     summary="Follow one stream live",
-    response_class=EventStream,
+    response_class=Response,  # an EventStream; errors are JSON
     status_code=200,
     responses=SSE_RESPONSES,
 )
@@ -373,6 +380,8 @@ async def subscribe_stream(
     last_event_id: LastEventId = None,
 ) -> EventStream:
     """The stream's events from ``from_version``, then live; ``id:`` is the version. A stream
-    that does not exist yet is waited for; a deleted one ends the response."""
+    that does not exist yet is waited for; a deleted one ends the response. A bad stream id is
+    refused (400) before the feed starts."""
+    check_stream_id(stream_id)
     start = _resume(last_event_id, from_version)
     return await _subscribe(request, Feed("stream", stream_id, start, _types(type)))

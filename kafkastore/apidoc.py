@@ -6,12 +6,16 @@ request or a response: they only *describe* them, once, for every route to cite.
 ``/openapi.json`` and fails when a response has no schema or a route lacks its errors.
 
 :func:`errors` gives a route the error responses it can answer, each with the one error body of
-docs/http.md (``{"error", "message", ...details}``); ``503`` carries ``Retry-After``.
+docs/http.md (``{"error", "message", ...details}``); ``503`` carries ``Retry-After``. A route
+whose error means something narrower than the generic text passes its own (``text=``). Bodies
+that are not JSON (Server-Sent Events, the console's page and assets, metrics) are described by
+:func:`media` with their own media type.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,8 +29,9 @@ class ErrorBody(BaseModel):
 
     error: str = Field(
         description="invalid_request, unsupported_media_type, stream_not_found, "
-        "stream_deleted, wrong_expected_version, duplicate_event_id, payload_too_large, "
-        "unavailable, not_found, method_not_allowed",
+        "snapshot_not_found, stream_deleted, wrong_expected_version, snapshot_above_head, "
+        "duplicate_event_id, payload_too_large, unavailable, schema, configuration, not_found, "
+        "method_not_allowed",
         examples=["wrong_expected_version"],
     )
     message: str = Field(
@@ -36,10 +41,19 @@ class ErrorBody(BaseModel):
         None, description="invalid_request: the offending fields and parameters"
     )
     stream_id: str | None = Field(
-        None, description="wrong_expected_version, stream_not_found, stream_deleted"
+        None,
+        description="wrong_expected_version, stream_not_found, stream_deleted, "
+        "snapshot_not_found, snapshot_above_head",
     )
-    expected_version: int | str | None = Field(None, description="wrong_expected_version")
-    current_version: int | None = Field(None, description="wrong_expected_version")
+    expected_version: int | str | None = Field(
+        None, description="wrong_expected_version (of the metadata for PUT .../metadata)"
+    )
+    current_version: int | None = Field(
+        None,
+        description="wrong_expected_version: the stream's version (its metadata_version for "
+        "PUT .../metadata); snapshot_above_head: the stream's version",
+    )
+    version: int | None = Field(None, description="snapshot_above_head: the snapshot's version")
     conflicts: list[dict[str, Any]] | None = Field(
         None, description="wrong_expected_version of POST /append: one entry per failed append"
     )
@@ -139,15 +153,187 @@ class Status(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class Ready(BaseModel):
+    """``GET /readyz``: ready, and who owns the topic's partitions in the indexer group."""
+
+    status: str = Field(examples=["ready"])
+    indexer: dict[str, Any] | None = Field(
+        None,
+        description="the indexer group: group, state, members, owned_partitions, partitions "
+        "(no member at all does not fail readiness)",
+    )
+
+
+# -- stream lifecycle (docs/http.md "Stream lifecycle") ------------------------------------------
+
+
+class Acl(BaseModel):
+    """Who may do what (stored now, enforced by the security layer)."""
+
+    read: list[str] | None = None
+    write: list[str] | None = None
+    delete: list[str] | None = None
+    metadata_read: list[str] | None = None
+    metadata_write: list[str] | None = None
+
+
+class MetadataWrite(BaseModel):
+    """``PUT /streams/{stream_id}/metadata``: replaces every field (absent ones are unset)."""
+
+    expected_metadata_version: int | Literal["any"] = Field("any", ge=0)
+    max_count: int | None = Field(None, ge=1, description="only the newest N events are readable")
+    max_age: int | None = Field(None, ge=1, description="seconds: only younger events readable")
+    truncate_before: int | None = Field(
+        None, ge=0, description="only versions >= this are readable; at most the head + 1"
+    )
+    acl: Acl | None = None
+    custom: dict[str, Any] | None = None
+
+
+class MetadataBody(BaseModel):
+    """A stream's metadata; ``metadata_version`` 0 means never set."""
+
+    stream_id: str
+    metadata_version: int
+    max_count: int | None
+    max_age: int | None
+    truncate_before: int | None
+    acl: Acl | None
+    custom: dict[str, Any] | None
+
+
+class SnapshotWrite(BaseModel):
+    """``PUT /streams/{stream_id}/snapshots``: state as of ``version`` (at most the head)."""
+
+    version: int = Field(ge=1)
+    type: str = Field(min_length=1, max_length=256)
+    data: Any = Field(description="any JSON value (or data_base64 and content_type)")
+    data_base64: str | None = None
+    content_type: str | None = None
+
+
+class SnapshotStored(BaseModel):
+    """The answer to ``PUT /streams/{stream_id}/snapshots`` (the data is not echoed)."""
+
+    stream_id: str
+    version: int
+    type: str
+    created_at: str | None
+
+
+class SnapshotBody(BaseModel):
+    """A stored snapshot (served even when its version was truncated away)."""
+
+    stream_id: str
+    version: int
+    type: str
+    data: Any = None
+    data_base64: str | None = None
+    content_type: str | None = None
+    created_at: str
+
+
+# -- the web console's own JSON (docs/http.md "Web console") ------------------------------------
+
+
+class PartitionLag(BaseModel):
+    """How far the index is behind on one partition."""
+
+    partition: int
+    offsets: int
+    seconds: float
+
+
+class Overview(BaseModel):
+    """``GET /console/api/overview``."""
+
+    topic: str
+    indexed_events: int = Field(description="the last global position")
+    streams: int
+    appended_per_second: float = Field(description="events appended in the last minute / 60")
+    index_lag: list[PartitionLag]
+
+
+class StreamSummary(BaseModel):
+    """One stream of the console's list."""
+
+    stream_id: str
+    category: str
+    version: int
+    updated_at: str
+
+
+class StreamList(BaseModel):
+    """``GET /console/api/streams``: a page of streams and the cursors (null at the ends)."""
+
+    streams: list[StreamSummary]
+    next: str | None = Field(description="pass it as after for the next page")
+    previous: str | None = Field(description="pass it as before for the previous page")
+
+
+class GroupMember(BaseModel):
+    """A member of a consumer group and its partitions of the events topic."""
+
+    member_id: str
+    client_id: str
+    host: str
+    partitions: list[int]
+
+
+class GroupPartition(BaseModel):
+    """A group's position on one partition."""
+
+    partition: int
+    committed: int | None
+    high_watermark: int
+    lag: int
+
+
+class Group(BaseModel):
+    """A consumer group of the events topic."""
+
+    group: str
+    state: str
+    members: list[GroupMember]
+    partitions: list[GroupPartition]
+    lag: int
+
+
+class Groups(BaseModel):
+    """``GET /console/api/groups``."""
+
+    groups: list[Group]
+
+
+class DeadLetters(BaseModel):
+    """``GET /console/api/groups/{group}/dead-letters``: the group's messages in ``<topic>.dlq``
+    (partition, offset, key, stream_id, type, event_id, error, attempts, origin, headers, value)."""
+
+    group: str
+    dead_letters: list[dict[str, Any]]
+
+
+class Replayed(BaseModel):
+    """``POST .../dead-letters/replay``: each letter's partition, offset, stream_id, event_id,
+    ``outcome`` (handled, failed, phantom, pending, already-replayed) and error."""
+
+    group: str
+    replayed: list[dict[str, Any]]
+
+
 _ERROR_TEXT = {
     400: "invalid_request: malformed JSON, wrong types, bad names, bad expected version, "
     "unknown body fields or query parameters (details lists them)",
+    401: "unauthorized (auth on): no, bad, expired or revoked bearer token; WWW-Authenticate: "
+    "Bearer",
+    403: "forbidden (auth on): the principal lacks the right; never says whether a stream exists",
     404: "stream_not_found: the stream has no events",
     409: "wrong_expected_version (stream_id, expected_version, current_version; conflicts for "
     "POST /append) or duplicate_event_id (event_ids, reason)",
     410: "stream_deleted: the stream was hard-deleted",
     413: "payload_too_large: a configured limit was exceeded (limit, maximum, actual)",
     415: "unsupported_media_type: the body is declared as something other than JSON",
+    500: "configuration: the server is not configured for this request",
     503: "unavailable: Kafka or PostgreSQL unreachable or timed out, or the writer at capacity; "
     'retry after Retry-After seconds. Nothing was appended unless the body says "outcome": '
     '"unknown"',
@@ -172,11 +358,15 @@ INDEX_BEHIND = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error responses ``statuses`` (400, 404, 409, 410, 413, 415, 503) of a route."""
+def errors(
+    *statuses: int, text: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The error responses ``statuses`` (400, 404, 409, 410, 413, 415, 500, 503) of a route;
+    ``text`` replaces the generic description of some of them for this route."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        response: dict[str, Any] = {"description": _ERROR_TEXT[status], "model": ErrorBody}
+        description = (text or {}).get(status, _ERROR_TEXT[status])
+        response: dict[str, Any] = {"description": description, "model": ErrorBody}
         if status == 503:
             response["headers"] = RETRY_AFTER
         out[status] = response
@@ -189,6 +379,21 @@ def ok(model: type[BaseModel], description: str, **headers: dict[str, Any]) -> d
     if headers:
         response["headers"] = {k: v for h in headers.values() for k, v in h.items()}
     return response
+
+
+def media(description: str, *media_types: str) -> dict[str, Any]:
+    """A success response whose body is text of one of ``media_types`` (not JSON). The route
+    declares ``response_class=Response`` so that its error responses stay JSON."""
+    content = {media_type: {"schema": {"type": "string"}} for media_type in media_types}
+    return {"description": description, "content": content}
+
+
+def body(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: a required JSON request body described by ``model``. Its
+    nested models are cited in ``components`` (a response model of the app must bring them)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
 
 
 NOT_MODIFIED: dict[str, Any] = {

@@ -26,11 +26,11 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response, Security
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from kafkastore import auth, authstore, streamacl
+from kafkastore import apidoc, auth, authstore, streamacl
 from kafkastore.config import Settings
 from kafkastore.errors import Forbidden, Unauthorized
 
@@ -47,21 +47,41 @@ class Rule:
 
 
 STREAM_READ = Rule(auth.READ, "stream")
+OPEN_RULE = Rule(auth.OPEN, "none")
 ADMIN = Rule(auth.ADMIN)
 
 ACCESS: dict[tuple[str, str], Rule] = {
-    ("GET", "/healthz"): Rule(auth.OPEN, "none"),
+    ("GET", "/healthz"): OPEN_RULE,
     ("GET", "/readyz"): Rule(auth.OPS),
     ("GET", "/metrics"): Rule(auth.OPS),
     ("GET", "/openapi.json"): Rule(auth.AUTHENTICATED, "none"),
+    # The documentation pages hold no data (a browser cannot send a bearer token when it opens
+    # them); the document they load is /openapi.json, checked above unless configured open.
+    ("GET", "/docs"): OPEN_RULE,
+    ("GET", "/docs/oauth2-redirect"): OPEN_RULE,
+    ("GET", "/redoc"): OPEN_RULE,
     # writer/routes.py
     ("POST", "/streams/{stream_id:path}"): Rule(auth.WRITE, "stream"),
     ("POST", "/append"): Rule(auth.WRITE, "appends"),
     # indexer/routes.py
     ("GET", "/streams/{stream_id:path}"): STREAM_READ,
     ("GET", "/streams/{stream_id:path}/state"): STREAM_READ,
-    ("GET", "/categories/{category}"): Rule(auth.READ, "category"),
+    ("GET", "/categories/{category:path}"): Rule(auth.READ, "category"),
     ("GET", "/all"): Rule(auth.READ, "all"),
+    # indexer/sse.py: a live subscription needs what the same read needs
+    ("GET", "/subscribe/all"): Rule(auth.READ, "all"),
+    ("GET", "/subscribe/categories/{category}"): Rule(auth.READ, "category"),
+    ("GET", "/subscribe/streams/{stream_id:path}"): STREAM_READ,
+    # indexer/console_routes.py: the page and its assets hold no data; what it shows comes from
+    # /console/api (ops: every stream, group and dead letter), a replay runs handlers (admin)
+    ("GET", "/console"): OPEN_RULE,
+    ("GET", "/console/assets/{name}"): OPEN_RULE,
+    ("GET", "/console/api/overview"): Rule(auth.OPS),
+    ("GET", "/console/api/streams"): Rule(auth.OPS),
+    ("GET", "/console/api/events/{event_id}"): Rule(auth.OPS),
+    ("GET", "/console/api/groups"): Rule(auth.OPS),
+    ("GET", "/console/api/groups/{group}/dead-letters"): Rule(auth.OPS),
+    ("POST", "/console/api/groups/{group}/dead-letters/replay"): ADMIN,
     # stream lifecycle routes (docs/http.md "Stream lifecycle"); changing an ACL is a metadata write
     ("GET", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_READ, "stream"),
     ("PUT", "/streams/{stream_id:path}/metadata"): Rule(auth.METADATA_WRITE, "stream"),
@@ -82,9 +102,14 @@ UNLISTED = Rule(auth.ADMIN)
 """What a route without a row needs: fail closed."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "401": {"description": "unauthorized: no, bad, expired or revoked token (auth on)"},
-    "403": {"description": "forbidden: the principal lacks the right (auth on)"},
+    status: {
+        **{k: v for k, v in response.items() if k != "model"},
+        # Added to the built document: the body's schema is spelled out here.
+        "content": {apidoc.JSON: {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for status, response in apidoc.errors(401, 403).items()
 }
+"""What every checked route may answer when auth is on (documented whether it is on or not)."""
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `kafkastore auth token create`")
 
@@ -189,10 +214,28 @@ def install(app: FastAPI, settings: Settings) -> None:
         app.state.stream_acl_cache = cache
         app.state.stream_acl = cache.acls
     app.include_router(router)
-    for context in iter_route_contexts(app.routes):
-        route = context.original_route
-        if isinstance(route, APIRoute) and route.path not in settings.open_paths:
-            route.responses = {**ERROR_RESPONSES, **route.responses}
+    _document_refusals(app, settings)
+
+
+def _document_refusals(app: FastAPI, settings: Settings) -> None:
+    """401/403 in the OpenAPI entry of every route the dependency checks (documented whether
+    auth is on or not: the document describes what the app can answer)."""
+    build = app.openapi
+    rules = {(m.lower(), p.replace(":path", "")): rule for (m, p), rule in ACCESS.items()}
+    done: list[bool] = []
+
+    def openapi() -> dict[str, Any]:
+        document = build()
+        if not done:
+            for path, item in document.get("paths", {}).items():
+                for method, operation in item.items():
+                    if path in settings.open_paths or rules.get((method, path)) == OPEN_RULE:
+                        continue
+                    operation["responses"].update({str(k): v for k, v in ERROR_RESPONSES.items()})
+            done.append(True)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # -- admin routes --
@@ -239,9 +282,13 @@ class TokensOut(BaseModel):
     tokens: list[TokenOut]
 
 
-_BAD: dict[int | str, dict[str, Any]] = {
-    "400": {"description": "invalid_request (bad name, duplicate user, unknown user or id)"}
-}
+_BAD: dict[int | str, dict[str, Any]] = apidoc.errors(
+    400,
+    text={
+        400: "invalid_request: bad name, duplicate user, unknown user or token id, or an "
+        "unknown query parameter"
+    },
+)
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -260,7 +307,7 @@ async def add_user(request: Request, body: NewUser) -> Response:
     return _json(user.to_json(), 201)
 
 
-@router.get("/auth/users", response_model=UsersOut)
+@router.get("/auth/users", response_model=UsersOut, responses=_BAD)
 async def list_users(request: Request) -> Response:
     """Every user and their roles."""
     users = await asyncio.to_thread(authstore.list_users, _url(request))

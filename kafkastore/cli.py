@@ -24,6 +24,7 @@ from kafkastore.errors import (
     AppendConflicts,
     ConfigurationError,
     DuplicateEventId,
+    Forbidden,
     IntegrityError,
     InvalidRequest,
     KafkaStoreError,
@@ -34,6 +35,7 @@ from kafkastore.errors import (
     SnapshotNotFound,
     StreamDeleted,
     StreamNotFound,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
     WrongExpectedVersion,
@@ -100,11 +102,17 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         " event ids (answered idempotently)",
         (OutcomeUnknown,),
     ),
+    ExitCode(
+        5,
+        "refused",
+        "the HTTP API refused the credentials (unauthorized) or the right (forbidden)",
+        (Unauthorized, Forbidden),
+    ),
     ExitCode(130, "interrupted", "stopped by Ctrl-C (SIGINT)"),
 )
 """Every exit status of ``kafkastore``."""
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNKNOWN, EXIT_INTERRUPTED = (
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNKNOWN, EXIT_REFUSED, EXIT_INTERRUPTED = (
     e.code for e in EXIT_CODES
 )
 
@@ -290,26 +298,32 @@ def _auth_parser(sub: Any) -> None:
     u = asub.add_parser("user", help="add, list or remove users")
     usub = u.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
     c = usub.add_parser("add", help="create a user")
-    c.add_argument("name")
-    c.add_argument("--role", action="append", default=[], choices=["admin", "ops"])
-    _common(c)
-    _common(usub.add_parser("list", help="list users and their roles"))
+    c.add_argument("name", help="the user's name (what ACLs name)")
+    c.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        choices=["admin", "ops"],
+        help="a role (repeatable); none: a plain user",
+    )
+    _common(c, "database_url")
+    _common(usub.add_parser("list", help="list users and their roles"), "database_url")
     c = usub.add_parser("remove", help="delete a user and their tokens")
-    c.add_argument("name")
-    _common(c)
+    c.add_argument("name", help="the user to delete")
+    _common(c, "database_url")
     t = asub.add_parser("token", help="create, list or revoke bearer tokens")
     tsub = t.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
     c = tsub.add_parser("create", help="create a token (printed once, on stdout)")
-    c.add_argument("user")
-    c.add_argument("--label", default="")
+    c.add_argument("user", help="the user the token authenticates")
+    c.add_argument("--label", default="", help="a note to tell tokens apart in `token list`")
     c.add_argument("--expires-in", type=float, help="seconds until the token expires")
-    _common(c)
+    _common(c, "database_url")
     c = tsub.add_parser("list", help="list tokens (never their secrets)")
-    c.add_argument("--user")
-    _common(c)
+    c.add_argument("--user", help="only this user's tokens")
+    _common(c, "database_url")
     c = tsub.add_parser("revoke", help="revoke a token by its id")
-    c.add_argument("token_id")
-    _common(c)
+    c.add_argument("token_id", help="the token's id (`token list` shows it)")
+    _common(c, "database_url")
 
 
 def subcommands() -> set[str]:

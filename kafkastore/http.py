@@ -239,11 +239,19 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Kafka and PostgreSQL are reachable, and the indexer owns the topic's partitions",
         responses={
             "200": {
+                "model": apidoc.Ready,
                 "description": "ready; ``indexer``: the indexer group's members and owned "
                 "partitions (no member at all does not fail readiness)",
                 "content": {"application/json": {"example": READY_EXAMPLE}},
             },
-            **apidoc.errors(400, 503),
+            **apidoc.errors(
+                400,
+                503,
+                text={
+                    503: "unavailable: Kafka or PostgreSQL unreachable, or the indexer group's "
+                    "members own fewer than all partitions (the message says which)"
+                },
+            ),
         },
     )
     async def readyz() -> Response:

@@ -227,3 +227,20 @@ def test_only_the_config_module_reads_the_environment() -> None:
             ):
                 readers.append(str(path.relative_to(root)))
     assert readers == []
+
+
+LONG = 420
+"""STYLE.md: modules stay small; one past ~400 lines says why at its top."""
+
+
+def test_a_module_past_400_lines_says_why_at_its_top() -> None:
+    unexplained = []
+    for package in [KERNEL, *sorted(ROLES), "dev", "bench"]:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            if text.count("\n") <= LONG:
+                continue
+            docstring = ast.get_docstring(ast.parse(text)) or ""
+            if "longer than ~400 lines" not in docstring:
+                unexplained.append(path.relative_to(ROOT).as_posix())
+    assert unexplained == []

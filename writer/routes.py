@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from kafkastore import apidoc, auth_http, models
+from kafkastore import apidoc, auth_http
 from kafkastore.codec import format_time
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, UnsupportedMediaType
@@ -165,8 +165,6 @@ async def append_many(request: Request) -> Response:
 
 # -- stream lifecycle (docs/http.md "Stream lifecycle") --------------------------------------------
 
-_UNAVAILABLE = models.error("unavailable (Retry-After)")
-
 
 def _object(body: bytes) -> dict[str, Any]:
     try:
@@ -182,16 +180,23 @@ def _object(body: bytes) -> dict[str, Any]:
     "/streams/{stream_id:path}/metadata",
     tags=["lifecycle"],
     summary="Replace a stream's metadata (retention, ACL, custom)",
-    openapi_extra=models.body(models.MetadataWrite),
-    responses={
-        "200": {"model": models.MetadataBody, "description": "the new metadata"},
-        "400": models.error(
-            "invalid_request: unknown field, bad type, or truncate_before > head + 1"
-        ),
-        "409": models.error("wrong_expected_version (of the metadata)"),
-        "410": models.error("stream_deleted"),
-        "503": _UNAVAILABLE,
-    },
+    openapi_extra=apidoc.body(apidoc.MetadataWrite),
+    response_model=apidoc.MetadataBody,
+    response_description="the new metadata (metadata_version + 1)",
+    responses=apidoc.errors(
+        400,
+        409,
+        410,
+        503,
+        text={
+            400: "invalid_request: malformed JSON, unknown fields, wrong types, zero or negative "
+            "values, truncate_before above the head + 1, a bad stream id or unknown query "
+            "parameters; nothing changes",
+            409: "wrong_expected_version: expected_metadata_version is not the metadata_version "
+            "(expected_version, current_version are the metadata's)",
+            410: "stream_deleted: the stream was hard-deleted",
+        },
+    ),
 )
 async def put_metadata(stream_id: str, request: Request) -> Response:
     """Replace the metadata when ``expected_metadata_version`` matches (``"any"`` always);
@@ -210,13 +215,20 @@ async def put_metadata(stream_id: str, request: Request) -> Response:
     status_code=204,
     tags=["lifecycle"],
     summary="Delete a stream (soft, or hard with ?hard=true)",
-    responses={
-        "204": {"description": "deleted"},
-        "400": models.error("invalid_request: bad expected_version"),
-        "409": models.error("wrong_expected_version"),
-        "410": models.error("stream_deleted: already tombstoned"),
-        "503": _UNAVAILABLE,
-    },
+    response_class=Response,
+    response_description="deleted (no body)",
+    responses=apidoc.errors(
+        400,
+        409,
+        410,
+        503,
+        text={
+            400: "invalid_request: a bad expected_version, hard or stream id, or unknown query "
+            "parameters",
+            409: "wrong_expected_version: the stream's version does not satisfy expected_version",
+            410: "stream_deleted: the stream was already hard-deleted",
+        },
+    ),
 )
 async def delete_stream(
     stream_id: str, request: Request, expected_version: str = "any", hard: bool = False
@@ -235,14 +247,22 @@ async def delete_stream(
     status_code=201,
     tags=["lifecycle"],
     summary="Save a snapshot of a stream's state at a version",
-    openapi_extra=models.body(models.SnapshotWrite),
-    responses={
-        "201": {"model": models.SnapshotBody, "description": "stored"},
-        "400": models.error("invalid_request"),
-        "409": models.error("snapshot_above_head: the version is above the stream's head"),
-        "410": models.error("stream_deleted"),
-        "503": _UNAVAILABLE,
-    },
+    openapi_extra=apidoc.body(apidoc.SnapshotWrite),
+    response_model=apidoc.SnapshotStored,
+    response_description="stored (replacing a snapshot of the same version)",
+    responses=apidoc.errors(
+        400,
+        409,
+        410,
+        503,
+        text={
+            400: "invalid_request: malformed JSON, unknown fields, a bad version, type, data or "
+            "data_base64, a bad stream id or unknown query parameters",
+            409: "snapshot_above_head: version is above the stream's version (stream_id, "
+            "version, current_version)",
+            410: "stream_deleted: the stream was hard-deleted",
+        },
+    ),
 )
 async def put_snapshot(stream_id: str, request: Request) -> Response:
     """Store a snapshot at ``version`` (at most the head); one per version, the latest wins."""

@@ -106,8 +106,9 @@ async function stream(id, params) {
   const direction = params.get("direction") || "forward";
   const query = new URLSearchParams({ limit: "20", direction });
   if (params.get("from")) query.set("from_version", params.get("from"));
-  const [state, page] = await Promise.all([
-    api("/streams/" + enc(id) + "/state"), api("/streams/" + enc(id) + "?" + query)]);
+  const [state, page, metadata] = await Promise.all([
+    api("/streams/" + enc(id) + "/state"), api("/streams/" + enc(id) + "?" + query),
+    api("/streams/" + enc(id) + "/metadata")]);
   const versions = page.events.map((e) => e.version);
   const go = (from, dir) => () => { location.hash = "#/stream/" + enc(id) + "?from=" + from + "&direction=" + dir; };
   const lo = Math.min(...versions), hi = Math.max(...versions);
@@ -116,7 +117,12 @@ async function stream(id, params) {
       h("div", { class: "card" }, h("b", {}, state.version), h("span", {}, "version")),
       h("div", { class: "card" }, h("b", {}, state.indexed_version), h("span", {}, "indexed version")),
       h("div", { class: "card" }, h("b", {}, link("#/category/" + enc(state.category), state.category)), h("span", {}, "category")),
+      h("div", { class: "card" }, h("b", {}, state.readable_from ?? "—"), h("span", {}, "readable from")),
       h("div", { class: "card" }, h("b", { class: "muted small" }, state.updated_at || "—"), h("span", {}, "updated"))),
+    h("details", { id: "stream-metadata" },
+      h("summary", {}, "Stream metadata (version " + metadata.metadata_version + ")"),
+      pretty({ max_count: metadata.max_count, max_age: metadata.max_age,
+        truncate_before: metadata.truncate_before, acl: metadata.acl, custom: metadata.custom })),
     h("div", { class: "pager" },
       h("button", { onclick: go(1, "forward") }, "First"),
       h("button", { disabled: lo > 1 ? null : "", onclick: go(lo - 1, "backward") }, "← Older"),

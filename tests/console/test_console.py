@@ -157,6 +157,11 @@ def test_a_stream_page_shows_its_events_with_data_metadata_and_state(
 ) -> None:
     stream = unique("Order")
     append(api, stream, ("OrderPlaced", {"total": 12}), ("OrderPaid", {"amount": 12}))
+    httpx.put(
+        f"{api}/streams/{stream}/metadata",
+        json={"expected_metadata_version": 0, "max_count": 50, "custom": {"owner": "console"}},
+        timeout=30,
+    ).raise_for_status()
     httpx.get(f"{api}/streams/{stream}", params={"min_version": 2}, timeout=30)
     browser.get(f"{api}/console#/stream/{stream}")
     wait_until(lambda: shown(browser, "stream"))
@@ -164,6 +169,14 @@ def test_a_stream_page_shows_its_events_with_data_metadata_and_state(
     events = text_of(browser, "#events")
     assert "OrderPlaced" in events and '"total": 12' in events and '"by": "test"' in events
     assert "indexed version" in text_of(browser, ".cards")
+    assert "readable from" in text_of(browser, ".cards")
+    browser.find_element("css selector", "#stream-metadata summary").click()
+    metadata = text_of(browser, "#stream-metadata")
+    assert (
+        "version 1" in metadata
+        and '"max_count": 50' in metadata
+        and '"owner": "console"' in metadata
+    )
     browser.save_screenshot(str(SCREENSHOTS / "stream.png"))
     browser.set_window_size(390, 844)  # a phone
     browser.save_screenshot(str(SCREENSHOTS / "stream-phone.png"))

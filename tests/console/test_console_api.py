@@ -65,6 +65,19 @@ def test_an_event_is_found_by_its_id_and_an_unknown_id_answers_404(client: TestC
     assert client.get("/console/api/events/not-a-uuid").status_code == 400
 
 
+def test_an_event_of_a_hard_deleted_stream_answers_the_documented_410(client: TestClient) -> None:
+    stream = unique("Gone")
+    result = append(client, stream, "Placed")
+    client.get(f"/streams/{stream}", params={"min_version": 1})
+    assert client.delete(f"/streams/{stream}", params={"hard": "true"}).status_code == 204
+
+    gone = client.get(f"/console/api/events/{result['events'][0]['id']}")
+
+    assert (gone.status_code, gone.json()["error"]) == (410, "stream_deleted")
+    documented = client.get("/openapi.json").json()["paths"]["/console/api/events/{event_id}"]
+    assert "410" in documented["get"]["responses"]
+
+
 def test_the_overview_counts_events_and_reports_index_lag_per_partition(
     client: TestClient, settings: Settings
 ) -> None:

@@ -158,13 +158,37 @@ SETTINGS_USED = {
     "scavenge": {"database_url"},
     "dlq list": {"kafka", "database_url", "topic"},
     "dlq replay": {"kafka", "database_url", "topic"},  # replays are judged by the verdict rule
+    **{
+        f"auth {what} {action}": {"database_url"}
+        for what, actions in (
+            ("user", ("add", "list", "remove")),
+            ("token", ("create", "list", "revoke")),
+        )
+        for action in actions
+    },
 }
-GROUPS = {"topic", "stream", "dlq"}  # only their subcommands have options
+GROUPS = {
+    "topic",
+    "stream",
+    "dlq",
+    "auth",
+    "auth user",
+    "auth token",
+}  # only their subcommands have options
 
 
 def test_every_option_of_each_subcommand_is_used() -> None:
     # Read by cli.main / cli.target_of for every subcommand, not by the handlers.
-    generic = {"verbose", "command", "topic_command", "stream_command", "dlq_command", "api"}
+    generic = {
+        "verbose",
+        "command",
+        "topic_command",
+        "stream_command",
+        "dlq_command",
+        "auth_command",
+        "auth_action",
+        "api",
+    }
     unused: dict[str, list[str]] = {}
     for name, parser in subparsers(build_parser()).items():
         if name in GROUPS:

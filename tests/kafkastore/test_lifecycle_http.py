@@ -183,15 +183,41 @@ def test_the_openapi_document_describes_every_lifecycle_route_and_its_errors(
 ) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     routes = {
-        ("/streams/{stream_id}/metadata", "get"): {"200", "410"},
+        ("/streams/{stream_id}/metadata", "get"): {"200", "400", "410", "503"},
         ("/streams/{stream_id}/metadata", "put"): {"200", "400", "409", "410", "503"},
         ("/streams/{stream_id}", "delete"): {"204", "400", "409", "410", "503"},
         ("/streams/{stream_id}/snapshots", "put"): {"201", "400", "409", "410", "503"},
-        ("/streams/{stream_id}/snapshots/latest", "get"): {"200", "404", "410"},
+        ("/streams/{stream_id}/snapshots/latest", "get"): {"200", "400", "404", "410", "503"},
     }
     for (path, method), statuses in routes.items():
         operation = paths[path][method]
-        assert statuses <= set(operation["responses"]), (path, method)
+        assert set(operation["responses"]) == statuses, (path, method)
         for status in statuses - {"204"}:
             content = operation["responses"][status]["content"]["application/json"]
             assert "$ref" in content["schema"], (path, method, status)
+
+
+def test_lifecycle_routes_answer_their_documented_400_for_bad_parameters(
+    client: TestClient,
+) -> None:
+    stream = unique("Params")
+    paths = client.get("/openapi.json").json()["paths"]
+    answers = {
+        ("/streams/{stream_id}", "delete"): client.delete(
+            f"/streams/{stream}", params={"expected_version": "soon"}
+        ),
+        ("/streams/{stream_id}/metadata", "get"): client.get(
+            f"/streams/{stream}/metadata", params={"verison": "1"}
+        ),
+        ("/streams/{stream_id}/snapshots/latest", "get"): client.get(
+            "/streams/$bad/snapshots/latest"
+        ),
+        ("/streams/{stream_id}/metadata", "put"): client.put(
+            f"/streams/{stream}/metadata", content=b"{not json"
+        ),
+    }
+
+    for (path, method), response in answers.items():
+        assert response.status_code == 400, (path, method, response.text)
+        assert response.json()["error"] == "invalid_request"
+        assert "400" in paths[path][method]["responses"]

@@ -13,6 +13,12 @@ from kafkastore.http import create_app
 
 # The error statuses each route can answer. A new route must be added here.
 ERRORS = {
+    ("post", "/auth/users"): {400},
+    ("get", "/auth/users"): {400},
+    ("delete", "/auth/users/{name}"): {400},
+    ("post", "/auth/tokens"): {400},
+    ("get", "/auth/tokens"): {400},
+    ("delete", "/auth/tokens/{token_id}"): {400},
     ("post", "/streams/{stream_id}"): {400, 409, 410, 413, 415, 503},
     ("post", "/append"): {400, 409, 410, 413, 415, 503},
     ("get", "/streams/{stream_id}"): {400, 404, 410, 503},
@@ -22,6 +28,32 @@ ERRORS = {
     ("get", "/healthz"): {400},
     ("get", "/readyz"): {400, 503},
     ("get", "/metrics"): {400},
+    ("get", "/streams/{stream_id}/metadata"): {400, 410, 503},
+    ("put", "/streams/{stream_id}/metadata"): {400, 409, 410, 503},
+    ("delete", "/streams/{stream_id}"): {400, 409, 410, 503},
+    ("put", "/streams/{stream_id}/snapshots"): {400, 409, 410, 503},
+    ("get", "/streams/{stream_id}/snapshots/latest"): {400, 404, 410, 503},
+    ("get", "/subscribe/all"): {400, 503},
+    ("get", "/subscribe/categories/{category}"): {400, 503},
+    ("get", "/subscribe/streams/{stream_id}"): {400, 503},
+    ("get", "/console"): {400},
+    ("get", "/console/assets/{name}"): {400, 404},
+    ("get", "/console/api/overview"): {400, 503},
+    ("get", "/console/api/streams"): {400, 503},
+    ("get", "/console/api/events/{event_id}"): {400, 404, 410, 503},
+    ("get", "/console/api/groups"): {400, 503},
+    ("get", "/console/api/groups/{group}/dead-letters"): {400, 503},
+    ("post", "/console/api/groups/{group}/dead-letters/replay"): {400, 500, 503},
+}
+
+# The bodies that are not JSON, by their media types.
+TEXT = {
+    "/metrics": {"text/plain"},
+    "/subscribe/all": {"text/event-stream"},
+    "/subscribe/categories/{category}": {"text/event-stream"},
+    "/subscribe/streams/{stream_id}": {"text/event-stream"},
+    "/console": {"text/html"},
+    "/console/assets/{name}": {"text/css", "text/javascript"},
 }
 
 
@@ -60,9 +92,32 @@ def test_no_response_has_an_empty_schema(document: dict[str, Any]) -> None:
         for status, response in operation["responses"].items():
             for media, content in response.get("content", {}).items():
                 schema = resolve(document, content.get("schema", {}))
-                if not schema or schema == {"title": schema.get("title")}:
+                # Text bodies (SSE, HTML, CSS, metrics) are a string; a JSON one is not.
+                bare = not schema or schema == {"title": schema.get("title")}
+                if bare or (media == "application/json" and schema == {"type": "string"}):
                     empty.append(f"{method.upper()} {path} {status} {media}")
     assert empty == []
+
+
+def test_text_answers_name_their_own_media_types(document: dict[str, Any]) -> None:
+    media = {
+        path: set(item["get"]["responses"]["200"]["content"])
+        for path, item in document["paths"].items()
+        if "get" in item and "content" in item["get"]["responses"]["200"]
+    }
+
+    assert {path: media[path] for path in TEXT} == TEXT
+    assert [
+        p for p, types in media.items() if p not in TEXT and types != {"application/json"}
+    ] == []
+
+
+def checked_by_auth(method: str, path: str) -> bool:
+    """Whether the auth dependency may refuse this route (kafkastore.auth_http.ACCESS)."""
+    from kafkastore.auth_http import ACCESS, OPEN_RULE
+
+    routes = {(m.lower(), p.replace(":path", "")): rule for (m, p), rule in ACCESS.items()}
+    return path not in Settings().open_paths and routes.get((method, path)) != OPEN_RULE
 
 
 def test_every_route_documents_its_error_responses_with_the_error_body(
@@ -71,7 +126,9 @@ def test_every_route_documents_its_error_responses_with_the_error_body(
     for method, path, operation in operations(document):
         responses = operation["responses"]
         errors = {int(s) for s in responses if int(s) >= 400}
-        assert errors == ERRORS[(method, path)], f"{method.upper()} {path}"
+        # With auth on, every route but the open ones may also refuse (documented either way).
+        refusals = set() if checked_by_auth(method, path) is False else {401, 403}
+        assert errors == ERRORS[(method, path)] | refusals, f"{method.upper()} {path}"
         for status in errors:
             schema = responses[str(status)]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
@@ -116,3 +173,130 @@ def test_appends_document_their_json_body_and_the_415(document: dict[str, Any]) 
     append = document["paths"]["/streams/{stream_id}"]["post"]
     assert set(append["requestBody"]["content"]) == {"application/json"}
     assert "JSON" in append["responses"]["415"]["description"]
+
+
+def test_every_reference_of_the_document_resolves(document: dict[str, Any]) -> None:
+    refs: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document["paths"])
+    walk(document["components"])
+    schemas = document["components"]["schemas"]
+
+    assert refs
+    assert [r for r in refs if r.rsplit("/", 1)[-1] not in schemas or "$defs" in r] == []
+
+
+def test_lifecycle_writes_document_their_bodies(document: dict[str, Any]) -> None:
+    def request(method: str, path: str) -> dict[str, Any]:
+        body = document["paths"][path][method]["requestBody"]["content"]["application/json"]
+        schema: dict[str, Any] = body["schema"]
+        return schema
+
+    metadata = request("put", "/streams/{stream_id}/metadata")
+    snapshot = request("put", "/streams/{stream_id}/snapshots")
+
+    assert {"expected_metadata_version", "max_count", "truncate_before"} <= set(
+        metadata["properties"]
+    )
+    assert snapshot["required"] == ["version", "type", "data"]
+    assert "ErrorBody" in document["components"]["schemas"]
+    assert not [name for name in document["components"]["schemas"] if "__" in name]
+
+
+# Requests that need no Kafka or PostgreSQL: each answers a status its route documents.
+SAMPLE = {
+    "{stream_id}": "Order-1",
+    "{category}": "Order",
+    "{name}": "console.js",
+    "{event_id}": "01a23123-0000-7000-8000-000000000000",
+    "{group}": "billing",
+}
+
+
+@pytest.fixture(scope="module")
+def offline() -> TestClient:
+    # No lifespan: these requests are answered before any service is asked.
+    return TestClient(create_app(Settings.from_env({})), raise_server_exceptions=False)
+
+
+def answered(
+    document: dict[str, Any],
+    offline: TestClient,
+    method: str,
+    path: str,
+    values: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, dict[str, Any]]:
+    """Send the request to ``path`` with its parameters from ``values`` or SAMPLE; check its
+    status is documented for the route and the body is the error body. Returns both."""
+    url = path
+    for name, value in {**SAMPLE, **(values or {})}.items():
+        url = url.replace(name, value)
+    response = offline.request(method, url, **kwargs)
+    assert str(response.status_code) in document["paths"][path][method]["responses"], url
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert {"error", "message"} <= set(body), body
+    return response.status_code, body
+
+
+def test_every_route_answers_its_documented_400_for_an_unknown_query_parameter(
+    document: dict[str, Any], offline: TestClient
+) -> None:
+    for method, path, _ in operations(document):
+        status, body = answered(document, offline, method, path, params={"limt": "5"})
+        assert (status, body["error"], body["details"]) == (400, "invalid_request", ["limt"])
+
+
+def test_a_subscription_with_a_bad_last_event_id_answers_its_documented_400(
+    document: dict[str, Any], offline: TestClient
+) -> None:
+    for path in ("/subscribe/all", "/subscribe/streams/{stream_id}"):
+        headers = {"Last-Event-ID": "seven"}
+        status, body = answered(document, offline, "get", path, headers=headers)
+        assert (status, body["details"]) == (400, ["Last-Event-ID"])
+
+
+def test_a_stream_subscription_with_a_bad_stream_id_answers_400_before_the_feed_starts(
+    document: dict[str, Any], offline: TestClient
+) -> None:
+    path = "/subscribe/streams/{stream_id}"
+    status, body = answered(document, offline, "get", path, {"{stream_id}": "$reserved"})
+
+    assert (status, body["error"]) == (400, "invalid_request")
+
+
+def test_the_console_answers_its_documented_404_400_and_500(
+    document: dict[str, Any], offline: TestClient
+) -> None:
+    asset = answered(document, offline, "get", "/console/assets/{name}", {"{name}": "x.js"})
+    event = answered(
+        document, offline, "get", "/console/api/events/{event_id}", {"{event_id}": "not-a-uuid"}
+    )
+    replay = answered(document, offline, "post", "/console/api/groups/{group}/dead-letters/replay")
+
+    assert (asset[0], asset[1]["error"]) == (404, "not_found")
+    assert (event[0], event[1]["error"]) == (400, "invalid_request")
+    assert (replay[0], replay[1]["error"]) == (500, "configuration")
+
+
+def test_the_console_page_and_assets_answer_their_documented_media_types(
+    offline: TestClient,
+) -> None:
+    page = offline.get("/console")
+    css = offline.get("/console/assets/console.css")
+    js = offline.get("/console/assets/console.js")
+
+    assert page.headers["content-type"].startswith("text/html")
+    assert css.headers["content-type"].startswith("text/css")
+    assert js.headers["content-type"].startswith("text/javascript")
