@@ -15,7 +15,6 @@ from fastapi import FastAPI, Request, Response
 
 from indexer.reads import AsyncReads, Reads
 from indexer.routes import router
-from kafkastore import topic
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, KafkaStoreError, StreamNotFound
@@ -23,24 +22,13 @@ from kafkastore.http import error_response
 from kafkastore.records import NewEvent
 from tests.indexer.helpers import IndexerThread, running_indexer
 from tests.support import unique
+from tests.support.topics import module_settings
 
 
 @pytest.fixture(scope="module")
 def store_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings]:
     """One topic and one indexer for this module; every test uses its own streams."""
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
-    )
-    topic.ensure_topic(settings, partitions=3)
-    yield settings
-    from confluent_kafka.admin import AdminClient
-
-    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([settings.topic])
+    yield from module_settings(kafka_bootstrap, database_url)
 
 
 @pytest.fixture(scope="module")

@@ -13,31 +13,19 @@ import httpx
 import pytest
 
 from dev.process import LOCALHOST, free_port
-from kafkastore import topic
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
 from kafkastore.records import NewEvent
 from tests.indexer.sse_client import events, subscribe
 from tests.support import ServiceProcess, settings_environment, unique
+from tests.support.topics import module_settings
 from tests.support.wire import ManualWriter
 
 
 @pytest.fixture(scope="module")
 def store_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings]:
     """One topic and one indexer for this module; every test uses its own streams."""
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
-    )
-    topic.ensure_topic(settings, partitions=3)
-    yield settings
-    from confluent_kafka.admin import AdminClient
-
-    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([settings.topic])
+    yield from module_settings(kafka_bootstrap, database_url)
 
 
 def _serve(settings: Settings, logs_dir: Path, name: str, *args: str) -> tuple[ServiceProcess, str]:

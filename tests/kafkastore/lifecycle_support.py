@@ -7,28 +7,10 @@ from typing import Any
 
 import psycopg
 
-from kafkastore import topic
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
 from kafkastore.records import NewEvent
 from tests.indexer.helpers import IndexerThread, running_indexer
-from tests.support import unique
-
-
-def module_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings]:
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
-    )
-    topic.ensure_topic(settings, partitions=3)
-    yield settings
-    from confluent_kafka.admin import AdminClient
-
-    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([settings.topic])
 
 
 def module_indexer(settings: Settings) -> Iterator[IndexerThread]:

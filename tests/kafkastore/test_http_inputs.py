@@ -10,28 +10,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from kafkastore import pg, topic
+from kafkastore import pg
 from kafkastore.config import Settings
 from kafkastore.http import create_app
 from tests.indexer.helpers import IndexerThread, running_indexer
 from tests.support import unique
+from tests.support.topics import module_settings
 
 
 @pytest.fixture(scope="module")
 def app_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings]:
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
-    )
-    topic.ensure_topic(settings, partitions=3)
-    yield settings
-    from confluent_kafka.admin import AdminClient
-
-    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([settings.topic])
+    yield from module_settings(kafka_bootstrap, database_url)
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,12 @@ from kafkastore.records import NewEvent
 from tests.indexer.helpers import IndexerThread
 from tests.kafkastore import lifecycle_support as support
 from tests.support import unique
+from tests.support.topics import module_settings
 
 
 @pytest.fixture(scope="module")
 def store_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings]:
-    yield from support.module_settings(kafka_bootstrap, database_url)
+    yield from module_settings(kafka_bootstrap, database_url)
 
 
 @pytest.fixture(scope="module")
