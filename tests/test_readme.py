@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from dev import postgres as dev_postgres
 from dev.command import stop_in
 from dev.process import free_port
 from kafkastore.manifest import FILE_NAME, Manifest
@@ -123,6 +124,8 @@ def readme_stack() -> Iterator[Path]:
         yield home
     finally:
         assert stop_in(home) == 0
+        # As root the cluster's files live outside the home (dev.postgres.cluster_files).
+        dev_postgres.remove(home / "postgres")
     shutil.rmtree(home, ignore_errors=True)
 
 
