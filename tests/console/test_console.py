@@ -6,7 +6,6 @@ Without Chromium and chromedriver the tests skip, and fail under ``CI=true``.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +17,11 @@ import pytest
 from consumers.subscription import RetryPolicy, Subscription
 from dev.process import LOCALHOST, free_port
 from kafkastore import topic
-from kafkastore.config import Settings, running_in_ci
+from kafkastore.config import Settings
 from kafkastore.records import RecordedEvent
 from tests.console.handlers import marker
 from tests.support import ServiceProcess, settings_environment, unique
+from tests.support.browser import headless_chromium
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".kafkastore" / "console-screenshots"
 WAIT = 15.0
@@ -73,25 +73,9 @@ def api(console_settings: Settings, logs_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        message = "headless Chromium is missing (make install: apt chromium chromium-driver)"
-        if running_in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.add_argument("--window-size=1280,900")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    yield chrome
-    chrome.quit()
+    with headless_chromium("--window-size=1280,900", logging={"browser": "ALL"}) as chrome:
+        yield chrome
 
 
 def wait_until(

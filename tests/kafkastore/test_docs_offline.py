@@ -8,7 +8,6 @@ that left 127.0.0.1. Swagger UI must then have rendered every operation of the d
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,29 +16,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from kafkastore.config import Settings, running_in_ci
+from kafkastore.config import Settings
+from tests.support.browser import headless_chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 LOADED_WITHIN = 60.0
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        message = "chromium and chromium-driver are needed (dev/bootstrap.sh installs them)"
-        if running_in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # tests run as root here
-        "--disable-dev-shm-usage",
+    with headless_chromium(
         "--disable-gpu",
         "--no-first-run",
         "--disable-background-networking",
@@ -47,14 +32,9 @@ def browser() -> Iterator[Any]:
         "--disable-sync",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         "--proxy-server=http://127.0.0.1:9",  # nothing listens: anything not loopback fails
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    try:
+        logging={"performance": "ALL"},
+    ) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def requested_urls(driver: Any) -> list[str]:
