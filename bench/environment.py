@@ -77,6 +77,8 @@ class Environment:
             "KAFKASTORE_KAFKA": s.kafka,
             "KAFKASTORE_DATABASE_URL": s.database_url,
             "KAFKASTORE_TOPIC": s.topic,
+            # The API's /readyz judges this group's hold on the topic (indexer/ownership.py).
+            "KAFKASTORE_INDEXER_GROUP": s.indexer_group,
             **extra,
         }
 
