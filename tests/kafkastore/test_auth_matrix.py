@@ -358,3 +358,51 @@ def test_no_token_secret_or_hash_appears_in_the_logs_of_the_api_the_indexer_or_t
         for text in texts:
             assert secret not in text
             assert digest.hex() not in text and digest.hex().upper() not in text
+
+
+def test_role_shortcuts_ops_reads_every_stream_admin_does_everything_over_http(
+    served: Served,
+) -> None:
+    # A stream whose own ACL names alice only, for every action.
+    stream = f"{served.locked}-{unique('roles')}"
+    acl = {key: [served.users["alice"]] for key in auth.ACL_ACTIONS}
+    assert _call(served, "PUT", f"/streams/{stream}/metadata", "admin", {"acl": acl}).is_success
+    body = {"events": [{"type": "T", "data": {}}]}
+    assert _call(served, "POST", f"/streams/{stream}", "admin", body).status_code == 201
+
+    read = _call(served, "GET", f"/streams/{stream}?min_version=1&timeout_ms=20000", "ops")
+    assert read.status_code == 200 and len(read.json()["events"]) == 1
+    assert _call(served, "GET", f"/streams/{stream}/metadata", "ops").status_code == 200
+    for method, path, payload in (
+        ("POST", f"/streams/{stream}", body),
+        ("PUT", f"/streams/{stream}/metadata", {"acl": acl}),
+        ("DELETE", f"/streams/{stream}", None),
+    ):
+        refused = _call(served, method, path, "ops", payload)
+        assert (refused.status_code, refused.json()) == (403, FORBIDDEN), (method, path)
+    assert _call(served, "GET", f"/streams/{stream}/state", "admin").json()["version"] == 1
+    assert _call(served, "POST", f"/streams/{stream}", "admin", body).status_code == 201
+    assert _call(served, "DELETE", f"/streams/{stream}", "admin").status_code == 204
+
+
+def test_refused_admin_requests_create_revoke_and_remove_nothing(served: Served) -> None:
+    url = served.settings.database_url
+    name = unique("victim")
+    authstore.add_user(url, name)
+    info, token = authstore.create_token(url, name)
+    newcomer = unique("newcomer")
+    requests = [
+        ("POST", "/auth/users", {"name": newcomer, "roles": ["admin"]}),
+        ("POST", "/auth/tokens", {"user": name}),
+        ("DELETE", f"/auth/tokens/{info.id}", None),
+        ("DELETE", f"/auth/users/{name}", None),
+    ]
+
+    for who in (None, BAD, "revoked", "expired", "alice", "ops"):
+        for method, path, body in requests:
+            answer = _call(served, method, path, who, body)
+            assert answer.status_code == (401 if who in (None, BAD, "revoked", "expired") else 403)
+
+    assert newcomer not in {u.name for u in authstore.list_users(url)}
+    assert [(t.id, t.revoked_at) for t in authstore.list_tokens(url, name)] == [(info.id, None)]
+    assert _call(served, "GET", "/all?limit=1", token).status_code == 403  # not 401: it still authenticates
