@@ -405,4 +405,5 @@ def test_refused_admin_requests_create_revoke_and_remove_nothing(served: Served)
 
     assert newcomer not in {u.name for u in authstore.list_users(url)}
     assert [(t.id, t.revoked_at) for t in authstore.list_tokens(url, name)] == [(info.id, None)]
-    assert _call(served, "GET", "/all?limit=1", token).status_code == 403  # not 401: it still authenticates
+    # 403, not 401: the token still authenticates.
+    assert _call(served, "GET", "/all?limit=1", token).status_code == 403
