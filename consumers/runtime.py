@@ -32,6 +32,7 @@ Around this module: the value types it hands on (:mod:`consumers.batches`), step
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -52,6 +53,10 @@ from kafkastore.verdict import VerdictResolver
 __all__ = ["BatchHandler", "BatchLoop", "PartitionBatch", "PhantomRecord"]
 
 logger = logging.getLogger("kafkastore.consumers")
+
+KAFKA_COMMIT_INTERVAL = 1.0
+"""Exactly-once mode: the longest the lag-only Kafka offsets trail the stored checkpoints
+while batches keep coming (seconds); an idle loop commits what is left at once."""
 
 
 class BatchLoop:
@@ -102,6 +107,9 @@ class BatchLoop:
         self._resolver: VerdictResolver | None = None
         # Next offset this loop expects per assigned partition (None: Kafka's committed offset).
         self._position: dict[int, int] = {}
+        # Exactly-once mode: offsets stored in PostgreSQL, not yet committed to Kafka (lag only).
+        self._uncommitted: dict[int, int] = {}
+        self._last_commit = 0.0
         self._stats = LoopStats(group=group, topic=self.topic)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -145,9 +153,11 @@ class BatchLoop:
         finally:
             self._running = False
             if consumer is not None:
+                # Asynchronous: closing must not wait on a broker that is gone.
+                self._flush_commits(consumer, asynchronous=True)
                 try:
-                    # A static member stays in the group (membership). Nothing is committed
-                    # here: every handled batch already was.
+                    # A static member stays in the group (membership). Every handled batch
+                    # was stored already (and its lag-only offsets are sent just above).
                     with kafka.translated():
                         consumer.close()
                 except (KafkaStoreError, RuntimeError) as exc:
@@ -213,6 +223,7 @@ class BatchLoop:
         # already committed, and messages fetched for these partitions are dropped unhandled.
         numbers = [tp.partition for tp in partitions]
         logger.info("group %r revoked %s of %r", self.group, numbers, self.topic)
+        self._flush_commits(consumer, asynchronous=True)
         self._stats.on_revoke(numbers)
         for p in numbers:
             self._position.pop(p, None)
@@ -233,6 +244,7 @@ class BatchLoop:
             messages.extend(consumer.consume(num_messages=self.max_batch - 1, timeout=0))
         self._refresh_watermarks(consumer)
         if not messages:
+            self._flush_commits(consumer, asynchronous=True)
             return
         by_partition: dict[int, list[Any]] = {}
         for msg in messages:
@@ -305,15 +317,27 @@ class BatchLoop:
     ) -> list[PartitionBatch]:
         assert self.checkpoints is not None
         starts = {b.partition: b.first_offset for b in batches}
-        with pg.translated(), conn.transaction():
-            stored = self.checkpoints.lock(conn, self.topic, starts)
-            fenced = {p for p, first in starts.items() if stored.get(p) != first}
-            valid = [b for b in batches if b.partition not in fenced]
-            if valid:
-                handler(conn, valid)
-                self.checkpoints.advance(
-                    conn, self.topic, {b.partition: b.next_offset for b in valid}
-                )
+        # BEGIN and the checkpoint locks in one round trip, the new checkpoints and COMMIT in
+        # another (pipelined); the handler runs between the two, outside pipeline mode. (Not
+        # conn.transaction(): a transaction begun in pipeline mode keeps the pipeline on.)
+        try:
+            with pg.translated():
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    stored = self.checkpoints.lock(conn, self.topic, starts)
+                fenced = {p for p, first in starts.items() if stored.get(p) != first}
+                valid = [b for b in batches if b.partition not in fenced]
+                if valid:
+                    handler(conn, valid)
+                with conn.pipeline():
+                    if valid:
+                        self.checkpoints.advance(
+                            conn, self.topic, {b.partition: b.next_offset for b in valid}
+                        )
+                    conn.execute("COMMIT")
+        except BaseException:
+            pg.discard(conn)  # ROLLBACK (a connection too broken for that is closed)
+            raise
         for p in sorted(fenced):
             logger.warning(
                 "group %r: partition %s of %r is at %s in PostgreSQL, this batch starts at %s "
@@ -330,8 +354,12 @@ class BatchLoop:
         for b in valid:
             self._position[b.partition] = b.next_offset
         if valid and self.commit_to_kafka:
-            # For lag tooling only; PostgreSQL is the truth. Asynchronous: nothing depends on it.
-            self._commit(consumer, valid, asynchronous=True)
+            # For lag tooling only; PostgreSQL is the truth. Asynchronous (nothing depends on
+            # it) and at most every KAFKA_COMMIT_INTERVAL while batches keep coming.
+            for b in valid:
+                self._uncommitted[b.partition] = b.next_offset
+            if time.monotonic() - self._last_commit >= KAFKA_COMMIT_INTERVAL:
+                self._flush_commits(consumer, asynchronous=True)
         return valid
 
     def _apply_at_least_once(
@@ -350,10 +378,24 @@ class BatchLoop:
         self._commit(consumer, batches, asynchronous=False)
         return batches
 
+    def _flush_commits(self, consumer: Consumer, *, asynchronous: bool) -> None:
+        """Commit the lag-only offsets of exactly-once mode not yet sent to Kafka."""
+        if not self._uncommitted:
+            return
+        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(self._uncommitted.items())]
+        self._uncommitted.clear()
+        self._last_commit = time.monotonic()
+        self._commit_offsets(consumer, offsets, asynchronous=asynchronous)
+
     def _commit(
         self, consumer: Consumer, batches: Sequence[PartitionBatch], *, asynchronous: bool
     ) -> None:
         offsets = [TopicPartition(self.topic, b.partition, b.next_offset) for b in batches]
+        self._commit_offsets(consumer, offsets, asynchronous=asynchronous)
+
+    def _commit_offsets(
+        self, consumer: Consumer, offsets: list[TopicPartition], *, asynchronous: bool
+    ) -> None:
         try:
             with kafka.translated():
                 if asynchronous:
