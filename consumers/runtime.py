@@ -32,7 +32,6 @@ Around this module: the value types it hands on (:mod:`consumers.batches`), step
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +43,7 @@ from consumers.batches import BatchHandler, PartitionBatch, PhantomRecord
 from consumers.checkpoints import PgCheckpoints
 from consumers.judge import judge
 from consumers.loopstats import LoopStats
+from consumers.offsets import KafkaOffsets
 from consumers.stopflag import StopFlag
 from kafkastore import kafka, pg
 from kafkastore.config import Settings
@@ -53,10 +53,6 @@ from kafkastore.verdict import VerdictResolver
 __all__ = ["BatchHandler", "BatchLoop", "PartitionBatch", "PhantomRecord"]
 
 logger = logging.getLogger("kafkastore.consumers")
-
-KAFKA_COMMIT_INTERVAL = 1.0
-"""Exactly-once mode: the longest the lag-only Kafka offsets trail the stored checkpoints
-while batches keep coming (seconds); an idle loop commits what is left at once."""
 
 
 class BatchLoop:
@@ -107,9 +103,7 @@ class BatchLoop:
         self._resolver: VerdictResolver | None = None
         # Next offset this loop expects per assigned partition (None: Kafka's committed offset).
         self._position: dict[int, int] = {}
-        # Exactly-once mode: offsets stored in PostgreSQL, not yet committed to Kafka (lag only).
-        self._uncommitted: dict[int, int] = {}
-        self._last_commit = 0.0
+        self._offsets = KafkaOffsets(group, self.topic)
         self._stats = LoopStats(group=group, topic=self.topic)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -154,7 +148,7 @@ class BatchLoop:
             self._running = False
             if consumer is not None:
                 # Asynchronous: closing must not wait on a broker that is gone.
-                self._flush_commits(consumer, asynchronous=True)
+                self._offsets.flush(consumer)
                 try:
                     # A static member stays in the group (membership). Every handled batch
                     # was stored already (and its lag-only offsets are sent just above).
@@ -223,7 +217,7 @@ class BatchLoop:
         # already committed, and messages fetched for these partitions are dropped unhandled.
         numbers = [tp.partition for tp in partitions]
         logger.info("group %r revoked %s of %r", self.group, numbers, self.topic)
-        self._flush_commits(consumer, asynchronous=True)
+        self._offsets.flush(consumer)
         self._stats.on_revoke(numbers)
         for p in numbers:
             self._position.pop(p, None)
@@ -244,7 +238,7 @@ class BatchLoop:
             messages.extend(consumer.consume(num_messages=self.max_batch - 1, timeout=0))
         self._refresh_watermarks(consumer)
         if not messages:
-            self._flush_commits(consumer, asynchronous=True)
+            self._offsets.flush(consumer)
             return
         by_partition: dict[int, list[Any]] = {}
         for msg in messages:
@@ -354,12 +348,8 @@ class BatchLoop:
         for b in valid:
             self._position[b.partition] = b.next_offset
         if valid and self.commit_to_kafka:
-            # For lag tooling only; PostgreSQL is the truth. Asynchronous (nothing depends on
-            # it) and at most every KAFKA_COMMIT_INTERVAL while batches keep coming.
-            for b in valid:
-                self._uncommitted[b.partition] = b.next_offset
-            if time.monotonic() - self._last_commit >= KAFKA_COMMIT_INTERVAL:
-                self._flush_commits(consumer, asynchronous=True)
+            # For lag tooling only; PostgreSQL is the truth (consumers.offsets).
+            self._offsets.stored(consumer, {b.partition: b.next_offset for b in valid})
         return valid
 
     def _apply_at_least_once(
@@ -375,37 +365,9 @@ class BatchLoop:
             self._position[b.partition] = b.next_offset
         # Only after the handler returned for everything before these offsets. Synchronous, so
         # a rebalance that follows never hands the partition over behind work already done.
-        self._commit(consumer, batches, asynchronous=False)
-        return batches
-
-    def _flush_commits(self, consumer: Consumer, *, asynchronous: bool) -> None:
-        """Commit the lag-only offsets of exactly-once mode not yet sent to Kafka."""
-        if not self._uncommitted:
-            return
-        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(self._uncommitted.items())]
-        self._uncommitted.clear()
-        self._last_commit = time.monotonic()
-        self._commit_offsets(consumer, offsets, asynchronous=asynchronous)
-
-    def _commit(
-        self, consumer: Consumer, batches: Sequence[PartitionBatch], *, asynchronous: bool
-    ) -> None:
         offsets = [TopicPartition(self.topic, b.partition, b.next_offset) for b in batches]
-        self._commit_offsets(consumer, offsets, asynchronous=asynchronous)
-
-    def _commit_offsets(
-        self, consumer: Consumer, offsets: list[TopicPartition], *, asynchronous: bool
-    ) -> None:
-        try:
-            with kafka.translated():
-                if asynchronous:
-                    consumer.commit(offsets=offsets, asynchronous=True)
-                else:
-                    consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaStoreError as exc:
-            # A rebalance raced with the commit: the new owner re-delivers from the last
-            # committed offset (at-least-once); the next commit of this loop covers the rest.
-            logger.warning("group %r: offset commit failed: %s", self.group, exc)
+        self._offsets.commit(consumer, offsets, asynchronous=False)
+        return batches
 
     def _seek(self, consumer: Consumer, partition: int, offset: int) -> None:
         self._position[partition] = offset
