@@ -77,7 +77,8 @@ class Settings:
     linger_ms: float = 1.0
     """librdkafka ``linger.ms``: trades single-append latency for throughput."""
     batch_wait: float = 0.0005
-    """How long the group-commit batcher gathers concurrent appends (seconds)."""
+    """How long the group-commit batcher gathers concurrent appends (seconds; only while every
+    other writer thread is busy: an idle one would run what arrives meanwhile at once)."""
     batch_max_appends: int = 500
     """Most appends in one group-commit transaction."""
     batch_max_events: int = 5_000
