@@ -91,8 +91,9 @@ class CpuWindow:
     """CPU use over one measurement window: the machine split and the time of each role."""
 
     roles: Mapping[str, int]
-    """role name -> pid (``postgresql``: the postmaster; its children count too)."""
-    parent_roles: frozenset[str] = frozenset({"postgresql"})
+    """role name -> pid (``postgresql``: the postmaster, ``api*``: ``serve`` that may run
+    ``--workers`` children; their children count too)."""
+    parent_roles: frozenset[str] = frozenset({"postgresql", "api", "api2"})
     _t0: float = 0.0
     _machine0: tuple[int, ...] = ()
     _procs0: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -110,8 +111,8 @@ class CpuWindow:
         total = max(sum(d), 1)
         user, nice, system, idle, iowait, irq, softirq, steal = d
         by_pid_role: dict[int, str] = {pid: role for role, pid in self.roles.items() if pid}
-        cores: dict[str, float] = dict.fromkeys(self.roles, 0.0)
-        cores["other"] = 0.0
+        seconds: dict[str, float] = dict.fromkeys(self.roles, 0.0)
+        seconds["other"] = 0.0
         for pid, (ppid, ticks1) in procs1.items():
             ticks0 = self._procs0.get(pid, (ppid, 0))[1]
             delta = max(ticks1 - ticks0, 0)
@@ -121,15 +122,17 @@ class CpuWindow:
             if role is None:
                 parent = by_pid_role.get(ppid)
                 role = parent if parent in self.parent_roles else "other"
-            cores[role] += delta / CLK_TCK / elapsed
+            seconds[role] += delta / CLK_TCK
         return {
+            "window_s": round(elapsed, 3),
             "cores": os.cpu_count(),
             "busy_pct": round(100.0 * (total - idle - iowait) / total, 1),
             "user_pct": round(100.0 * (user + nice) / total, 1),
             "system_pct": round(100.0 * (system + irq + softirq) / total, 1),
             "iowait_pct": round(100.0 * iowait / total, 1),
             "steal_pct": round(100.0 * steal / total, 1),
-            "cores_by_process": {k: round(v, 2) for k, v in cores.items()},
+            "cores_by_process": {k: round(v / elapsed, 3) for k, v in seconds.items()},
+            "cpu_s_by_process": {k: round(v, 3) for k, v in seconds.items()},
         }
 
 

@@ -1,0 +1,372 @@
+"""The sections of ``latest.md`` that issue 14 added: CPU per event, the sustained ramps, idle and
+light-load cost, scale-out, growth (``--scale``) and the issue's targets, each as a ratio."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench import costs
+from bench.fmt import ms, num, table
+
+Results = Mapping[str, Mapping[str, Any]]
+ROLES = ("kafka", "postgresql", "bench", "api", "indexer", "api2", "indexer2")
+SUSTAINED = {
+    "kafkastore_sustained": "kafkastore",
+    "raw_kafka_sustained": "raw Kafka",
+    "naive_postgres_sustained": "naive Postgres",
+    "eventsourcing_sustained": "eventsourcing",
+}
+FLAT_OUT = "raw_kafka_flat_out"
+LIGHT = ("kafkastore_idle", "kafkastore_http_100_per_s", "kafkastore_http_500_per_s")
+
+
+def _total(results: Results, name: str) -> float | None:
+    value = (results.get(name, {}).get("cpu_us_per_event") or {}).get("total")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def cpu_ratios(
+    results: Results, pairs: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, float | None]]:
+    """CPU per event of each kafkastore workload divided by its baselines' (and by the flat-out
+    producer's, ``flat_out``): below 1, kafkastore spends less CPU per event."""
+    out: dict[str, dict[str, float | None]] = {}
+    for ours, baselines in pairs.items():
+        mine = _total(results, ours)
+        if mine is None:
+            continue
+        row: dict[str, float | None] = {}
+        for key, theirs in {**baselines, "flat_out": FLAT_OUT}.items():
+            other = _total(results, theirs)
+            row[key] = None if other is None else round(mine / other, 2)
+        out[ours] = row
+    return out
+
+
+def _get(results: Results, name: str, *keys: str) -> Any:
+    value: Any = results.get(name, {})
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def targets(results: Results) -> list[dict[str, Any]]:
+    """Each target of issue 14: measured value, threshold, ratio measured/threshold, met."""
+    rows: list[dict[str, Any]] = []
+
+    def row(
+        target: str, measured: Any, threshold: float, *, at_least: bool, reference: bool = False
+    ) -> None:
+        """``reference``: a figure reported beside a target, judged against nothing."""
+        value = float(measured) if isinstance(measured, (int, float)) else None
+        met = None if value is None else (value >= threshold if at_least else value <= threshold)
+        if reference:
+            met = None
+        ratio = None if value is None else round(value / threshold, 3)
+        rows.append(
+            {
+                "target": target,
+                "measured": value,
+                "threshold": threshold,
+                "ratio": ratio,
+                "met": met,
+            }
+        )
+
+    top = _get(results, "kafkastore_sustained", "sustained_events_per_s")
+    naive = _get(results, "naive_postgres_sustained", "sustained_events_per_s")
+    es = _get(results, "eventsourcing_sustained", "sustained_events_per_s")
+    row("sustained end-to-end events/s >= 30,000", top, 30_000, at_least=True)
+    row("sustained / naive Postgres sustained >= 3", _div(top, naive), 3.0, at_least=True)
+    row("sustained / eventsourcing sustained >= 6", _div(top, es), 6.0, at_least=True)
+    stack = _get(results, "kafkastore_sustained", "cpu_us_per_event", "total")
+    row("whole-stack CPU per event at the sustained step <= 50 us", stack, 50.0, at_least=False)
+    flat = _get(results, FLAT_OUT, "cpu_us_per_event", "total")
+    row(
+        "  (reference) bare producer: broker + producer CPU per message, us",
+        flat,
+        20.0,
+        at_least=False,
+    )
+    catchup = _get(results, "kafkastore_indexer_catchup", "events_per_s")
+    row("indexer catch-up events/s >= 50,000", catchup, 50_000, at_least=True)
+    idle = _get(results, "kafkastore_idle", "stack_pct_of_one_core")
+    row("idle stack % of one core <= 5", idle, 5.0, at_least=False)
+    for name in LIGHT[1:]:
+        per = _get(results, name, "stack_ms_per_event")
+        row(f"{name}: stack ms of CPU per event <= 0.5", per, 0.5, at_least=False)
+    lat = "kafkastore_append_latency"
+    row("one-event append at 500/s p50 ms <= 4", _get(results, lat, "p50_ms"), 4.0, at_least=False)
+    row(
+        "one-event append at 500/s p99 ms <= 15", _get(results, lat, "p99_ms"), 15.0, at_least=False
+    )
+    peaks = _get(results, "kafkastore_sustained", "peak_rss_mb")
+    peak = max(peaks.values()) if isinstance(peaks, Mapping) and peaks else None
+    row("peak RSS of a kafkastore process under the ramp MiB <= 300", peak, 300.0, at_least=False)
+    read = _get(results, "kafkastore_scale", "growth_last_over_first", "stream_read_p99_ms")
+    row("read p99 at 5M events / at 0 <= 1.5 (--scale)", read, 1.5, at_least=False)
+    return rows
+
+
+def _div(a: Any, b: Any) -> float | None:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+        return round(a / b, 3)
+    return None
+
+
+# ----------------------------------------------------------------------------------- markdown
+
+
+def cpu_per_event(results: Results) -> list[str]:
+    rows = []
+    for name, r in results.items():
+        cost = r.get("cpu_us_per_event")
+        if not isinstance(cost, Mapping):
+            continue
+        rows.append(
+            [f"`{name}`", num(r.get("events_per_s"))]
+            + [num(cost.get(role), 1) if role in cost else "" for role in ROLES]
+            + [f"**{num(cost.get('total'), 1)}**", num(cost.get("other"), 1)]
+        )
+    if not rows:
+        return []
+    labels = [costs.ROLE_LABELS[r] for r in ROLES]
+    return [
+        "## CPU per event (µs of CPU per event in the measured window, by process role)",
+        "",
+        "`bench process` is the load generator, and the writer of the in-process workloads; "
+        "`API` is the writer of the HTTP ones. `outside`: processes not of the benchmark "
+        "(never in the total).",
+        "",
+        *table(["workload", "events/s", *labels, "total", "outside"], rows),
+        "",
+    ]
+
+
+def cpu_ratio_table(doc: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    ratios = doc.get("cpu_ratios") or {}
+    if not ratios:
+        return []
+    keys = [*labels, "flat_out"]
+    rows = [
+        [f"`{name}`"] + [num(row.get(k), 2) + ("x" * (row.get(k) is not None)) for k in keys]
+        for name, row in ratios.items()
+    ]
+    heads = [f"/ {v}" for v in labels.values()] + ["/ bare producer flat out"]
+    return [
+        "## Ratios of CPU per event (kafkastore µs/event / the baseline's; < 1: cheaper)",
+        "",
+        *table(["kafkastore workload", *heads], rows),
+        "",
+    ]
+
+
+def sustained(results: Results) -> list[str]:
+    out: list[str] = []
+    heads = []
+    for name, label in SUSTAINED.items():
+        r = results.get(name)
+        if not r or not r.get("steps"):
+            continue
+        heads.append(f"{label} **{num(r.get('sustained_events_per_s'))}** events/s")
+        rows = []
+        for s in r["steps"]:
+            rows.append(
+                [
+                    num(s.get("offered_events_per_s")),
+                    num(s.get("acked_events_per_s")),
+                    num(s.get("indexed_events_per_s")),
+                    ms(s.get("append_p50_ms")),
+                    ms(s.get("append_p99_ms")),
+                    ms(s.get("append_p999_ms")),
+                    ms(s.get("index_lag_p50_ms")),
+                    ms(s.get("index_lag_p99_ms")),
+                    f"{num(s.get('backlog_start'))} → {num(s.get('backlog_end'))}",
+                    num((s.get("cpu_us_per_event") or {}).get("total"), 1),
+                    num(s.get("shed_appends")),
+                    "yes" if s.get("sustained") else "no",
+                ]
+            )
+        out += [f"### `{name}`", ""]
+        out += table(
+            [
+                "offered ev/s",
+                "acked ev/s",
+                "indexed ev/s",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "lag p50 ms",
+                "lag p99 ms",
+                "backlog start → end",
+                "CPU µs/event",
+                "shed",
+                "sustained",
+            ],
+            rows,
+        )
+        out.append("")
+    if not out:
+        return []
+    return [
+        "## Sustained ramp (open loop, 10-event appends, rising rate)",
+        "",
+        "Highest step sustained (acked >= 95% of offered, append p99 < 100 ms, index backlog "
+        "not growing): " + "; ".join(heads) + ". Plot: `sustained.png` beside this file.",
+        "",
+        *out,
+    ]
+
+
+def light(results: Results) -> list[str]:
+    rows = []
+    for name in LIGHT:
+        r = results.get(name)
+        if not r:
+            continue
+        by = (r.get("cpu") or {}).get("cores_by_process", {})
+        rows.append(
+            [f"`{name}`", num(r.get("events_per_s"))]
+            + [num(by.get(role), 3) for role in ("kafka", "postgresql", "api", "indexer")]
+            + [
+                num(r.get("stack_cores"), 3),
+                num(r.get("stack_ms_per_event"), 3),
+                ms(r.get("p50_ms")),
+                ms(r.get("p99_ms")),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "## Idle and light-load cost (cores; the stack = broker + PostgreSQL + API + indexer)",
+        "",
+        *table(
+            [
+                "workload",
+                "events/s",
+                "broker",
+                "PostgreSQL",
+                "API",
+                "indexer",
+                "stack cores",
+                "stack ms CPU/event",
+                "p50 ms",
+                "p99 ms",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
+def scaleout(results: Results) -> list[str]:
+    r = results.get("kafkastore_scaleout")
+    if not r:
+        return []
+    rows = []
+    for key, label in (
+        ("one_process", "1 serve, 1 indexer"),
+        ("two_processes", "2 workers, 2 indexers"),
+    ):
+        phase = r.get(key) or {}
+        by = (phase.get("cpu") or {}).get("cores_by_process", {})
+        rows.append(
+            [
+                label,
+                num(phase.get("events_per_s")),
+                ms(phase.get("p99_ms")),
+                num(phase.get("index_backlog_at_end")),
+                num(phase.get("index_settle_s"), 1),
+                ", ".join(f"{k} {v:.2f}" for k, v in by.items() if v),
+                num(phase.get("indexed_exactly")),
+            ]
+        )
+    return [
+        "## Scale-out (HTTP, 64 connections, 10-event appends)",
+        "",
+        f"Two processes of each / one: **{num(r.get('gain'), 2)}x**. Both cores are shared by "
+        "everything; the cores column says where they went.",
+        "",
+        *table(
+            ["processes", "events/s", "p99 ms", "backlog at end", "settle s", "cores", "exact"],
+            rows,
+        ),
+        "",
+    ]
+
+
+def growth(results: Results) -> list[str]:
+    r = results.get("kafkastore_scale")
+    if not r or not r.get("points"):
+        return []
+    rows = []
+    for p in r["points"]:
+        disk = p.get("disk") or {}
+        rows.append(
+            [
+                num(p.get("indexed_events")),
+                num(p.get("append_events_per_s")),
+                _pair(p.get("stream_read")),
+                _pair(p.get("category_page")),
+                _pair(p.get("all_page")),
+                num(disk.get("bytes_per_event")),
+                ", ".join(
+                    f"{k} {v:,.0f}" for k, v in (disk.get("bytes_per_event_by_table") or {}).items()
+                ),
+            ]
+        )
+    ratios = r.get("growth_last_over_first") or {}
+    grew = [f"{k} {v:.2f}x" for k, v in ratios.items() if isinstance(v, (int, float))]
+    return [
+        "## Growth (`--scale`)",
+        "",
+        *table(
+            [
+                "indexed events",
+                "appends ev/s",
+                "stream read p50/p99 ms",
+                "category page p50/p99 ms",
+                "$all page p50/p99 ms",
+                "bytes/event",
+                "bytes/event by table",
+            ],
+            rows,
+        ),
+        "",
+        "Last point / first: " + (", ".join(grew) or "-") + " (> 1: grows with the store).",
+        "",
+    ]
+
+
+def _pair(summary: Any) -> str:
+    if not isinstance(summary, Mapping):
+        return "-"
+    return f"{ms(summary.get('p50_ms'))} / {ms(summary.get('p99_ms'))}"
+
+
+def targets_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    verdicts = {True: "met", False: "**missed**", None: "not run"}
+    body = [
+        [
+            t["target"],
+            num(t["measured"], 3),
+            num(t["threshold"], 1),
+            num(t["ratio"], 2),
+            verdicts[t["met"]],
+        ]
+        for t in rows
+    ]
+    return [
+        "## Targets of issue 14 (ratio = measured / threshold)",
+        "",
+        *table(["target", "measured", "threshold", "ratio", ""], body),
+        "",
+    ]
+
+
+def main_row_extra(r: Mapping[str, Any]) -> str:
+    cost = r.get("cpu_us_per_event")
+    return num(cost.get("total"), 1) if isinstance(cost, Mapping) else "-"
