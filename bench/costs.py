@@ -8,7 +8,10 @@ benchmark, e.g. a test suite beside it) is shown but never part of the total.
 Roles (``bench/README.md``): ``kafka`` the broker, ``postgresql`` the server and its backends,
 ``bench`` the benchmark process (load generator, and the writer when it runs in-process), ``api``
 ``kafkastore serve`` (the writer of the HTTP workloads) and its workers, ``indexer`` the indexer
-(``indexer2``/``api2``: the second ones of the scale-out workload).
+(``indexer2``/``api2``: the second ones of the scale-out workload). ``bench.main``,
+``bench.librdkafka``, ``bench.threads`` split the benchmark process by thread: its main thread
+(the load generator's event loop, and the client side of in-process appends), librdkafka's
+threads, and the others (the writer's threads; the producer threads of the closed-loop workloads).
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ def per_event_us(cpu: Mapping[str, Any] | None, events_per_s: Any) -> dict[str, 
     events = float(events_per_s) * float(window)
     out = {role: round(s / events * 1e6, 1) for role, s in seconds.items()}
     out["total"] = round(sum(s for r, s in seconds.items() if r != OUTSIDE) / events * 1e6, 1)
+    groups = (cpu or {}).get("cpu_s_by_thread_group") or {}
+    for role, split in groups.items():  # parts of their role: never added to the total
+        for group, s in split.items():
+            out[f"{role}.{group}"] = round(float(s) / events * 1e6, 1)
     return out
 
 

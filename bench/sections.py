@@ -127,7 +127,7 @@ def cpu_per_event(results: Results) -> list[str]:
         rows.append(
             [f"`{name}`", num(r.get("events_per_s"))]
             + [num(cost.get(role), 1) if role in cost else "" for role in ROLES]
-            + [f"**{num(cost.get('total'), 1)}**", num(cost.get("other"), 1)]
+            + [f"**{num(cost.get('total'), 1)}**", num(cost.get("other"), 1), _split(cost)]
         )
     if not rows:
         return []
@@ -137,11 +137,23 @@ def cpu_per_event(results: Results) -> list[str]:
         "",
         "`bench process` is the load generator, and the writer of the in-process workloads; "
         "`API` is the writer of the HTTP ones. `outside`: processes not of the benchmark "
-        "(never in the total).",
+        "(never in the total). The last column splits the bench process by thread: main (the "
+        "load generator's event loop and the client side of in-process appends) / librdkafka / "
+        "the others (the writer's threads; the producer threads of closed-loop workloads).",
         "",
-        *table(["workload", "events/s", *labels, "total", "outside"], rows),
+        *table(
+            ["workload", "events/s", *labels, "total", "outside", "bench: main / rdkafka / rest"],
+            rows,
+        ),
         "",
     ]
+
+
+def _split(cost: Mapping[str, Any]) -> str:
+    parts = [cost.get(f"bench.{g}") for g in ("main", "librdkafka", "threads")]
+    if all(p is None for p in parts):
+        return "-"
+    return " / ".join(num(p, 1) for p in parts)
 
 
 def cpu_ratio_table(doc: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:

@@ -133,6 +133,21 @@ def test_cpu_per_event_divides_each_roles_cpu_time_by_the_events_of_the_window()
     assert costs.per_event_us({}, 1000.0) is None
 
 
+def test_the_bench_process_is_split_by_thread_group_outside_the_total() -> None:
+    cpu = {
+        **_cpu(10.0, bench=0.6),
+        "cpu_s_by_thread_group": {"bench": {"main": 0.1, "threads": 0.5}},
+    }
+    cost = costs.per_event_us(cpu, 1000.0)
+    assert cost is not None
+    assert (cost["bench.main"], cost["bench.threads"], cost["total"]) == (10.0, 50.0, 60.0)
+    before = {"main": 10, "librdkafka": 5, "total": 40}
+    after = {"main": 10 + procfs.CLK_TCK, "librdkafka": 5, "total": 40 + 3 * procfs.CLK_TCK}
+    assert procfs.split_seconds(before, after) == {"main": 1.0, "librdkafka": 0.0, "threads": 2.0}
+    groups = procfs.thread_groups(os.getpid())
+    assert groups["total"] >= groups["main"] > 0
+
+
 def test_stack_cores_leave_out_processes_outside_and_the_load_generator() -> None:
     cpu = _cpu(2.0, kafka=0.1, api=0.05, bench=1.0, other=3.0)
     assert costs.stack_cores(cpu) == 0.575
