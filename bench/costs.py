@@ -79,8 +79,11 @@ def stack_cores(
 
 
 def annotate(results: Mapping[str, dict[str, Any]]) -> None:
-    """Add ``cpu_us_per_event`` to every result with a CPU window and a rate."""
+    """Add ``cpu_us_per_event`` to every result with a CPU window and a rate (a result that has
+    one already, e.g. a ramp's from its step, keeps it)."""
     for r in results.values():
+        if "cpu_us_per_event" in r:
+            continue
         cost = per_event_us(r.get("cpu"), r.get("events_per_s"))
         if cost is not None:
             r["cpu_us_per_event"] = cost

@@ -32,10 +32,6 @@ def _eventsourcing(ctx: Context, name: str, *, per_append: int) -> dict[str, Any
     return es.eventsourcing_postgres(ctx, name, per_append=per_append)
 
 
-def _eventsourcing_sustained(ctx: Context, name: str) -> dict[str, Any]:
-    return sustained.eventsourcing(ctx, name)
-
-
 # Run order: the idle stack first, kafkastore next (index_lag needs append_inproc's rate), the
 # baselines after it, the backlog drain last (it writes the most data).
 WORKLOADS: dict[str, Workload] = {
@@ -80,7 +76,7 @@ WORKLOADS: dict[str, Workload] = {
     "eventsourcing_postgres": functools.partial(_eventsourcing, per_append=10),
     "eventsourcing_postgres_single": functools.partial(_eventsourcing, per_append=1),
     "naive_postgres_sustained": sustained.naive_postgres,
-    "eventsourcing_sustained": _eventsourcing_sustained,
+    "eventsourcing_sustained": sustained.eventsourcing,  # imports the library when it runs
     "kafkastore_indexer_catchup": index.indexer_catchup,
 }
 

@@ -330,6 +330,8 @@ def summary(steps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
     if top is not None:
         out["cpu"] = top.get("cpu")
+        if "cpu_us_per_event" in top:
+            out["cpu_us_per_event"] = top["cpu_us_per_event"]
         out["figures_of_step_events_per_s"] = top["offered_events_per_s"]
         for key in ("append_p50_ms", "append_p99_ms", "append_p999_ms"):
             out[key.replace("append_", "")] = top.get(key)

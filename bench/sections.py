@@ -71,6 +71,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
                 "threshold": threshold,
                 "ratio": ratio,
                 "met": met,
+                "reference": reference,
             }
         )
 
@@ -81,13 +82,26 @@ def targets(results: Results) -> list[dict[str, Any]]:
     row("sustained / naive Postgres sustained >= 3", _div(top, naive), 3.0, at_least=True)
     row("sustained / eventsourcing sustained >= 6", _div(top, es), 6.0, at_least=True)
     stack = _get(results, "kafkastore_sustained", "cpu_us_per_event", "total")
-    row("whole-stack CPU per event at the sustained step <= 50 us", stack, 50.0, at_least=False)
+    row(
+        "whole-stack CPU per event at the highest sustained step (else the first) <= 50 us",
+        stack,
+        50.0,
+        at_least=False,
+    )
     flat = _get(results, FLAT_OUT, "cpu_us_per_event", "total")
     row(
-        "  (reference) bare producer: broker + producer CPU per message, us",
+        "  beside it: bare producer flat out, broker + producer CPU per message, us (~20)",
         flat,
         20.0,
         at_least=False,
+        reference=True,
+    )
+    row(
+        "  beside it: whole-stack CPU per event / the bare producer's",
+        _div(stack, flat),
+        1.0,
+        at_least=False,
+        reference=True,
     )
     catchup = _get(results, "kafkastore_indexer_catchup", "events_per_s")
     row("indexer catch-up events/s >= 50,000", catchup, 50_000, at_least=True)
@@ -361,13 +375,19 @@ def targets_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     verdicts = {True: "met", False: "**missed**", None: "not run"}
+
+    def verdict(t: Mapping[str, Any]) -> str:
+        if t.get("reference"):
+            return "reference" if t["measured"] is not None else "not run"
+        return verdicts[t["met"]]
+
     body = [
         [
             t["target"],
             num(t["measured"], 3),
             num(t["threshold"], 1),
             num(t["ratio"], 2),
-            verdicts[t["met"]],
+            verdict(t),
         ]
         for t in rows
     ]
