@@ -322,3 +322,17 @@ def test_growth_divides_the_last_point_by_the_first() -> None:
     assert ratios["bytes_per_event"] == 1.1
     assert ratios["all_page_p50_ms"] is None
     assert scale.growth([first]) == {}
+
+
+def test_the_scale_out_section_says_whether_the_cores_were_the_bound() -> None:
+    def phase(eps: float, stack: float, other: float) -> dict[str, object]:
+        cpu = {**_cpu(10.0, api=stack * 10.0, other=other * 10.0), "cores": 2}
+        cpu["cores_by_process"] = {"api": stack, "other": other}
+        return {"events_per_s": eps, "cpu": cpu}
+
+    busy = {"one_process": phase(1000, 1.9, 0.05), "two_processes": phase(1000, 1.9, 0.05)}
+    assert "The 2 cores were busy in both phases" in sections.scaleout_why(busy)
+    idle = {"one_process": phase(1000, 0.5, 0.0), "two_processes": phase(1800, 0.9, 0.0)}
+    assert "Cores were left idle" in sections.scaleout_why(idle)
+    text = "\n".join(sections.scaleout({"kafkastore_scaleout": {**idle, "gain": 1.8}}))
+    assert "**1.80x**" in text
