@@ -9,7 +9,9 @@ append that would exceed the cap is *shed* (not sent) and counts as not acknowle
 Index lag (kafkastore only): :class:`LagTracker` polls ``index_checkpoints`` every
 :data:`POLL_S` and times sampled appends from their acknowledgement to the checkpoint of their
 partition passing their last offset (the indexer commits checkpoint and rows in one transaction,
-so that is when the events are readable); the backlog is the acknowledged offsets not yet passed.
+so that is when the events are readable). The backlog at the start and end of a step is the
+topic's messages not yet indexed (high watermarks - checkpoints, as ``Context.index_backlog``),
+given as ``backlog``; without it, the acknowledged offsets the checkpoints have not passed.
 
 A step is *sustained* (:func:`verdict`) when the acknowledged rate is >= 95% of the offered one,
 append p99 < 100 ms, and the index backlog grew by at most 5% of the step's offered events (plus
@@ -174,6 +176,7 @@ async def run(
     tracker: LagTracker | None = None,
     update: Callable[[float, str], None] | None = None,
     warmup_s: float = 0.0,
+    backlog: Callable[[], int] | None = None,
 ) -> list[dict[str, Any]]:
     """The ramp; one result per step run. ``warmup_s`` of the first step's rate go first, not
     recorded (connections, caches, the broker's JIT). Stops after :data:`FAILED_STEPS_TO_STOP`
@@ -217,7 +220,7 @@ async def run(
         p = probe()
         start = time.perf_counter()
         window_end = start + length
-        backlog_start = tracker.backlog() if tracker is not None else None
+        backlog_start = await _backlog(tracker, backlog)
         indexed_start = tracker.indexed() if tracker is not None else None
         p.start()
         j = 0
@@ -262,7 +265,7 @@ async def run(
             step["cpu_us_per_event"] = cost
         if tracker is not None and backlog_start is not None and indexed_start is not None:
             step["backlog_start"] = backlog_start
-            step["backlog_end"] = tracker.backlog()
+            step["backlog_end"] = await _backlog(tracker, backlog)
             step["indexed_events_per_s"] = round((tracker.indexed() - indexed_start) / length, 1)
         if warming:
             step["warmup"] = True
@@ -289,6 +292,16 @@ async def run(
         step["verdict"] = verdict(step)
         step["sustained"] = sustained(step)
     return [s for s in results if not s.get("warmup")]
+
+
+async def _backlog(tracker: LagTracker | None, backlog: Callable[[], int] | None) -> int | None:
+    """The index backlog now: ``backlog()`` (run on a thread: it asks the broker), else the
+    tracker's acknowledged-but-not-indexed count; None without an index."""
+    if tracker is None:
+        return None
+    if backlog is None:
+        return tracker.backlog()
+    return await asyncio.to_thread(backlog)
 
 
 def _preliminary_ok(step: Mapping[str, Any], tally: _StepTally) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench import costs, sections
+from bench import targets as issue14
 from bench.fmt import ms as _ms
 from bench.fmt import num as _num
 from bench.fmt import rss as _rss
@@ -124,9 +125,9 @@ def document(
         "run": dict(run),
         "results": copied,
         "ratios": ratios(copied),
-        "cpu_ratios": sections.cpu_ratios(copied, RATIO_PAIRS),
+        "cpu_ratios": issue14.cpu_ratios(copied, RATIO_PAIRS),
         "targets": targets(copied),
-        "targets_issue_14": sections.targets(copied),
+        "targets_issue_14": issue14.targets(copied),
     }
 
 

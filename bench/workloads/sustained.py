@@ -1,7 +1,7 @@
 """The sustained ramp (``bench/ramp.py``) for kafkastore and the systems it is compared with.
 
 - kafkastore: ``AsyncEventStore.append`` in the benchmark process, the indexer running; index lag
-  and backlog followed by a :class:`bench.ramp.LagTracker`.
+  followed by a :class:`bench.ramp.LagTracker`, the backlog from the topic's high watermarks.
 - raw Kafka: the same messages produced with confluent-kafka; an append is acknowledged when the
   delivery reports of its messages arrived (no index: no lag).
 - the naive PostgreSQL store and eventsourcing: their appends run on 8 threads with a connection
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, TopicPartition
 from psycopg.types.json import Jsonb
 
 from bench import drive, ramp
@@ -40,7 +40,13 @@ STREAMS = 2000
 STEP_S = {True: 3.0, False: 10.0}
 
 
-def _ramp(ctx: Context, name: str, op: ramp.AppendOp, tracker: ramp.LagTracker | None) -> Any:
+def _ramp(
+    ctx: Context,
+    name: str,
+    op: ramp.AppendOp,
+    tracker: ramp.LagTracker | None,
+    backlog: Callable[[], int] | None = None,
+) -> Any:
     step_s = STEP_S[ctx.quick]
     total = step_s * len(ramp.STEPS) + ctx.timing.warmup
     rss = ("bench", "indexer", "api") if tracker is not None else ("bench",)
@@ -55,6 +61,7 @@ def _ramp(ctx: Context, name: str, op: ramp.AppendOp, tracker: ramp.LagTracker |
                 tracker=tracker,
                 update=update,
                 warmup_s=ctx.timing.warmup,
+                backlog=backlog,
             )
         )
 
@@ -77,6 +84,19 @@ def kafkastore(ctx: Context, name: str) -> dict[str, Any]:
         return _checkpoints(conn, topic_name)
 
     tracker = ramp.LagTracker(poll_checkpoints)
+    watermarks = kafka.consumer(ctx.settings, f"bench-{ctx.env.run_id}-ramp-watermarks")
+    partitions = list(
+        watermarks.list_topics(topic_name, timeout=10.0).topics[topic_name].partitions
+    )
+    backlog_conn = pg.connect(ctx.settings.database_url, autocommit=True)
+
+    def backlog() -> int:
+        """Messages of the topic the indexer has not passed: high watermarks - checkpoints."""
+        high = {
+            p: watermarks.get_watermark_offsets(TopicPartition(topic_name, p), timeout=10.0)[1]
+            for p in partitions
+        }
+        return ramp.backlog_of(high, _checkpoints(backlog_conn, topic_name))
 
     async def op(i: int) -> tuple[int, ramp.Ack]:
         stream, version = owned.take()
@@ -93,10 +113,12 @@ def kafkastore(ctx: Context, name: str) -> dict[str, Any]:
     tracker.poll()
     tracker.start()
     try:
-        steps = _ramp(ctx, name, op, tracker)
+        steps = _ramp(ctx, name, op, tracker, backlog)
     finally:
         tracker.stop()
         conn.close()
+        backlog_conn.close()
+        watermarks.close()
     return _result(
         steps,
         "AsyncEventStore.append in the benchmark process, open loop; the indexer running",

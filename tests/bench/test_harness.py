@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from bench import costs, plot, procfs, ramp, report, sections
+from bench import costs, plot, procfs, ramp, report, sections, targets
 from bench.drive import Probe
 from bench.payload import OwnedStreams, event_data, expected, split, stream_ids
 from bench.stats import percentile, summarize
@@ -290,7 +290,7 @@ def test_targets_of_issue_14_are_ratios_of_measured_to_threshold() -> None:
         "kafkastore_idle": {"stack_pct_of_one_core": 2.5},
         "raw_kafka_flat_out": {"cpu_us_per_event": {"total": 25.0}},
     }
-    rows = {t["target"]: t for t in sections.targets(results)}
+    rows = {t["target"]: t for t in targets.targets(results)}
     top = rows["sustained end-to-end events/s >= 30,000"]
     assert (top["ratio"], top["met"]) == (0.5, False)
     assert rows["sustained / naive Postgres sustained >= 3"]["met"] is True
