@@ -77,7 +77,8 @@ class Environment:
             "KAFKASTORE_KAFKA": s.kafka,
             "KAFKASTORE_DATABASE_URL": s.database_url,
             "KAFKASTORE_TOPIC": s.topic,
-            # The API's /readyz judges this group's hold on the topic (indexer/ownership.py).
+            # The API's readiness asks whether this group owns the run's topic (not the dev
+            # stack's indexer group, which reads another topic).
             "KAFKASTORE_INDEXER_GROUP": s.indexer_group,
             **extra,
         }

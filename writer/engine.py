@@ -48,7 +48,7 @@ class Writer:
         """Read the cluster's system identifier, start the producer and the worker threads."""
         if self._opened:
             return self
-        with pg.connect(self.settings.database_url, autocommit=True) as conn:
+        with pg.connect(self.settings.writer_url, autocommit=True) as conn:
             self.sysid = pg.system_identifier(conn)
         self._producer = SharedProducer(self.settings)
         self._opened = True
