@@ -83,9 +83,12 @@ class Environment:
             **extra,
         }
 
-    def start_indexer(self, settings: Settings, name: str) -> services.Service:
-        """``kafkastore indexer`` on ``settings.topic`` with a group of its own."""
-        group = f"bench-{self.run_id}-{name}"
+    def start_indexer(
+        self, settings: Settings, name: str, *, group: str | None = None
+    ) -> services.Service:
+        """``kafkastore indexer`` on ``settings.topic`` with a group of its own, or in ``group``
+        (a second member of an indexer group shares its partitions)."""
+        group = group or f"bench-{self.run_id}-{name}"
         proc = services.start(
             name,
             "indexer",
@@ -96,6 +99,22 @@ class Environment:
         services.wait_alive(proc, 1.0)
         self.extra_services.append(proc)
         return proc
+
+    def start_api(self, name: str, *, workers: int = 1) -> tuple[services.Service, str]:
+        """Another ``kafkastore serve`` on the run's topic (``--workers``), and its URL, once its
+        ``/readyz`` answers."""
+        port = free_port()
+        url = f"http://{LOCALHOST}:{port}"
+        proc = services.start(
+            name,
+            "serve",
+            ["--host", LOCALHOST, "--port", str(port), "--workers", str(workers)],
+            env=self.service_env(),
+            log_path=self.logs / f"{name}.log",
+        )
+        self.extra_services.append(proc)
+        services.wait_http_ok(f"{url}/readyz", timeout=SERVICE_READY_TIMEOUT, service=proc)
+        return proc, url
 
     def add_topic(self, name: str) -> None:
         """Delete ``name`` at the end of the run (each name once: a list with a name twice made

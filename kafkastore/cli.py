@@ -303,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a ~3-minute run")
     p.add_argument("--output", help="write the JSON results here")
     p.add_argument("--only", action="append", help="run only this workload (repeatable)")
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="the growth run: fill the store to ~5M events, measure at 0, 1M and 5M",
+    )
     _common(p, "kafka", "database_url")
     return parser
 

@@ -197,6 +197,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         quick=args.quick,
         output=Path(args.output) if args.output else None,
         only=tuple(args.only or ()),
+        scale=args.scale,
         services_given=bool(args.kafka and args.database_url),
     )
     return bench_main.run(options, settings)
