@@ -11,20 +11,22 @@ always read through :class:`~indexer.reads.AsyncReads`, so the console shows wha
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from consumers import groups as kafka_groups
 from consumers import replay
 from indexer import metrics, render
 from indexer.reads import AsyncReads
-from kafkastore import apidoc, pg
+from kafkastore import apidoc, apirules, pg
 from kafkastore.config import Settings
-from kafkastore.errors import InvalidRequest, StreamNotFound
+from kafkastore.errors import InvalidRequest, NotFound, StreamNotFound
+from kafkastore.streams import check_no_nul
 
 router = APIRouter(tags=["console"])
 
@@ -54,6 +56,8 @@ SELECT stream_id, from_version + array_position(event_ids, %(id)s) - 1 FROM appe
 WHERE event_ids @> ARRAY[%(id)s]::uuid[] LIMIT 1
 """
 STREAM_PAGE = 50
+NoNul = Annotated[str, Query(json_schema_extra=apirules.NO_NUL)]
+GroupPath = Annotated[str, Path(json_schema_extra=apirules.NO_CONTROL)]
 
 
 def _asset(name: str) -> bytes:
@@ -92,7 +96,9 @@ async def console_page() -> Response:
         **apidoc.errors(400, 404, text={404: "not_found: no such asset"}),
     },
 )
-async def console_asset(name: str) -> Response:
+async def console_asset(
+    name: Annotated[str, Path(json_schema_extra={"enum": ["console.css", "console.js"]})],
+) -> Response:
     if name not in ASSETS or name == "index.html":
         return Response(b'{"error":"not_found","message":"no such asset"}', 404, media_type=JSON)
     return Response(_asset(name), media_type=ASSETS[name])
@@ -137,12 +143,18 @@ async def overview(request: Request) -> Response:
     ),
 )
 async def streams(
-    request: Request, prefix: str = "", after: str = "", before: str | None = None, limit: int = 50
+    request: Request,
+    prefix: NoNul = "",
+    after: NoNul = "",
+    before: Annotated[str | None, Query(json_schema_extra=apirules.NO_NUL)] = None,
+    limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
 ) -> Response:
     """Streams whose id starts with ``prefix`` in id order, after ``after`` (next page) or
     before ``before`` (previous page). ``next``/``previous`` are the cursors, null at the ends."""
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be 1-500", fields=["limit"])
+    for name, value in (("prefix", prefix), ("after", after), ("before", before)):
+        check_no_nul(value, field=name)
     settings: Settings = request.app.state.settings
     params = {"prefix": prefix, "after": after, "before": before, "limit": limit + 1}
     backward = before is not None
@@ -181,12 +193,13 @@ async def streams(
         },
     ),
 )
-async def event_by_id(request: Request, event_id: str) -> Response:
+async def event_by_id(
+    request: Request, event_id: Annotated[str, Path(json_schema_extra=apirules.UUID)]
+) -> Response:
     """The event with this id as reads return it (404 ``stream_not_found`` when unknown)."""
-    try:
-        wanted = uuid.UUID(event_id)
-    except ValueError:
-        raise InvalidRequest("the event id must be a UUID", fields=["event_id"]) from None
+    if not re.fullmatch(apirules.UUID_PATTERN, event_id):
+        raise InvalidRequest("the event id must be a UUID", fields=["event_id"])
+    wanted = uuid.UUID(event_id)
     settings: Settings = request.app.state.settings
     rows = await _fetch(settings, EVENT_BY_ID, {"id": wanted})
     if not rows:
@@ -218,7 +231,7 @@ async def consumer_groups(request: Request) -> Response:
     response_model=apidoc.DeadLetters,
     responses=apidoc.errors(400, 503),
 )
-async def group_dead_letters(request: Request, group: str) -> Response:
+async def group_dead_letters(request: Request, group: GroupPath) -> Response:
     """The group's messages in ``<topic>.dlq``, with the error headers they were parked with."""
     settings: Settings = request.app.state.settings
     letters = await asyncio.to_thread(kafka_groups.dead_letters, settings, group)
@@ -231,20 +244,27 @@ async def group_dead_letters(request: Request, group: str) -> Response:
     response_model=apidoc.Replayed,
     responses=apidoc.errors(
         400,
+        404,
         500,
         503,
         text={
-            500: "configuration: no handler is configured for the group in dlq_handlers, or it "
-            "cannot be loaded",
+            404: "not_found: no handler is configured for the group in dlq_handlers",
+            500: "configuration: the group's handler in dlq_handlers cannot be loaded",
         },
     ),
 )
-async def replay_dead_letters(request: Request, group: str) -> Response:
+async def replay_dead_letters(request: Request, group: GroupPath) -> Response:
     """Each dead letter of the group is judged again by the verdict rule and handed once to
     the handler named for the group in ``dlq_handlers``; every attempt is recorded in
     ``<topic>.dlq.replayed``. ``replayed`` lists each letter's outcome (``handled``,
     ``failed``, ``phantom``, ``pending``, ``already-replayed``)."""
     settings: Settings = request.app.state.settings
+    if not settings.dlq_handlers.get(group):
+        raise NotFound(
+            f"no dead-letter handler is configured for group {group!r}: set "
+            f"KAFKASTORE_DLQ_HANDLERS={group}=module:function",
+            fields=["group"],
+        )
     handler = replay.handler_of(settings, group)
     results = await asyncio.to_thread(replay.replay, settings, group, handler)
     return _json({"group": group, "replayed": [r.json() for r in results]})

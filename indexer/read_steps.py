@@ -44,7 +44,13 @@ from kafkastore.records import (
     StreamPage,
     StreamState,
 )
-from kafkastore.streams import category_of, check_category, check_event_type, check_stream_id
+from kafkastore.streams import (
+    MAX_POSITION,
+    category_of,
+    check_category,
+    check_event_type,
+    check_stream_id,
+)
 
 Direction = Literal["forward", "backward"]
 
@@ -422,8 +428,10 @@ class ReadSteps:
     def _page_args(
         self, from_position: int, limit: int | None, types: Sequence[str] | None
     ) -> tuple[int, int, list[str] | None]:
-        if not isinstance(from_position, int) or from_position < 1:
-            raise InvalidRequest("from_position must be at least 1", fields=["from_position"])
+        if not isinstance(from_position, int) or not 1 <= from_position <= MAX_POSITION:
+            raise InvalidRequest(
+                f"from_position must be 1-{MAX_POSITION}", fields=["from_position"]
+            )
         wanted = [check_event_type(t, field="type") for t in types] if types else None
         return from_position, self._limit(limit), wanted
 
@@ -434,7 +442,6 @@ class ReadSteps:
         check_stream_id(stream_id)
         if direction not in ("forward", "backward"):
             raise InvalidRequest("direction must be forward or backward", fields=["direction"])
-        if from_version is not None and (not isinstance(from_version, int) or from_version < 0):
-            raise InvalidRequest("from_version must be at least 0", fields=["from_version"])
-        if min_version is not None and (not isinstance(min_version, int) or min_version < 0):
-            raise InvalidRequest("min_version must be at least 0", fields=["min_version"])
+        for name, value in (("from_version", from_version), ("min_version", min_version)):
+            if value is not None and (not isinstance(value, int) or not 0 <= value <= MAX_POSITION):
+                raise InvalidRequest(f"{name} must be 0-{MAX_POSITION}", fields=[name])

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from indexer import render
 from indexer.reads import AsyncReads, Direction
-from kafkastore import apidoc, auth_http
+from kafkastore import apidoc, apirules, auth_http
 from kafkastore.errors import InvalidRequest
 
 router = APIRouter(tags=["reads"])
@@ -57,7 +57,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     response_model=apidoc.StreamState,
     responses=apidoc.errors(400, 404, 503),
 )
-async def stream_state(request: Request, stream_id: str) -> Response:
+async def stream_state(request: Request, stream_id: apirules.StreamIdPath) -> Response:
     """The writer-side head (``version``, current as soon as an append is acknowledged) and how
     far the index caught up (``indexed_version``)."""
     state = await _reads(request).stream_state(stream_id)
@@ -74,7 +74,7 @@ async def stream_state(request: Request, stream_id: str) -> Response:
         400, 410, 503, text={410: "stream_deleted: the stream was hard-deleted"}
     ),
 )
-async def get_metadata(request: Request, stream_id: str) -> Response:
+async def get_metadata(request: Request, stream_id: apirules.StreamIdPath) -> Response:
     metadata = await _reads(request).get_metadata(stream_id)
     return Response(orjson.dumps(metadata.to_json()), media_type=JSON)
 
@@ -96,7 +96,7 @@ async def get_metadata(request: Request, stream_id: str) -> Response:
         },
     ),
 )
-async def latest_snapshot(request: Request, stream_id: str) -> Response:
+async def latest_snapshot(request: Request, stream_id: apirules.StreamIdPath) -> Response:
     snapshot = await _reads(request).latest_snapshot(stream_id)
     return Response(orjson.dumps(render.snapshot_json(snapshot)), media_type=JSON)
 
@@ -125,12 +125,14 @@ def _types(request: Request) -> list[str] | None:
 )
 async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by name
     request: Request,
-    stream_id: str,
-    from_version: int | None = None,
-    limit: int | None = None,
+    stream_id: apirules.StreamIdPath,
+    from_version: Annotated[int | None, Query(json_schema_extra=apirules.at_least(0))] = None,
+    limit: apirules.Limit = None,
     direction: Direction = "forward",
-    min_version: int | None = None,
-    timeout_ms: int | None = None,
+    min_version: Annotated[int | None, Query(json_schema_extra=apirules.at_least(0))] = None,
+    timeout_ms: Annotated[
+        int | None, Query(json_schema_extra=apirules.at_least(0, maximum=None))
+    ] = None,
     if_none_match: Annotated[
         str | None,
         Header(description="the ETag of an earlier answer: 304 (no body) when unchanged"),
@@ -141,6 +143,8 @@ async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by nam
     index holds that version; on time-out the answer carries ``X-Index-Behind: true``. Every
     answer has an ``ETag``; ``If-None-Match`` with it answers ``304`` while the page is the
     same."""
+    if timeout_ms is not None and timeout_ms < 0:  # also without min_version
+        raise InvalidRequest("timeout_ms must not be negative", fields=["timeout_ms"])
     page = await _reads(request).read_stream(
         stream_id,
         from_version=from_version,
@@ -167,10 +171,10 @@ async def read_stream(  # noqa: PLR0917 - FastAPI passes query parameters by nam
 )
 async def read_category(
     request: Request,
-    category: str,
-    from_position: int = 1,
-    limit: int | None = None,
-    type: Annotated[list[str] | None, Query()] = None,
+    category: apirules.CategoryPath,
+    from_position: Annotated[int, Query(json_schema_extra=apirules.at_least(1))] = 1,
+    limit: apirules.Limit = None,
+    type: apirules.Types = None,
 ) -> Response:
     """Events of every stream of the category (stream id up to the first ``-``); ``type``
     (repeatable) keeps only those types. ``next_position`` is where the next page starts: after
@@ -195,9 +199,9 @@ async def read_category(
 )
 async def read_all(
     request: Request,
-    from_position: int = 1,
-    limit: int | None = None,
-    type: Annotated[list[str] | None, Query()] = None,
+    from_position: Annotated[int, Query(json_schema_extra=apirules.at_least(1))] = 1,
+    limit: apirules.Limit = None,
+    type: apirules.Types = None,
 ) -> Response:
     """Every event in index order (gap-free global positions, handed out in commit order);
     ``type`` (repeatable) keeps only those types. ``next_position`` as for categories."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -36,12 +37,12 @@ from starlette.types import Receive, Scope, Send
 
 from indexer import render
 from indexer.reads import AsyncReads
-from kafkastore import apidoc
+from kafkastore import apidoc, apirules
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound, Unavailable
 from kafkastore.records import RecordedEvent
 from kafkastore.signals import stop_signals
-from kafkastore.streams import check_stream_id
+from kafkastore.streams import MAX_POSITION, MAX_POSITION_DIGITS, check_stream_id
 
 logger = logging.getLogger("kafkastore.sse")
 
@@ -52,6 +53,8 @@ HEARTBEAT = b": heartbeat\n\n"
 LEAVE_TIMEOUT = 30.0
 """How long a feed whose client left may take to finish its read before it is cancelled."""
 RETRY_MS = 1000
+_LAST_EVENT_ID = re.compile(rf"[0-9]{{1,{MAX_POSITION_DIGITS}}}")
+"""A resumable id: at most 15 ASCII digits (a version or global position)."""
 """``retry:`` sent first: how long a browser waits before it reconnects."""
 
 
@@ -267,13 +270,11 @@ def _resume(last_event_id: str | None, start: int) -> int:
     """Where a feed starts: right after ``Last-Event-ID`` when given, else ``start``."""
     if last_event_id is None or not last_event_id.strip():
         return start
-    try:
-        last = int(last_event_id.strip())
-    except ValueError:
-        raise InvalidRequest("Last-Event-ID must be an integer", fields=["Last-Event-ID"]) from None
-    if last < 0:
+    if last_event_id.strip().startswith("-"):
         raise InvalidRequest("Last-Event-ID must not be negative", fields=["Last-Event-ID"])
-    return last + 1
+    if not _LAST_EVENT_ID.fullmatch(last_event_id.strip()):
+        raise InvalidRequest("Last-Event-ID must be an integer", fields=["Last-Event-ID"])
+    return int(last_event_id.strip()) + 1
 
 
 def _types(types: list[str] | None) -> tuple[str, ...] | None:
@@ -287,8 +288,10 @@ async def _subscribe(request: Request, feed: Feed) -> EventStream:
     subscribers: Subscribers = app.state.subscribers
     settings: Settings = app.state.settings
     reads: AsyncReads = app.state.reads
-    if feed.start < 1:
-        raise InvalidRequest("the start position must be at least 1", fields=["from_position"])
+    if not 1 <= feed.start <= MAX_POSITION:
+        raise InvalidRequest(
+            f"the start position must be 1-{MAX_POSITION}", fields=["from_position"]
+        )
     admission = subscribers.admit()
     admission.__enter__()
     left = asyncio.Event()
@@ -323,8 +326,16 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
 }
 
-LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
-Types = Annotated[list[str] | None, Query()]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="resume right after this id (a non-negative integer)",
+        json_schema_extra={"pattern": rf"^\s*([0-9]{{1,{MAX_POSITION_DIGITS}}}\s*)?$"},
+    ),
+]
+Types = apirules.Types
+FromPosition = Annotated[int, Query(json_schema_extra=apirules.at_least(1))]
 
 
 @router.get(
@@ -336,7 +347,7 @@ Types = Annotated[list[str] | None, Query()]
 )
 async def subscribe_all(
     request: Request,
-    from_position: int = 1,
+    from_position: FromPosition = 1,
     type: Types = None,
     last_event_id: LastEventId = None,
 ) -> EventStream:
@@ -355,8 +366,8 @@ async def subscribe_all(
 )
 async def subscribe_category(
     request: Request,
-    category: str,
-    from_position: int = 1,
+    category: apirules.CategoryPath,
+    from_position: FromPosition = 1,
     type: Types = None,
     last_event_id: LastEventId = None,
 ) -> EventStream:
@@ -374,8 +385,8 @@ async def subscribe_category(
 )
 async def subscribe_stream(
     request: Request,
-    stream_id: str,
-    from_version: int = 1,
+    stream_id: apirules.StreamIdPath,
+    from_version: Annotated[int, Query(json_schema_extra=apirules.at_least(1))] = 1,
     type: Types = None,
     last_event_id: LastEventId = None,
 ) -> EventStream:

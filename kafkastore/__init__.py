@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kafkastore.errors import (
+    AlreadyExists,
     AppendConflicts,
     ConfigurationError,
     DuplicateEventId,
@@ -17,6 +18,7 @@ from kafkastore.errors import (
     IntegrityError,
     InvalidRequest,
     KafkaStoreError,
+    NotFound,
     OutcomeUnknown,
     PayloadTooLarge,
     SchemaError,
@@ -24,6 +26,7 @@ from kafkastore.errors import (
     SnapshotNotFound,
     StreamDeleted,
     StreamNotFound,
+    TruncateAboveHead,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from kafkastore.client import AsyncEventStore, EventStore
 
 __all__ = [
+    "AlreadyExists",
     "AppendConflicts",
     "AppendRequest",
     "AppendResult",
@@ -64,6 +68,7 @@ __all__ = [
     "KafkaStoreError",
     "LoadedStream",
     "NewEvent",
+    "NotFound",
     "OutcomeUnknown",
     "PayloadTooLarge",
     "PositionPage",
@@ -77,6 +82,7 @@ __all__ = [
     "StreamNotFound",
     "StreamPage",
     "StreamState",
+    "TruncateAboveHead",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",

@@ -15,9 +15,11 @@ that are not JSON (Server-Sent Events, the console's page and assets, metrics) a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kafkastore.apirules import Acl
 
 JSON = "application/json"
 
@@ -73,7 +75,13 @@ class ErrorBody(BaseModel):
     )
 
 
-class EventPosition(BaseModel):
+class Strict(BaseModel):
+    """A body the app answers: exactly these fields (the document says so: no others)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventPosition(Strict):
     """Where one appended event landed."""
 
     id: str = Field(description="event id (UUID)")
@@ -82,7 +90,7 @@ class EventPosition(BaseModel):
     offset: int = Field(description="Kafka offset")
 
 
-class AppendResult(BaseModel):
+class AppendResult(Strict):
     """The outcome of one stream's append."""
 
     stream_id: str
@@ -91,13 +99,13 @@ class AppendResult(BaseModel):
     events: list[EventPosition]
 
 
-class AppendResults(BaseModel):
+class AppendResults(Strict):
     """The outcome of an atomic multi-stream append: one result per entry, in order."""
 
     results: list[AppendResult]
 
 
-class RecordedEvent(BaseModel):
+class RecordedEvent(Strict):
     """A committed event as reads return it."""
 
     id: str = Field(description="event id (UUID)")
@@ -116,7 +124,7 @@ class RecordedEvent(BaseModel):
     offset: int
 
 
-class StreamPage(BaseModel):
+class StreamPage(Strict):
     """One page of a stream."""
 
     stream_id: str
@@ -125,7 +133,7 @@ class StreamPage(BaseModel):
     next_version: int | None = Field(description="where the next page starts; null at the end")
 
 
-class PositionPage(BaseModel):
+class PositionPage(Strict):
     """One page of a category or of $all, in global-position order."""
 
     events: list[RecordedEvent]
@@ -135,7 +143,7 @@ class PositionPage(BaseModel):
     )
 
 
-class StreamState(BaseModel):
+class StreamState(Strict):
     """A stream's head (writer side, current at once) and how far the index caught up."""
 
     stream_id: str
@@ -145,15 +153,19 @@ class StreamState(BaseModel):
     created_at: str | None
     updated_at: str | None
     deleted: bool
+    readable_from: int | None = Field(
+        description="the lowest version a read returns now (retention and deletion applied); "
+        "null when nothing indexed is readable"
+    )
 
 
-class Status(BaseModel):
+class Status(Strict):
     """A health answer."""
 
     status: str = Field(examples=["ok"])
 
 
-class Ready(BaseModel):
+class Ready(Strict):
     """``GET /readyz``: ready, and who owns the topic's partitions in the indexer group."""
 
     status: str = Field(examples=["ready"])
@@ -167,30 +179,7 @@ class Ready(BaseModel):
 # -- stream lifecycle (docs/http.md "Stream lifecycle") ------------------------------------------
 
 
-class Acl(BaseModel):
-    """Who may do what (stored now, enforced by the security layer)."""
-
-    read: list[str] | None = None
-    write: list[str] | None = None
-    delete: list[str] | None = None
-    metadata_read: list[str] | None = None
-    metadata_write: list[str] | None = None
-
-
-class MetadataWrite(BaseModel):
-    """``PUT /streams/{stream_id}/metadata``: replaces every field (absent ones are unset)."""
-
-    expected_metadata_version: int | Literal["any"] = Field("any", ge=0)
-    max_count: int | None = Field(None, ge=1, description="only the newest N events are readable")
-    max_age: int | None = Field(None, ge=1, description="seconds: only younger events readable")
-    truncate_before: int | None = Field(
-        None, ge=0, description="only versions >= this are readable; at most the head + 1"
-    )
-    acl: Acl | None = None
-    custom: dict[str, Any] | None = None
-
-
-class MetadataBody(BaseModel):
+class MetadataBody(Strict):
     """A stream's metadata; ``metadata_version`` 0 means never set."""
 
     stream_id: str
@@ -202,17 +191,7 @@ class MetadataBody(BaseModel):
     custom: dict[str, Any] | None
 
 
-class SnapshotWrite(BaseModel):
-    """``PUT /streams/{stream_id}/snapshots``: state as of ``version`` (at most the head)."""
-
-    version: int = Field(ge=1)
-    type: str = Field(min_length=1, max_length=256)
-    data: Any = Field(description="any JSON value (or data_base64 and content_type)")
-    data_base64: str | None = None
-    content_type: str | None = None
-
-
-class SnapshotStored(BaseModel):
+class SnapshotStored(Strict):
     """The answer to ``PUT /streams/{stream_id}/snapshots`` (the data is not echoed)."""
 
     stream_id: str
@@ -221,7 +200,7 @@ class SnapshotStored(BaseModel):
     created_at: str | None
 
 
-class SnapshotBody(BaseModel):
+class SnapshotBody(Strict):
     """A stored snapshot (served even when its version was truncated away)."""
 
     stream_id: str
@@ -236,7 +215,7 @@ class SnapshotBody(BaseModel):
 # -- the web console's own JSON (docs/http.md "Web console") ------------------------------------
 
 
-class PartitionLag(BaseModel):
+class PartitionLag(Strict):
     """How far the index is behind on one partition."""
 
     partition: int
@@ -244,7 +223,7 @@ class PartitionLag(BaseModel):
     seconds: float
 
 
-class Overview(BaseModel):
+class Overview(Strict):
     """``GET /console/api/overview``."""
 
     topic: str
@@ -254,7 +233,7 @@ class Overview(BaseModel):
     index_lag: list[PartitionLag]
 
 
-class StreamSummary(BaseModel):
+class StreamSummary(Strict):
     """One stream of the console's list."""
 
     stream_id: str
@@ -263,7 +242,7 @@ class StreamSummary(BaseModel):
     updated_at: str
 
 
-class StreamList(BaseModel):
+class StreamList(Strict):
     """``GET /console/api/streams``: a page of streams and the cursors (null at the ends)."""
 
     streams: list[StreamSummary]
@@ -271,7 +250,7 @@ class StreamList(BaseModel):
     previous: str | None = Field(description="pass it as before for the previous page")
 
 
-class GroupMember(BaseModel):
+class GroupMember(Strict):
     """A member of a consumer group and its partitions of the events topic."""
 
     member_id: str
@@ -280,7 +259,7 @@ class GroupMember(BaseModel):
     partitions: list[int]
 
 
-class GroupPartition(BaseModel):
+class GroupPartition(Strict):
     """A group's position on one partition."""
 
     partition: int
@@ -289,7 +268,7 @@ class GroupPartition(BaseModel):
     lag: int
 
 
-class Group(BaseModel):
+class Group(Strict):
     """A consumer group of the events topic."""
 
     group: str
@@ -299,13 +278,13 @@ class Group(BaseModel):
     lag: int
 
 
-class Groups(BaseModel):
+class Groups(Strict):
     """``GET /console/api/groups``."""
 
     groups: list[Group]
 
 
-class DeadLetters(BaseModel):
+class DeadLetters(Strict):
     """``GET /console/api/groups/{group}/dead-letters``: the group's messages in ``<topic>.dlq``
     (partition, offset, key, stream_id, type, event_id, error, attempts, origin, headers, value)."""
 
@@ -313,7 +292,7 @@ class DeadLetters(BaseModel):
     dead_letters: list[dict[str, Any]]
 
 
-class Replayed(BaseModel):
+class Replayed(Strict):
     """``POST .../dead-letters/replay``: each letter's partition, offset, stream_id, event_id,
     ``outcome`` (handled, failed, phantom, pending, already-replayed) and error."""
 
@@ -388,11 +367,19 @@ def media(description: str, *media_types: str) -> dict[str, Any]:
     return {"description": description, "content": content}
 
 
-def body(model: type[BaseModel]) -> dict[str, Any]:
-    """A route's ``openapi_extra``: a required JSON request body described by ``model``. Its
-    nested models are cited in ``components`` (a response model of the app must bring them)."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
+def body(model: type[BaseModel] | dict[str, Any], **properties: dict[str, Any]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: a required JSON request body described by ``model`` (or a
+    JSON schema), with ``properties`` replacing those of the model's schema (pydantic cannot
+    cite :data:`JSON_SCHEMAS`). A model's nested models are cited in ``components`` (a
+    response model of the app must bring them)."""
+    if isinstance(model, dict):
+        schema = model
+    else:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema.pop("$defs", None)
+    for name, replacement in properties.items():
+        schema["properties"][name] = {**schema["properties"][name], **replacement}
+        schema["properties"][name].pop("type", None)
     return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
 
 

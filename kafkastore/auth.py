@@ -56,7 +56,7 @@ EVERYONE = "$authenticated"
 TOKEN_PREFIX = "kst_"
 TOKEN_ID_HEX = 12
 _TOKEN = re.compile(r"^kst_([0-9a-f]{12})\.([A-Za-z0-9_-]{43})$")
-_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 MAX_LABEL = 200
 
 DEFAULT_ACL: Mapping[str, Sequence[str]] = {
@@ -213,7 +213,7 @@ def token_id_of(token: str) -> str | None:
 
 def check_name(name: Any, what: str = "name") -> str:
     """A user name: 1-128 of letters, digits, ``_.@-``; raises InvalidRequest otherwise."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidRequest(
             f"{what} must be 1-128 characters of letters, digits, '_', '.', '@' or '-'",
             fields=[what],

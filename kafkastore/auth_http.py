@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request, Response, Security
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from kafkastore import apidoc, auth, authstore, streamacl
+from kafkastore import apidoc, apirules, auth, authstore, streamacl
 from kafkastore.config import Settings
 from kafkastore.errors import Forbidden, Unauthorized
 
@@ -113,9 +113,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }
     for status, response in apidoc.errors(401, 403).items()
 }
-"""What every checked route may answer when auth is on (documented whether it is on or not)."""
+"""What every checked route may answer when auth is on (documented only then)."""
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `kafkastore auth token create`")
+SCHEME = "HTTPBearer"
+"""The name of the bearer scheme in the document's ``components.securitySchemes``."""
+_bearer = HTTPBearer(
+    scheme_name=SCHEME,
+    auto_error=False,
+    description="A token from `kafkastore auth token create`",
+)
 
 
 async def _no_stream_acl(stream_ids: list[str]) -> Mapping[str, auth.Acl | None]:
@@ -238,7 +244,8 @@ def openapi_url(settings: Settings) -> str | None:
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Policy, cache and stream-ACL hook on ``app.state``; 401/403 in every route's OpenAPI."""
+    """Policy, cache and stream-ACL hook on ``app.state``; with auth on, the bearer scheme and
+    401/403 in the OpenAPI entry of every checked route."""
     if app.openapi_url is None:
 
         @app.get("/openapi.json", include_in_schema=False)
@@ -258,8 +265,10 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 
 def _document_refusals(app: FastAPI, settings: Settings) -> None:
-    """401/403 in the OpenAPI entry of every route the dependency checks (documented whether
-    auth is on or not: the document describes what the app can answer)."""
+    """The document says what the app answers with these settings. With auth on: every route
+    the dependency checks requires the bearer scheme and may answer 401/403; the open ones
+    (``/healthz``, ``auth_open_paths``, the console page) require nothing. With auth off: no
+    route requires credentials, none answers 401/403, and the scheme is not declared."""
     build = app.openapi
     rules = {(m.lower(), p.replace(":path", "")): rule for (m, p), rule in ACCESS.items()}
     done: list[bool] = []
@@ -269,9 +278,18 @@ def _document_refusals(app: FastAPI, settings: Settings) -> None:
         if not done:
             for path, item in document.get("paths", {}).items():
                 for method, operation in item.items():
-                    if path in settings.open_paths or rules.get((method, path)) == OPEN_RULE:
-                        continue
-                    operation["responses"].update({str(k): v for k, v in ERROR_RESPONSES.items()})
+                    open_route = (
+                        path in settings.open_paths or rules.get((method, path)) == OPEN_RULE
+                    )
+                    if settings.auth_enabled and not open_route:
+                        operation["responses"].update(
+                            {str(k): v for k, v in ERROR_RESPONSES.items()}
+                        )
+                        operation["security"] = [{SCHEME: []}]
+                    else:
+                        operation.pop("security", None)
+            if not settings.auth_enabled:
+                document.get("components", {}).pop("securitySchemes", None)
             done.append(True)
         return document
 
@@ -305,8 +323,13 @@ class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
-    label: str = Field(default="", max_length=auth.MAX_LABEL)
-    expires_in: float | None = Field(default=None, gt=0, description="seconds until it expires")
+    label: str = Field(default="", max_length=auth.MAX_LABEL, pattern="^[^\\x00]*$")
+    expires_in: float | None = Field(
+        default=None,
+        gt=0,
+        le=10 * 365 * 86400,
+        description="seconds until it expires (10 years at most)",
+    )
 
 
 class TokenOut(BaseModel):
@@ -326,13 +349,19 @@ class TokensOut(BaseModel):
     tokens: list[TokenOut]
 
 
-_BAD: dict[int | str, dict[str, Any]] = apidoc.errors(
-    400,
-    text={
-        400: "invalid_request: bad name, duplicate user, unknown user or token id, or an "
-        "unknown query parameter"
-    },
+_BAD_TEXT = (
+    "invalid_request: a bad name, roles, label, expires_in or token id, or an unknown query "
+    "parameter"
 )
+_BAD = apidoc.errors(400, text={400: _BAD_TEXT})
+_NO_SUCH = apidoc.errors(
+    400, 404, text={400: _BAD_TEXT, 404: "not_found: no such user or token id"}
+)
+_TAKEN = apidoc.errors(
+    400, 409, text={400: _BAD_TEXT, 409: "already_exists: a user of this name exists"}
+)
+UserName = Annotated[str, Path(json_schema_extra=apirules.USER_NAME)]
+TokenId = Annotated[str, Path(json_schema_extra=apirules.TOKEN_ID)]
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -344,7 +373,7 @@ def _url(request: Request) -> str:
     return settings.database_url
 
 
-@router.post("/auth/users", status_code=201, response_model=UserOut, responses=_BAD)
+@router.post("/auth/users", status_code=201, response_model=UserOut, responses=_TAKEN)
 async def add_user(request: Request, body: NewUser) -> Response:
     """Create a user with roles (``admin``, ``ops``; none for a plain user)."""
     user = await asyncio.to_thread(authstore.add_user, _url(request), body.name, tuple(body.roles))
@@ -358,14 +387,14 @@ async def list_users(request: Request) -> Response:
     return _json({"users": [u.to_json() for u in users]})
 
 
-@router.delete("/auth/users/{name}", status_code=204, responses=_BAD)
-async def remove_user(request: Request, name: str) -> Response:
+@router.delete("/auth/users/{name}", status_code=204, responses=_NO_SUCH)
+async def remove_user(request: Request, name: UserName) -> Response:
     """Delete a user and every token of theirs."""
     await asyncio.to_thread(authstore.remove_user, _url(request), name)
     return Response(status_code=204)
 
 
-@router.post("/auth/tokens", status_code=201, response_model=CreatedToken, responses=_BAD)
+@router.post("/auth/tokens", status_code=201, response_model=CreatedToken, responses=_NO_SUCH)
 async def create_token(request: Request, body: NewToken) -> Response:
     """A new bearer token for a user; the answer is the only place the token ever appears."""
     info, token = await asyncio.to_thread(
@@ -379,14 +408,17 @@ async def create_token(request: Request, body: NewToken) -> Response:
 
 
 @router.get("/auth/tokens", response_model=TokensOut, responses=_BAD)
-async def list_tokens(request: Request, user: Annotated[str | None, Query()] = None) -> Response:
+async def list_tokens(
+    request: Request,
+    user: Annotated[str | None, Query(json_schema_extra=apirules.USER_NAME)] = None,
+) -> Response:
     """Every token (id, user, label, times), never a secret or a hash."""
     tokens = await asyncio.to_thread(authstore.list_tokens, _url(request), user)
     return _json({"tokens": [t.to_json() for t in tokens]})
 
 
-@router.delete("/auth/tokens/{token_id}", status_code=204, responses=_BAD)
-async def revoke_token(request: Request, token_id: str) -> Response:
+@router.delete("/auth/tokens/{token_id}", status_code=204, responses=_NO_SUCH)
+async def revoke_token(request: Request, token_id: TokenId) -> Response:
     """Revoke a token: it stops working within the cache bound (2 s)."""
     await asyncio.to_thread(authstore.revoke_token, _url(request), token_id)
     return Response(status_code=204)

@@ -19,8 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kafkastore import auth, pg
-from kafkastore.errors import InvalidRequest, KafkaStoreError
+from kafkastore.errors import AlreadyExists, InvalidRequest, KafkaStoreError, NotFound
 from kafkastore.retry import Backoff
+from kafkastore.streams import check_no_nul
 
 logger = logging.getLogger("kafkastore.auth")
 
@@ -104,13 +105,14 @@ def _token_info(row: Any) -> TokenInfo:
 
 
 def add_user(database_url: str, name: str, roles: tuple[str, ...] = ()) -> User:
-    """Create a user; InvalidRequest for a bad name, an unknown role or an existing user."""
+    """Create a user; InvalidRequest for a bad name or an unknown role, AlreadyExists for an
+    existing user."""
     auth.check_name(name)
     roles = auth.check_roles(roles)
     with pg.connect(database_url, autocommit=True) as conn, pg.translated():
         row = conn.execute(INSERT_USER, (name, list(roles))).fetchone()
     if row is None:
-        raise InvalidRequest(f"user {name!r} already exists", fields=["name"])
+        raise AlreadyExists(f"user {name!r} already exists", fields=["name"])
     return User(row[0], tuple(row[1]), row[2])
 
 
@@ -124,7 +126,7 @@ def remove_user(database_url: str, name: str) -> None:
     auth.check_name(name)
     with pg.connect(database_url, autocommit=True) as conn, pg.translated():
         if conn.execute(DELETE_USER, (name,)).fetchone() is None:
-            raise InvalidRequest(f"no user named {name!r}", fields=["name"])
+            raise NotFound(f"no user named {name!r}", fields=["name"])
 
 
 def create_token(
@@ -134,6 +136,7 @@ def create_token(
     auth.check_name(user, "user")
     if len(label) > auth.MAX_LABEL:
         raise InvalidRequest(f"label is longer than {auth.MAX_LABEL} characters", fields=["label"])
+    check_no_nul(label, field="label")
     if expires_in is not None and not 0 < expires_in <= 10 * 365 * 86400:
         raise InvalidRequest("expires_in must be 1 s to 10 years", fields=["expires_in"])
     expires_at = None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in)
@@ -143,7 +146,7 @@ def create_token(
             INSERT_TOKEN, (token_id, auth.token_hash(token), label, expires_at, user)
         ).fetchone()
     if row is None:
-        raise InvalidRequest(f"no user named {user!r}", fields=["user"])
+        raise NotFound(f"no user named {user!r}", fields=["user"])
     return _token_info(row), token
 
 
@@ -155,13 +158,13 @@ def list_tokens(database_url: str, user: str | None = None) -> list[TokenInfo]:
 
 
 def revoke_token(database_url: str, token_id: str) -> TokenInfo:
-    """Revoke a token by its id (idempotent); InvalidRequest when there is no such token."""
+    """Revoke a token by its id (idempotent); NotFound when there is no such token."""
     if not (len(token_id) == auth.TOKEN_ID_HEX and all(c in "0123456789abcdef" for c in token_id)):
         raise InvalidRequest("a token id is 12 hex digits", fields=["token_id"])
     with pg.connect(database_url, autocommit=True) as conn, pg.translated():
         row = conn.execute(REVOKE_TOKEN, (token_id,)).fetchone()
     if row is None:
-        raise InvalidRequest(f"no token with id {token_id!r}", fields=["token_id"])
+        raise NotFound(f"no token with id {token_id!r}", fields=["token_id"])
     return _token_info(row)
 
 

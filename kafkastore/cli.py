@@ -21,6 +21,7 @@ from typing import Any
 
 from kafkastore.config import Settings
 from kafkastore.errors import (
+    AlreadyExists,
     AppendConflicts,
     ConfigurationError,
     DuplicateEventId,
@@ -28,6 +29,7 @@ from kafkastore.errors import (
     IntegrityError,
     InvalidRequest,
     KafkaStoreError,
+    NotFound,
     OutcomeUnknown,
     PayloadTooLarge,
     SchemaError,
@@ -35,6 +37,7 @@ from kafkastore.errors import (
     SnapshotNotFound,
     StreamDeleted,
     StreamNotFound,
+    TruncateAboveHead,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
@@ -66,7 +69,8 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         1,
         "failed",
         "the command ran and the answer is no: a conflict (wrong expected version, duplicate"
-        " event id, stale metadata version, snapshot above the head), a missing or deleted"
+        " event id, stale metadata version, snapshot or truncate_before above the head), a"
+        " missing or deleted"
         " stream or snapshot, an audit that found problems, a missing topic,"
         " a dev stack already running",
         (
@@ -78,6 +82,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
             IntegrityError,
             WrongMetadataVersion,
             SnapshotAboveHead,
+            TruncateAboveHead,
             SnapshotNotFound,
         ),
     ),
@@ -86,7 +91,14 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "usage",
         "bad arguments or input: unknown options, invalid JSON, bad names or expected version,"
         " a payload over a limit, contradictory settings; nothing was done",
-        (InvalidRequest, UnsupportedMediaType, PayloadTooLarge, ConfigurationError),
+        (
+            NotFound,
+            AlreadyExists,
+            InvalidRequest,
+            UnsupportedMediaType,
+            PayloadTooLarge,
+            ConfigurationError,
+        ),
     ),
     ExitCode(
         3,

@@ -4,12 +4,15 @@
 
     KafkaStoreError
     ├── InvalidRequest            400 invalid_request   (bad JSON, types, names, expected version)
-    │   └── UnsupportedMediaType  415 unsupported_media_type (an append body that is not JSON)
+    │   ├── UnsupportedMediaType  415 unsupported_media_type (an append body that is not JSON)
+    │   ├── NotFound              404 not_found         (an admin route's user or token id)
+    │   └── AlreadyExists         409 already_exists    (a user name that is taken)
     ├── PayloadTooLarge           413 payload_too_large (a configured limit was exceeded)
     ├── StreamNotFound            404 stream_not_found
     ├── StreamDeleted             410 stream_deleted
     ├── SnapshotNotFound          404 snapshot_not_found
     ├── SnapshotAboveHead         409 snapshot_above_head (a snapshot of a version not written)
+    ├── TruncateAboveHead         409 truncate_above_head (truncate_before above the head + 1)
     ├── WrongExpectedVersion      409 wrong_expected_version
     │   └── WrongMetadataVersion  409 wrong_expected_version (of the stream's metadata)
     ├── AppendConflicts           409 wrong_expected_version (several entries of one atomic append)
@@ -34,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "AlreadyExists",
     "AppendConflicts",
     "ConfigurationError",
     "DuplicateEventId",
@@ -41,6 +45,7 @@ __all__ = [
     "IntegrityError",
     "InvalidRequest",
     "KafkaStoreError",
+    "NotFound",
     "OutcomeUnknown",
     "PayloadTooLarge",
     "SchemaError",
@@ -48,6 +53,7 @@ __all__ = [
     "SnapshotNotFound",
     "StreamDeleted",
     "StreamNotFound",
+    "TruncateAboveHead",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
@@ -95,6 +101,19 @@ class UnsupportedMediaType(InvalidRequest):
             fields=["content-type"],
         )
         self.content_type = content_type
+
+
+class NotFound(InvalidRequest):
+    """An admin route names a user or a token id that does not exist (HTTP 404; for the CLI,
+    bad input like any InvalidRequest)."""
+
+    code = "not_found"
+
+
+class AlreadyExists(InvalidRequest):
+    """A user is added under a name that is taken (HTTP 409; for the CLI, bad input)."""
+
+    code = "already_exists"
 
 
 class PayloadTooLarge(KafkaStoreError):
@@ -201,6 +220,28 @@ class SnapshotAboveHead(KafkaStoreError):
         return {
             "stream_id": self.stream_id,
             "version": self.version,
+            "current_version": self.current,
+        }
+
+
+class TruncateAboveHead(KafkaStoreError):
+    """A metadata write's ``truncate_before`` is above the stream's head + 1."""
+
+    code = "truncate_above_head"
+
+    def __init__(self, stream_id: str, truncate_before: int, current: int) -> None:
+        super().__init__(
+            f"truncate_before {truncate_before} is above the head of {stream_id!r} + 1 "
+            f"({current + 1})"
+        )
+        self.stream_id = stream_id
+        self.truncate_before = truncate_before
+        self.current = current
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "truncate_before": self.truncate_before,
             "current_version": self.current,
         }
 

@@ -28,9 +28,10 @@ from indexer.reads import AsyncReads
 from indexer.routes import router as read_router
 from indexer.sse import Subscribers
 from indexer.sse import router as subscribe_router
-from kafkastore import apidoc, auth_http, kafka, pg
+from kafkastore import apidoc, apirules, auth_http, kafka, pg, routing
 from kafkastore.config import Settings, export_settings
 from kafkastore.errors import (
+    AlreadyExists,
     AppendConflicts,
     ConfigurationError,
     DuplicateEventId,
@@ -38,12 +39,14 @@ from kafkastore.errors import (
     IntegrityError,
     InvalidRequest,
     KafkaStoreError,
+    NotFound,
     PayloadTooLarge,
     SchemaError,
     SnapshotAboveHead,
     SnapshotNotFound,
     StreamDeleted,
     StreamNotFound,
+    TruncateAboveHead,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
@@ -55,11 +58,14 @@ from writer.routes import router as append_router
 STATUS: dict[type[KafkaStoreError], int] = {
     InvalidRequest: 400,
     UnsupportedMediaType: 415,
+    NotFound: 404,
+    AlreadyExists: 409,
     Unauthorized: 401,
     Forbidden: 403,
     StreamNotFound: 404,
     SnapshotNotFound: 404,
     SnapshotAboveHead: 409,
+    TruncateAboveHead: 409,
     WrongExpectedVersion: 409,
     AppendConflicts: 409,
     DuplicateEventId: 409,
@@ -123,6 +129,7 @@ async def known_query_only(request: Request) -> None:
     known = _KNOWN_QUERY.get(id(dependant))
     if known is None:
         known = _KNOWN_QUERY[id(dependant)] = frozenset(_query_names(dependant))
+    routing.one_resource_per_path(request)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise InvalidRequest(
@@ -140,8 +147,7 @@ def _query_names(dependant: Any) -> set[str]:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, less what this app never answers: 422 (validation errors are 400
-    ``invalid_request``, documented on every route) and its schemas."""
+    """FastAPI's document, finished by :func:`kafkastore.apirules.finish` (built once)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -151,13 +157,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        for operations in doc.get("paths", {}).values():
-            for operation in operations.values():
-                operation.get("responses", {}).pop("422", None)
-        schemas = doc.get("components", {}).get("schemas", {})
-        for name in ("HTTPValidationError", "ValidationError"):
-            schemas.pop(name, None)
-        app.openapi_schema = doc
+        app.openapi_schema = apirules.finish(doc, app.state.settings)
     return app.openapi_schema
 
 
@@ -217,10 +217,14 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = routing.allowed_methods(app, request.scope)
         return Response(
             orjson.dumps({"error": code, "message": str(exc.detail)}),
             status_code=exc.status_code,
             media_type="application/json",
+            headers=headers,
         )
 
     @app.get(

@@ -22,6 +22,7 @@ import psycopg
 from kafkastore import pg
 from kafkastore.errors import InvalidRequest
 from kafkastore.records import RecordedEvent
+from kafkastore.streams import MAX_POSITION, as_integer, check_no_nul
 
 MetadataVersion = int | Literal["any"]
 """``expected_metadata_version``: ``"any"`` or the exact ``metadata_version`` (0 = never set)."""
@@ -59,22 +60,26 @@ class MetadataUpdate:
 def _positive(name: str, value: object, minimum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    number = as_integer(value)
+    if number is None:
         raise InvalidRequest(f"{name} must be an integer, got {value!r}", fields=[name])
-    if value < minimum:
-        raise InvalidRequest(f"{name} must be at least {minimum}, got {value}", fields=[name])
-    return value
+    if number < minimum:
+        raise InvalidRequest(f"{name} must be at least {minimum}, got {number}", fields=[name])
+    if number > MAX_POSITION:
+        raise InvalidRequest(f"{name} must be at most {MAX_POSITION}", fields=[name])
+    return number
 
 
 def _expected(value: object) -> MetadataVersion:
     if value == "any":
         return "any"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    number = as_integer(value)
+    if number is None or not 0 <= number <= MAX_POSITION:
         raise InvalidRequest(
             f'expected_metadata_version must be "any" or a version >= 0, got {value!r}',
             fields=["expected_metadata_version"],
         )
-    return value
+    return number
 
 
 def _acl(value: object) -> dict[str, Any] | None:
@@ -92,6 +97,7 @@ def _acl(value: object) -> dict[str, Any] | None:
     for action, names in value.items():
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
             raise InvalidRequest(f"acl.{action} must be a list of names", fields=[f"acl.{action}"])
+        check_no_nul(names, field=f"acl.{action}")
     return dict(value)
 
 
@@ -107,6 +113,7 @@ def parse_metadata(document: Mapping[str, Any]) -> MetadataUpdate:
     custom = document.get("custom")
     if custom is not None and not isinstance(custom, dict):
         raise InvalidRequest("custom must be a JSON object", fields=["custom"])
+    check_no_nul(custom, field="custom")
     return MetadataUpdate(
         expected=_expected(document.get("expected_metadata_version", "any")),
         max_count=_positive("max_count", document.get("max_count"), 1),

@@ -10,6 +10,13 @@ from uuid import UUID, SafeUUID
 from kafkastore.errors import InvalidRequest
 
 MAX_NAME_LENGTH = 256
+MAX_POSITION = 2**53 - 1
+"""The largest version or global position a request may name (a larger one is refused, 400,
+never sent to PostgreSQL): the largest integer every JSON reader holds exactly (JavaScript's
+``Number.MAX_SAFE_INTEGER``), far below PostgreSQL's ``bigint``."""
+MAX_POSITION_DIGITS = 15
+"""Digits of a version in a query string or ``Last-Event-ID`` (a pattern can say it; every
+15-digit number is below :data:`MAX_POSITION`)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -58,10 +65,42 @@ def check_category(category: object) -> str:
         raise InvalidRequest(f"{field} must be a string", fields=[field])
     if "-" in category:
         raise InvalidRequest(f"{field} must not contain '-'", fields=[field])
+    if len(category) > MAX_NAME_LENGTH:  # no stream id has a longer one
+        raise InvalidRequest(f"{field} must be 1-{MAX_NAME_LENGTH} characters", fields=[field])
     if category != category.lstrip():
         raise InvalidRequest(f"{field} {category!r} must not start with whitespace", fields=[field])
     check_stream_id(category.rstrip() or category, field=field)
     return category
+
+
+def as_integer(value: object) -> int | None:
+    """A JSON number that is an integer (``5`` or ``5.0``: JSON, like JSON Schema, does not
+    tell them apart), else None (also for booleans)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def check_no_nul(value: object, *, field: str) -> None:
+    """Refuse a JSON value (metadata, custom fields, ACL names, a label) with a NUL character
+    in any string or key: PostgreSQL's text and jsonb cannot hold one, so it would be accepted
+    here and fail later (in the index, where nothing can refuse it)."""
+    if _has_nul(value):
+        raise InvalidRequest(f"{field} must not contain NUL (\\u0000) characters", fields=[field])
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def parse_event_id(value: object, *, field: str = "id") -> UUID:

@@ -22,11 +22,18 @@ from kafkastore.errors import (
     InvalidRequest,
     SnapshotAboveHead,
     StreamDeleted,
+    TruncateAboveHead,
     WrongMetadataVersion,
 )
 from kafkastore.lifecycle import MetadataUpdate
 from kafkastore.records import Snapshot, StreamMetadata
-from kafkastore.streams import category_of, check_event_type, check_stream_id
+from kafkastore.streams import (
+    MAX_POSITION,
+    as_integer,
+    category_of,
+    check_event_type,
+    check_stream_id,
+)
 
 APPLICATION_NAME = "kafkastore-lifecycle"
 
@@ -75,8 +82,8 @@ def _metadata_json(update: MetadataUpdate) -> Jsonb | None:
 
 def set_metadata(settings: Settings, stream_id: str, update: MetadataUpdate) -> StreamMetadata:
     """Replace the stream's metadata when ``update.expected`` matches its ``metadata_version``;
-    answer the new metadata. WrongMetadataVersion, StreamDeleted (tombstoned) and InvalidRequest
-    (``truncate_before`` above the head + 1) change nothing."""
+    answer the new metadata. WrongMetadataVersion, StreamDeleted (tombstoned) and
+    TruncateAboveHead (``truncate_before`` above the head + 1) change nothing."""
     check_stream_id(stream_id)
     with _connect(settings) as conn, pg.translated():
         row = conn.execute(LOCK_HEAD, (stream_id, category_of(stream_id))).fetchone()
@@ -87,11 +94,7 @@ def set_metadata(settings: Settings, stream_id: str, update: MetadataUpdate) -> 
         if update.expected not in ("any", current):
             raise WrongMetadataVersion(stream_id, update.expected, current)
         if update.truncate_before is not None and update.truncate_before > head + 1:
-            raise InvalidRequest(
-                f"truncate_before {update.truncate_before} is above the head of {stream_id!r} "
-                f"+ 1 ({head + 1})",
-                fields=["truncate_before"],
-            )
+            raise TruncateAboveHead(stream_id, update.truncate_before, head)
         written = conn.execute(
             WRITE_METADATA,
             (
@@ -129,8 +132,9 @@ def save_snapshot(
     tombstoned."""
     check_stream_id(stream_id)
     snapshot_type = check_event_type(type, field="type")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidRequest("version must be an integer >= 1", fields=["version"])
+    number = as_integer(version)
+    if number is None or not 1 <= number <= MAX_POSITION:
+        raise InvalidRequest(f"version must be an integer 1-{MAX_POSITION}", fields=["version"])
     try:
         payload, kind = encode_payload(data, content_type)
     except TypeError as exc:
@@ -140,11 +144,11 @@ def save_snapshot(
         head, deleted = (int(row[0]), bool(row[1])) if row else (0, False)
         if deleted:
             raise StreamDeleted(stream_id)
-        if version > head:
-            raise SnapshotAboveHead(stream_id, version, head)
+        if number > head:
+            raise SnapshotAboveHead(stream_id, number, head)
         stored = conn.execute(
-            INSERT_SNAPSHOT, (stream_id, version, snapshot_type, payload, kind)
+            INSERT_SNAPSHOT, (stream_id, number, snapshot_type, payload, kind)
         ).fetchone()
         assert stored is not None
         conn.commit()
-    return Snapshot(stream_id, version, snapshot_type, data, stored[0], kind)
+    return Snapshot(stream_id, number, snapshot_type, data, stored[0], kind)

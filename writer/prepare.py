@@ -18,7 +18,15 @@ from kafkastore.codec import encode_metadata, encode_payload
 from kafkastore.config import Limits
 from kafkastore.errors import DuplicateEventId, InvalidRequest, PayloadTooLarge
 from kafkastore.records import AppendRequest, ExpectedVersion, NewEvent
-from kafkastore.streams import check_event_type, check_stream_id, new_event_id, parse_event_id
+from kafkastore.streams import (
+    MAX_POSITION,
+    as_integer,
+    check_event_type,
+    check_no_nul,
+    check_stream_id,
+    new_event_id,
+    parse_event_id,
+)
 
 _EXPECTED_WORDS = {"any", "no_stream", "exists"}
 
@@ -79,9 +87,13 @@ def parse_expected(value: object, *, field: str = "expected_version") -> Expecte
     """One of "any", "no_stream", "exists", or an integer >= 0 (0 means "no_stream")."""
     if isinstance(value, bool):
         raise InvalidRequest(f"{field} must be a version or a word", fields=[field])
+    if isinstance(value, float):
+        value = as_integer(value) if value.is_integer() else value
     if isinstance(value, int):
         if value < 0:
             raise InvalidRequest(f"{field} must not be negative", fields=[field])
+        if value > MAX_POSITION:
+            raise InvalidRequest(f"{field} must be at most {MAX_POSITION}", fields=[field])
         return "no_stream" if value == 0 else value
     if isinstance(value, str) and value in _EXPECTED_WORDS:
         return value  # type: ignore[return-value]
@@ -107,6 +119,8 @@ def prepare(request: AppendRequest, limits: Limits) -> PreparedAppend:
         check_event_type(event.type, field=f"events[{i}].type")
         if event.metadata is not None and not isinstance(event.metadata, dict):
             raise InvalidRequest("metadata must be an object", fields=[f"events[{i}].metadata"])
+        check_no_nul(event.metadata, field=f"events[{i}].metadata")
+        check_no_nul(event.content_type, field=f"events[{i}].content_type")
         try:
             payload, content_type = encode_payload(event.data, event.content_type)
             metadata_json = encode_metadata(event.metadata)
@@ -143,6 +157,11 @@ def parse_many_body(body: bytes, limits: Limits) -> list[PreparedAppend]:
     document = _loads(body, limits)
     if not isinstance(document, dict) or not isinstance(document.get("appends"), list):
         raise InvalidRequest('the body must be {"appends": [...]}', fields=["appends"])
+    unknown = set(document) - {"appends"}
+    if unknown:
+        raise InvalidRequest(
+            f"unknown fields: {', '.join(sorted(unknown))}", fields=sorted(unknown)
+        )
     entries = document["appends"]
     if not entries:
         raise InvalidRequest("appends must not be empty", fields=["appends"])
@@ -204,11 +223,13 @@ def _parse_event(raw: object, where: str) -> tuple[PreparedEvent, bool]:
     metadata = raw.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest(f"{where}.metadata must be an object", fields=[f"{where}.metadata"])
+    check_no_nul(metadata, field=f"{where}.metadata")
     content_type = raw.get("content_type")
     if content_type is not None and (not isinstance(content_type, str) or not content_type):
         raise InvalidRequest(
             f"{where}.content_type must be a string", fields=[f"{where}.content_type"]
         )
+    check_no_nul(content_type, field=f"{where}.content_type")
     if "data_base64" in raw:
         if "data" in raw:
             raise InvalidRequest(

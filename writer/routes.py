@@ -9,19 +9,20 @@ response is pre-serialised bytes.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from kafkastore import apidoc, auth_http
+from kafkastore import apidoc, apirules, auth_http
 from kafkastore.codec import format_time
 from kafkastore.config import Settings
 from kafkastore.errors import InvalidRequest, UnsupportedMediaType
 from kafkastore.lifecycle import parse_metadata
 from kafkastore.records import AppendResult, Snapshot
-from kafkastore.streams import check_stream_id
+from kafkastore.streams import MAX_POSITION_DIGITS, check_no_nul, check_stream_id
 from writer import lifecycle
 from writer.decide import Deletion
 from writer.engine import Writer
@@ -29,31 +30,54 @@ from writer.prepare import PreparedAppend, parse_append_body, parse_expected, pa
 
 router = APIRouter(tags=["append"])
 
+_VERSION = re.compile(rf"[0-9]{{1,{MAX_POSITION_DIGITS}}}")
+"""An expected version in a query string: at most 15 ASCII digits."""
+
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["type"],
     "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "type": {"type": "string", "minLength": 1, "maxLength": 256},
-        "data": {"description": "any JSON value"},
-        "data_base64": {"type": "string", "description": "binary payload (instead of data)"},
-        "content_type": {"type": "string"},
-        "metadata": {"type": "object"},
+        "id": {"anyOf": [apirules.UUID, {"type": "null"}], "description": "generated when absent"},
+        "type": apirules.EVENT_TYPE,
+        "data": {"description": "any JSON value (the payload)"},
+        "data_base64": {**apirules.BASE64, "description": "a binary payload (instead of data)"},
+        "content_type": {"type": ["string", "null"], "minLength": 1, "pattern": "^[^\\x00]*$"},
+        "metadata": apirules.JSON_OBJECT_OR_NULL,
     },
+    # A payload: data or data_base64, never both.
+    "oneOf": [{"required": ["data"]}, {"required": ["data_base64"]}],
 }
 _EXPECTED_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {"type": "string", "enum": ["any", "no_stream", "exists"]},
-        {"type": "integer", "minimum": 0},
+        {"type": "integer", **apirules.at_least(0)},
     ],
     "default": "any",
 }
 _APPEND_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["events"],
     "properties": {
         "expected_version": _EXPECTED_SCHEMA,
         "events": {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1},
+    },
+}
+_MANY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["appends"],
+    "properties": {
+        "appends": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                **_APPEND_SCHEMA,
+                "required": ["stream_id", "events"],
+                "properties": {"stream_id": apirules.STREAM_ID, **_APPEND_SCHEMA["properties"]},
+            },
+        }
     },
 }
 _ERRORS = apidoc.errors(400, 409, 410, 413, 415, 503)
@@ -105,7 +129,7 @@ async def _submit(
         **_ERRORS,
     },
 )
-async def append_to_stream(stream_id: str, request: Request) -> Response:
+async def append_to_stream(stream_id: apirules.StreamIdPath, request: Request) -> Response:
     """Append events to one stream (201 created, 200 for an idempotent repeat). The body must
     be JSON (``content-type: application/json``, or none); another content type is 415."""
     _check_json(request)
@@ -120,30 +144,7 @@ async def append_to_stream(stream_id: str, request: Request) -> Response:
     status_code=201,
     summary="Append to several streams atomically (all or nothing)",
     openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["appends"],
-                        "properties": {
-                            "appends": {
-                                "type": "array",
-                                "items": {
-                                    **_APPEND_SCHEMA,
-                                    "required": ["stream_id", "events"],
-                                    "properties": {
-                                        "stream_id": {"type": "string"},
-                                        **_APPEND_SCHEMA["properties"],
-                                    },
-                                },
-                            }
-                        },
-                    }
-                }
-            },
-        }
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _MANY_SCHEMA}}}
     },
     response_model=apidoc.AppendResults,
     response_description="every entry was appended (one result per entry, in order)",
@@ -180,7 +181,7 @@ def _object(body: bytes) -> dict[str, Any]:
     "/streams/{stream_id:path}/metadata",
     tags=["lifecycle"],
     summary="Replace a stream's metadata (retention, ACL, custom)",
-    openapi_extra=apidoc.body(apidoc.MetadataWrite),
+    openapi_extra=apidoc.body(apirules.MetadataWrite, custom=apirules.JSON_OBJECT_OR_NULL),
     response_model=apidoc.MetadataBody,
     response_description="the new metadata (metadata_version + 1)",
     responses=apidoc.errors(
@@ -198,7 +199,7 @@ def _object(body: bytes) -> dict[str, Any]:
         },
     ),
 )
-async def put_metadata(stream_id: str, request: Request) -> Response:
+async def put_metadata(stream_id: apirules.StreamIdPath, request: Request) -> Response:
     """Replace the metadata when ``expected_metadata_version`` matches (``"any"`` always);
     settable before the stream has events. Nothing changes on an error."""
     update = parse_metadata(_object(await request.body()))
@@ -231,11 +232,15 @@ async def put_metadata(stream_id: str, request: Request) -> Response:
     ),
 )
 async def delete_stream(
-    stream_id: str, request: Request, expected_version: str = "any", hard: bool = False
+    stream_id: apirules.StreamIdPath,
+    request: Request,
+    expected_version: Annotated[str, Query(json_schema_extra=apirules.EXPECTED_WORD)] = "any",
+    hard: bool = False,
 ) -> Response:
     """Soft delete: the stream reads as 404 and its events leave every read; an append
     recreates it and numbering continues. ``hard=true``: a tombstone, 410 for good."""
-    value: object = int(expected_version) if expected_version.isdigit() else expected_version
+    number = _VERSION.fullmatch(expected_version)
+    value: object = int(expected_version) if number else expected_version
     deletion = Deletion(check_stream_id(stream_id), parse_expected(value), hard)
     writer: Writer = request.app.state.writer
     await asyncio.wrap_future(writer.submit_deletion(deletion))
@@ -247,7 +252,7 @@ async def delete_stream(
     status_code=201,
     tags=["lifecycle"],
     summary="Save a snapshot of a stream's state at a version",
-    openapi_extra=apidoc.body(apidoc.SnapshotWrite),
+    openapi_extra=apidoc.body(apirules.SNAPSHOT_WRITE),
     response_model=apidoc.SnapshotStored,
     response_description="stored (replacing a snapshot of the same version)",
     responses=apidoc.errors(
@@ -264,7 +269,7 @@ async def delete_stream(
         },
     ),
 )
-async def put_snapshot(stream_id: str, request: Request) -> Response:
+async def put_snapshot(stream_id: apirules.StreamIdPath, request: Request) -> Response:
     """Store a snapshot at ``version`` (at most the head); one per version, the latest wins."""
     document = _object(await request.body())
     unknown = set(document) - {"version", "type", "data", "data_base64", "content_type"}
@@ -272,9 +277,15 @@ async def put_snapshot(stream_id: str, request: Request) -> Response:
         raise InvalidRequest(
             f"unknown fields: {', '.join(sorted(unknown))}", fields=sorted(unknown)
         )
+    content_type = document.get("content_type")
+    if content_type is not None and (not isinstance(content_type, str) or not content_type):
+        raise InvalidRequest("content_type must be a non-empty string", fields=["content_type"])
+    check_no_nul(content_type, field="content_type")
     if "data_base64" in document:
+        if "data" in document:
+            raise InvalidRequest("give data or data_base64, not both", fields=["data_base64"])
         data: Any = _base64(document["data_base64"])
-        content_type = document.get("content_type") or "application/octet-stream"
+        content_type = content_type or "application/octet-stream"
     else:
         if "data" not in document:
             raise InvalidRequest("data is required", fields=["data"])

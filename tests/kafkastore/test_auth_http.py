@@ -101,8 +101,8 @@ def _routes(s: Secured) -> list[tuple[str, str, Any, str, str, int]]:
         ("GET", "/auth/tokens", None, "ops", "admin", 200),
         ("POST", "/auth/users", {"name": unique("carol")}, "alice", "admin", 201),
         ("POST", "/auth/tokens", {"user": f"bob-{s.category}"}, "alice", "admin", 201),
-        ("DELETE", "/auth/tokens/0123456789ab", None, "alice", "admin", 400),
-        ("DELETE", "/auth/users/nobody", None, "alice", "admin", 400),
+        ("DELETE", "/auth/tokens/0123456789ab", None, "alice", "admin", 404),
+        ("DELETE", "/auth/users/nobody", None, "alice", "admin", 404),
     ]
 
 
@@ -205,7 +205,6 @@ def test_a_role_change_takes_effect_within_the_stated_bound(secured: Secured) ->
         ("/auth/users", {"name": "eve", "roles": ["root"]}),
         ("/auth/users", {}),
         ("/auth/tokens", {"user": ""}),
-        ("/auth/tokens", {"user": "nobody-at-all"}),
         ("/auth/tokens", {"user": "x", "expires_in": -1}),
         ("/auth/tokens", ["not", "an", "object"]),
     ],
@@ -219,17 +218,28 @@ def test_bad_input_on_the_admin_routes_is_a_clear_400(
     assert answer.json()["error"] == "invalid_request"
 
 
-def test_a_duplicate_user_is_a_clear_400(secured: Secured) -> None:
+def test_a_duplicate_user_is_a_clear_409(secured: Secured) -> None:
     name = unique("erin")
     assert _call(secured, "POST", "/auth/users", "admin", {"name": name}).status_code == 201
 
     again = _call(secured, "POST", "/auth/users", "admin", {"name": name})
 
-    assert again.status_code == 400
+    assert again.status_code == 409
     assert again.json() == {
-        "error": "invalid_request",
+        "error": "already_exists",
         "message": f"user {name!r} already exists",
         "details": ["name"],
+    }
+
+
+def test_a_token_for_an_unknown_user_is_a_clear_404(secured: Secured) -> None:
+    answer = _call(secured, "POST", "/auth/tokens", "admin", {"user": "nobody-at-all"})
+
+    assert answer.status_code == 404
+    assert answer.json() == {
+        "error": "not_found",
+        "message": "no user named 'nobody-at-all'",
+        "details": ["user"],
     }
 
 

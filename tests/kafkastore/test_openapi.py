@@ -13,12 +13,12 @@ from kafkastore.http import create_app
 
 # The error statuses each route can answer. A new route must be added here.
 ERRORS = {
-    ("post", "/auth/users"): {400},
+    ("post", "/auth/users"): {400, 409},
     ("get", "/auth/users"): {400},
-    ("delete", "/auth/users/{name}"): {400},
-    ("post", "/auth/tokens"): {400},
+    ("delete", "/auth/users/{name}"): {400, 404},
+    ("post", "/auth/tokens"): {400, 404},
     ("get", "/auth/tokens"): {400},
-    ("delete", "/auth/tokens/{token_id}"): {400},
+    ("delete", "/auth/tokens/{token_id}"): {400, 404},
     ("post", "/streams/{stream_id}"): {400, 409, 410, 413, 415, 503},
     ("post", "/append"): {400, 409, 410, 413, 415, 503},
     ("get", "/streams/{stream_id}"): {400, 404, 410, 503},
@@ -43,7 +43,7 @@ ERRORS = {
     ("get", "/console/api/events/{event_id}"): {400, 404, 410, 503},
     ("get", "/console/api/groups"): {400, 503},
     ("get", "/console/api/groups/{group}/dead-letters"): {400, 503},
-    ("post", "/console/api/groups/{group}/dead-letters/replay"): {400, 500, 503},
+    ("post", "/console/api/groups/{group}/dead-letters/replay"): {400, 404, 500, 503},
 }
 
 # The bodies that are not JSON, by their media types.
@@ -113,28 +113,55 @@ def test_text_answers_name_their_own_media_types(document: dict[str, Any]) -> No
 
 
 def checked_by_auth(method: str, path: str) -> bool:
-    """Whether the auth dependency may refuse this route (kafkastore.auth_http.ACCESS)."""
+    """Whether the auth dependency may refuse this route when auth is on
+    (kafkastore.auth_http.ACCESS)."""
     from kafkastore.auth_http import ACCESS, OPEN_RULE
 
     routes = {(m.lower(), p.replace(":path", "")): rule for (m, p), rule in ACCESS.items()}
     return path not in Settings().open_paths and routes.get((method, path)) != OPEN_RULE
 
 
+@pytest.fixture(scope="module")
+def secured_document() -> dict[str, Any]:
+    """The document of an app with auth on (its construction asks no service)."""
+    app = create_app(Settings.from_env({}, auth="on"))
+    doc: dict[str, Any] = app.openapi()
+    return doc
+
+
 def test_every_route_documents_its_error_responses_with_the_error_body(
-    document: dict[str, Any],
+    document: dict[str, Any], secured_document: dict[str, Any]
 ) -> None:
-    for method, path, operation in operations(document):
-        responses = operation["responses"]
-        errors = {int(s) for s in responses if int(s) >= 400}
-        # With auth on, every route but the open ones may also refuse (documented either way).
-        refusals = set() if checked_by_auth(method, path) is False else {401, 403}
-        assert errors == ERRORS[(method, path)] | refusals, f"{method.upper()} {path}"
-        for status in errors:
-            schema = responses[str(status)]["content"]["application/json"]["schema"]
-            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
-        if 503 in errors:
-            assert "Retry-After" in responses["503"]["headers"]
-        assert "422" not in responses  # validation errors answer 400 invalid_request
+    for doc, auth in ((document, False), (secured_document, True)):
+        for method, path, operation in operations(doc):
+            responses = operation["responses"]
+            errors = {int(s) for s in responses if int(s) >= 400}
+            # With auth on, every route but the open ones may also refuse; with auth off none.
+            refusals = {401, 403} if auth and checked_by_auth(method, path) else set()
+            assert errors == ERRORS[(method, path)] | refusals, f"{method.upper()} {path} {auth}"
+            for status in errors:
+                schema = responses[str(status)]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
+            if 503 in errors:
+                assert "Retry-After" in responses["503"]["headers"]
+            assert "422" not in responses  # validation errors answer 400 invalid_request
+
+
+def test_the_bearer_scheme_is_required_exactly_where_auth_checks(
+    document: dict[str, Any], secured_document: dict[str, Any]
+) -> None:
+    required = {
+        (method, path)
+        for method, path, operation in operations(secured_document)
+        if operation.get("security") == [{"HTTPBearer": []}]
+    }
+
+    assert required == {(m, p) for m, p, _ in operations(document) if checked_by_auth(m, p)}
+    assert ("get", "/healthz") not in required and ("get", "/readyz") not in required
+    assert secured_document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # Auth off: nothing asks for credentials, so the document declares no scheme at all.
+    assert [(m, p) for m, p, op in operations(document) if "security" in op] == []
+    assert "securitySchemes" not in document.get("components", {})
 
 
 def test_the_error_body_has_error_and_message(document: dict[str, Any]) -> None:
@@ -208,7 +235,9 @@ def test_lifecycle_writes_document_their_bodies(document: dict[str, Any]) -> Non
     assert {"expected_metadata_version", "max_count", "truncate_before"} <= set(
         metadata["properties"]
     )
-    assert snapshot["required"] == ["version", "type", "data"]
+    assert snapshot["required"] == ["version", "type"]
+    assert snapshot["oneOf"] == [{"required": ["data"]}, {"required": ["data_base64"]}]
+    assert metadata["additionalProperties"] is False and snapshot["additionalProperties"] is False
     assert "ErrorBody" in document["components"]["schemas"]
     assert not [name for name in document["components"]["schemas"] if "__" in name]
 
@@ -276,7 +305,7 @@ def test_a_stream_subscription_with_a_bad_stream_id_answers_400_before_the_feed_
     assert (status, body["error"]) == (400, "invalid_request")
 
 
-def test_the_console_answers_its_documented_404_400_and_500(
+def test_the_console_answers_its_documented_404s_and_400(
     document: dict[str, Any], offline: TestClient
 ) -> None:
     asset = answered(document, offline, "get", "/console/assets/{name}", {"{name}": "x.js"})
@@ -287,7 +316,7 @@ def test_the_console_answers_its_documented_404_400_and_500(
 
     assert (asset[0], asset[1]["error"]) == (404, "not_found")
     assert (event[0], event[1]["error"]) == (400, "invalid_request")
-    assert (replay[0], replay[1]["error"]) == (500, "configuration")
+    assert (replay[0], replay[1]["error"]) == (404, "not_found")
 
 
 def test_the_console_page_and_assets_answer_their_documented_media_types(
