@@ -371,9 +371,11 @@ class _Check:
                 if count > 1:
                     self.fail("duplicate", f"{process} delivered {event} x{count}", event)
             last: dict[str, int] = {}
+            once: set[str] = set()
             for stream, version, event in events:
-                if not self.judge_id(event, f"{process} delivery"):
-                    continue
+                if event in once or not self.judge_id(event, f"{process} delivery"):
+                    continue  # a repeat is a duplicate (above), not also out of order
+                once.add(event)
                 if version <= last.get(stream, 0):
                     self.fail("order", f"{process}: {stream}@{version} after v{last[stream]}")
                 last[stream] = version
