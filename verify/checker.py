@@ -148,12 +148,15 @@ class _Check:
         self.committed = set(self.acked) | (self.maybe & present)
 
     def excused(self, event: str) -> bool:
-        """Acknowledged during (or before) a fault that may lose acknowledged events."""
+        """Acknowledged while a fault that may lose acknowledged events was on (from its
+        injection to its heal: what was committed before it was durable)."""
         op = self.acked_by.get(event)
         if op is None or op.completed is None:
             return False
+        done = op.completed
         return any(
-            p.loses_acknowledged and op.completed <= (p.healed or float("inf")) for p in self.phases
+            p.loses_acknowledged and p.injected <= done <= (p.healed or float("inf"))
+            for p in self.phases
         )
 
     def judge_id(self, event: str, where: str) -> bool:

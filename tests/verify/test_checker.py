@@ -251,6 +251,21 @@ def test_loss_during_a_fault_that_allows_it_by_setting_is_reported_apart() -> No
     assert (wal.lost, wal.lost_by_setting, wal.acknowledged) == (0, 1, 1)
 
 
+def test_loss_of_what_was_acknowledged_before_such_a_fault_is_a_violation() -> None:
+    h = History()
+    h.append("A-1", ["a0"])  # durable: acknowledged before the setting was relaxed
+    h.rec.nemesis("wal-loss", "inject", loses_acknowledged=True)
+    h.append("A-1", ["a1"], from_version=2)
+    h.rec.nemesis("wal-loss", "heal")
+    h.rec.nemesis("wal-loss", "end")
+    h.reads({"A-1": []})
+
+    verdict = check(h.entries())
+
+    assert {v.event for v in verdict.violations if v.kind == "lost"} == {"a0"}
+    assert verdict.counts["lost_by_setting"] == 1
+
+
 def test_loss_during_an_ordinary_fault_is_attributed_to_it() -> None:
     h = History()
     h.rec.nemesis("kill", "inject")
