@@ -85,6 +85,7 @@ class Recorder:
         return op
 
     def ok(self, op: int, *, from_version: int, to_version: int, created: bool) -> None:
+        """Op ``op`` was acknowledged at these versions (``created`` False: a repeat)."""
         self.add(
             {
                 "type": "ok",
@@ -96,9 +97,11 @@ class Recorder:
         )
 
     def fail(self, op: int, error: str, message: str = "") -> None:
+        """Op ``op`` was refused definitely (nothing of it was written)."""
         self.add({"type": "fail", "op": op, "error": error, "message": message[:300]})
 
     def unknown(self, op: int, error: str, message: str = "") -> None:
+        """The client cannot tell whether op ``op`` was written."""
         self.add({"type": "unknown", "op": op, "error": error, "message": message[:300]})
 
     def observe(self, f: str, **fields: Any) -> None:
@@ -111,10 +114,12 @@ class Recorder:
         self.add({"type": "nemesis", "name": name, "phase": phase, **fields})
 
     def entries(self) -> list[Entry]:
+        """A copy of every entry so far, in order."""
         with self._lock:
             return list(self._entries)
 
     def close(self) -> None:
+        """Close the file (entries stay readable in memory); safe to call twice."""
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -127,6 +132,7 @@ def load(path: Path) -> list[Entry]:
 
 
 def read_lines(lines: Iterable[str]) -> Iterator[Entry]:
+    """The entries of JSON lines (blank lines skipped)."""
     for line in lines:
         if line.strip():
             yield json.loads(line)
