@@ -302,3 +302,21 @@ def test_recovery_times_come_from_the_failures_and_the_tail() -> None:
 def test_every_kind_of_violation_has_a_test_here() -> None:
     source = Path(__file__).read_text(encoding="utf-8")
     assert [k for k in KINDS if f'"{k}"' not in source] == []
+
+
+def test_a_history_written_as_json_lines_is_checked_the_same_when_loaded(tmp_path: Path) -> None:
+    from verify.history import load
+
+    path = tmp_path / "history.jsonl"
+    rec = Recorder(path)
+    op = rec.invoke("w1", "A-1", "no_stream", [("a1", 5)])
+    rec.ok(op, from_version=1, to_version=1, created=True)
+    lost = rec.invoke("w1", "A-1", 1, [("a2", 6)])
+    rec.ok(lost, from_version=2, to_version=2, created=True)
+    rec.observe("stream", stream="A-1", events=[[1, "a1"]])
+    rec.close()
+
+    loaded = load(path)
+
+    assert loaded == rec.entries()
+    assert {v.kind for v in check(loaded).violations} == {"lost"}
