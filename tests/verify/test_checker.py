@@ -251,6 +251,19 @@ def test_loss_during_a_fault_that_allows_it_by_setting_is_reported_apart() -> No
     assert (wal.lost, wal.lost_by_setting, wal.acknowledged) == (0, 1, 1)
 
 
+def test_the_projection_model_leaves_out_what_a_fault_lost_by_setting() -> None:
+    h = History()
+    h.rec.nemesis("wal-loss", "inject", loses_acknowledged=True)
+    h.append("A-1", ["a1"])  # n = 1, lost with the WAL
+    h.rec.nemesis("wal-loss", "heal")
+    h.rec.nemesis("wal-loss", "end")
+    h.append("A-1", ["a2", "a3"], from_version=1)  # n = 1, 2: reuses version 1
+    h.reads({"A-1": ["a2", "a3"]})
+    h.rec.observe("projection", process="proj", state={"A-1": [2, 3, 2]})
+
+    assert check(h.entries()).ok, check(h.entries()).summary()
+
+
 def test_loss_of_what_was_acknowledged_before_such_a_fault_is_a_violation() -> None:
     h = History()
     h.append("A-1", ["a0"])  # durable: acknowledged before the setting was relaxed
