@@ -1,0 +1,88 @@
+"""The short schedule of ``kafkastore verify`` (marked slow): every process fault once on the
+three-node topology with default settings, judged by the checker, then the negative control -
+a deliberately broken writer through the same pause fault - which the checker must catch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from dev import postgres
+from kafkastore.config import running_in_ci
+from tests.support import unique
+from tests.support.services import SessionServices
+from tests.verify.broken import commit_before_acks
+from verify import environment, faults, report
+from verify.environment import Environment
+from verify.main import SHORT, process_faults, run_schedule
+from verify.nemesis import NoFault
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def topology(session_services: SessionServices) -> Iterator[Environment]:
+    home = session_services.workdir / unique("verify")
+    try:
+        env = environment.start(home)
+    except Exception as exc:
+        message = f"the verification topology did not start: {exc}"
+        if running_in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield env
+    env.close(keep=True)  # the logs and histories stay in the session's workdir...
+    shutil.rmtree(home / "kafka", ignore_errors=True)
+    postgres.remove(home / "postgres")  # ...but not the cluster's files kept outside it
+
+
+def test_the_short_schedule_of_process_faults_keeps_every_guarantee(
+    topology: Environment,
+) -> None:
+    history = topology.home / "short-history.jsonl"
+
+    result = run_schedule(
+        topology, process_faults(topology), config=SHORT, seed=13, history_path=history
+    )
+
+    data = report.as_json(result, kind="short", settings=topology.settings)
+    report.write(data, topology.home, "short")
+    print(report.as_markdown(data))
+    verdict = result.verdict
+    assert verdict.ok, verdict.summary()
+    by_name = {p.name: p for p in verdict.phases}
+    assert set(by_name) >= {n.name for n in process_faults(topology)}
+    # Enough happened for the verdict to mean something: appends acknowledged during every
+    # fault, every one of them read back, and the faults really hit.
+    assert all(by_name[n].acknowledged > 0 for n in by_name if n != "between faults")
+    assert verdict.counts["all_read"] >= verdict.counts["acknowledged_events"] > 100
+    assert verdict.counts["delivered"] == verdict.counts["all_read"]
+    assert by_name["kill-partition-leader"].notes.get("leader_moved_s") is not None
+    assert by_name["kill-indexer"].notes.get("resumed_after_restart_s") is not None
+    assert by_name["kill-consumer"].notes.get("resumed_after_restart_s") is not None
+    assert by_name["postgres-crash-losing-wal"].notes.get("killed_processes", 0) > 1
+    assert json.loads(json.dumps(data))["ok"] is True
+
+
+def test_the_negative_control_a_writer_that_commits_before_the_acks_is_caught(
+    topology: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment.new_run(topology)  # its own topic and database: nothing of the first run
+    commit_before_acks(monkeypatch)
+
+    result = run_schedule(
+        topology,
+        [NoFault(), faults.PauseBroker(topology)],
+        config=SHORT,
+        seed=13,
+        history_path=topology.home / "broken-history.jsonl",
+    )
+
+    print(result.verdict.summary())
+    pause = next(p for p in result.verdict.phases if p.name == "pause-partition-leader")
+    assert not result.verdict.ok, "the checker did not catch a writer that commits before acks"
+    assert "lost" in result.verdict.kinds()
+    assert pause.lost > 0

@@ -1,0 +1,398 @@
+"""The checker: a history in, a verdict out (pure: no I/O, no clock, no randomness).
+
+What the history must show (docs/verify.md lists the guarantees and README "How an append
+works" argues them):
+
+- every acknowledged event is read exactly once, at the stream and version it was acknowledged
+  at, in its stream's final read, in the final ``$all`` read, and in the exactly-once
+  projection's deliveries (``lost``, ``duplicate``, ``wrong_version``);
+- nothing is ever read or delivered that no append could have written: an id no operation
+  carried, or one that only failed operations carried (``phantom``);
+- an unknown outcome is all-or-nothing (``partial``); its retry with the same ids is answered
+  idempotently (a retry that says ``created`` while the first attempt's events are in the
+  stream shows as ``duplicate``);
+- a stream's versions are 1..n (``version_gap``); ``$all`` positions are 1..N (``all_gap``) and
+  keep each stream in version order (``order``); a tailing ``$all`` reader never sees a jump
+  (``tail_skip``) and never sees an event the final ``$all`` has at another position
+  (``tail_mismatch``);
+- a subscription delivers each stream in version order (``order``), and the exactly-once
+  projection's state equals the model computed from the history (``projection``).
+
+Observations (``type: observe``), by ``f``:
+
+- ``stream``: ``stream``, ``events`` = ``[[version, id], ...]`` (the whole stream);
+- ``all``: ``events`` = ``[[position, stream, version, id], ...]`` (the whole of ``$all``);
+- ``tail``: ``process``, ``events`` (as ``all``), one page as a tailing reader got it;
+- ``delivered``: ``process``, ``events`` = ``[[stream, version, id], ...]`` in delivery order;
+- ``projection``: ``process``, ``state`` = ``{stream: [count, sum of n, last version]}``.
+
+The last observation of each stream / process is the final one. Events acknowledged during a
+fault whose configuration allows acknowledged loss (``loses_acknowledged``) and then lost are
+counted apart (``lost_by_setting``), as are the tail's mismatches after such a fault.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from verify.history import Entry
+from verify.verdict import (
+    BETWEEN,
+    KINDS,
+    Op,
+    PhaseReport,
+    Verdict,
+    Violation,
+    Window,
+    recovery_times,
+)
+
+__all__ = ["BETWEEN", "KINDS", "PhaseReport", "Verdict", "Violation", "check"]
+
+
+class _Check:
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self.violations: list[Violation] = []
+        self.ops: dict[int, Op] = {}
+        self.phases: list[Window] = []
+        self.streams: dict[str, list[tuple[int, str]]] = {}
+        self.all_read: list[tuple[int, str, int, str]] | None = None
+        self.tails: dict[str, list[tuple[float, list[tuple[int, str, int, str]]]]] = {}
+        self.delivered: dict[str, list[tuple[str, int, str]]] = {}
+        self.projections: dict[str, dict[str, list[int]]] = {}
+        for e in entries:
+            self._take(e)
+
+    def _take(self, e: Entry) -> None:
+        kind = e["type"]
+        if kind == "invoke":
+            self.ops[e["op"]] = Op(
+                op=e["op"],
+                process=e["process"],
+                stream=e["stream"],
+                expected=e["expected"],
+                events=[(str(i), int(n)) for i, n in e["events"]],
+                invoked=e["t"],
+                retry_of=e.get("retry_of"),
+            )
+        elif kind in ("ok", "fail", "unknown"):
+            op = self.ops[e["op"]]
+            op.outcome, op.completed = kind, e["t"]
+            if kind == "ok":
+                op.from_version, op.created = e["from_version"], e["created"]
+            else:
+                op.error = str(e.get("error", ""))
+        elif kind == "nemesis":
+            if e["phase"] == "inject":
+                self.phases.append(
+                    Window(e["name"], e["t"], loses_acknowledged=bool(e.get("loses_acknowledged")))
+                )
+            elif self.phases and self.phases[-1].name == e["name"]:
+                if e["phase"] == "heal":
+                    self.phases[-1].healed = e["t"]
+                elif e["phase"] == "end":
+                    self.phases[-1].ended = e["t"]
+                elif e["phase"] == "note":
+                    self.phases[-1].notes[e["key"]] = e["value"]
+        elif kind == "observe":
+            f = e["f"]
+            if f == "stream":
+                self.streams[e["stream"]] = [(int(v), str(i)) for v, i in e["events"]]
+            elif f == "all":
+                self.all_read = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+            elif f == "tail":
+                page = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+                self.tails.setdefault(e["process"], []).append((e["t"], page))
+            elif f == "delivered":
+                self.delivered[e["process"]] = [(s, int(v), str(i)) for s, v, i in e["events"]]
+            elif f == "projection":
+                self.projections[e["process"]] = {s: list(x) for s, x in e["state"].items()}
+
+    def fail(self, kind: str, detail: str, event: str | None = None) -> None:
+        op = self.carrier.get(event) if event is not None else None
+        self.violations.append(Violation(kind, detail, event, op.op if op else None))
+
+    # -- what the history says about each event id ---------------------------------------
+
+    def classify(self) -> None:
+        for op in self.ops.values():
+            for phase in self.phases:
+                end = phase.ended if phase.ended is not None else float("inf")
+                if phase.injected <= op.invoked < end:
+                    op.phase = phase.name
+        self.acked: dict[str, tuple[str, int]] = {}
+        self.acked_by: dict[str, Op] = {}
+        self.carrier: dict[str, Op] = {}  # the first op that carried the id
+        self.n_of: dict[str, int] = {}
+        maybe: set[str] = set()
+        for op in sorted(self.ops.values(), key=lambda o: o.op):
+            for i, (event, n) in enumerate(op.events):
+                self.carrier.setdefault(event, op)
+                self.n_of[event] = n
+                if op.outcome == "ok":
+                    assert op.from_version is not None
+                    at = (op.stream, op.from_version + i)
+                    if event in self.acked and self.acked[event] != at:
+                        self.fail(
+                            "wrong_version",
+                            f"event {event} acknowledged at {self.acked[event]} and at {at}",
+                            event,
+                        )
+                    self.acked.setdefault(event, at)
+                    self.acked_by.setdefault(event, op)
+                elif op.outcome == "unknown":
+                    maybe.add(event)
+        self.maybe = maybe - set(self.acked)
+        present = {i for events in self.streams.values() for _v, i in events}
+        self.committed = set(self.acked) | (self.maybe & present)
+
+    def excused(self, event: str) -> bool:
+        """Acknowledged while a fault that may lose acknowledged events was on (from its
+        injection to its heal: what was committed before it was durable)."""
+        op = self.acked_by.get(event)
+        if op is None or op.completed is None:
+            return False
+        done = op.completed
+        return any(
+            p.loses_acknowledged and p.injected <= done <= (p.healed or float("inf"))
+            for p in self.phases
+        )
+
+    def judge_id(self, event: str, where: str) -> bool:
+        """A read or delivered id: a phantom unless the history allows it (reported)."""
+        if event in self.committed:
+            return True
+        op = self.carrier.get(event)
+        why = "no operation carried it" if op is None else f"op {op.op} {op.outcome}"
+        self.fail("phantom", f"{where}: event {event} ({why})", event)
+        return False
+
+    # -- the checks ------------------------------------------------------------------------
+
+    def check_streams(self) -> None:
+        for stream, events in sorted(self.streams.items()):
+            versions = [v for v, _i in events]
+            if versions != list(range(1, len(events) + 1)):
+                self.fail("version_gap", f"stream {stream} has versions {_runs(versions)}")
+            for event, count in Counter(i for _v, i in events).items():
+                if count > 1:
+                    self.fail("duplicate", f"stream {stream}: event {event} x{count}", event)
+            for version, event in events:
+                known = self.judge_id(event, f"stream {stream}") and event in self.acked
+                if known and self.acked[event] != (stream, version):
+                    self.fail(
+                        "wrong_version",
+                        f"event {event} acknowledged at {self.acked[event]}, read at "
+                        f"{stream}@{version}",
+                        event,
+                    )
+        # All or nothing for each operation whose outcome the client does not know.
+        present = {i for events in self.streams.values() for _v, i in events}
+        for op in self.ops.values():
+            if op.outcome != "ok" and any(e in self.maybe for e, _n in op.events):
+                seen = [e in present for e, _n in op.events]
+                if any(seen) and not all(seen):
+                    self.fail(
+                        "partial",
+                        f"op {op.op} on {op.stream}: {sum(seen)} of {len(seen)} events visible",
+                        op.events[0][0],
+                    )
+        self.lost_in("stream reads", present)
+
+    def lost_in(self, where: str, present: set[str]) -> None:
+        for event in sorted(set(self.acked) - present):
+            if self.excused(event):
+                self.lost_by_setting.add(event)
+            else:
+                stream, version = self.acked[event]
+                self.fail("lost", f"{where}: acknowledged {event} ({stream}@{version})", event)
+
+    def check_all(self) -> None:
+        if self.all_read is None:
+            return
+        positions = [p for p, _s, _v, _i in self.all_read]
+        if positions != list(range(1, len(positions) + 1)):
+            self.fail("all_gap", f"$all has positions {_runs(positions)}")
+        for event, count in Counter(i for *_x, i in self.all_read).items():
+            if count > 1:
+                self.fail("duplicate", f"$all: event {event} x{count}", event)
+        last: dict[str, int] = {}
+        in_streams = {i: (s, v) for s, evs in self.streams.items() for v, i in evs}
+        for position, stream, version, event in self.all_read:
+            if not self.judge_id(event, f"$all@{position}"):
+                continue
+            if version <= last.get(stream, 0):
+                self.fail("order", f"$all@{position}: {stream}@{version} after v{last[stream]}")
+            last[stream] = version
+            if in_streams.get(event, (stream, version)) != (stream, version):
+                self.fail(
+                    "wrong_version",
+                    f"$all@{position} has {event} at {stream}@{version}, its stream read at "
+                    f"{in_streams[event]}",
+                    event,
+                )
+        self.lost_in("$all", {i for *_x, i in self.all_read})
+
+    def check_tails(self) -> None:
+        final = {p: i for p, _s, _v, i in self.all_read or []}
+        rewound = any(p.loses_acknowledged for p in self.phases)
+        for process, pages in sorted(self.tails.items()):
+            expect = 1
+            for _t, page in pages:
+                for position, stream, _version, event in page:
+                    if position != expect:
+                        self.fail("tail_skip", f"tail {process}: {position} after {expect - 1}")
+                    expect = position + 1
+                    self.judge_id(event, f"tail {process} $all@{position}")
+                    if self.all_read is not None and final.get(position) != event:
+                        if rewound:
+                            self.tail_rewound += 1
+                        else:
+                            self.fail(
+                                "tail_mismatch",
+                                f"tail {process} saw {event} ({stream}) at {position}, the final "
+                                f"$all has {final.get(position)}",
+                                event,
+                            )
+
+    def check_delivered(self) -> None:
+        for process, events in sorted(self.delivered.items()):
+            for event, count in Counter(i for *_x, i in events).items():
+                if count > 1:
+                    self.fail("duplicate", f"{process} delivered {event} x{count}", event)
+            last: dict[str, int] = {}
+            once: set[str] = set()
+            for stream, version, event in events:
+                if event in once or not self.judge_id(event, f"{process} delivery"):
+                    continue  # a repeat is a duplicate (above), not also out of order
+                once.add(event)
+                if version <= last.get(stream, 0):
+                    self.fail("order", f"{process}: {stream}@{version} after v{last[stream]}")
+                last[stream] = version
+            self.lost_in(f"{process} deliveries", {i for *_x, i in events})
+
+    def check_projections(self) -> None:
+        # The model: every committed event the store still has (an acknowledged event lost by
+        # the setting of a fault is gone from the store, and so from what a projection sees).
+        model: dict[str, list[int]] = {}
+        for event in self.committed - self.lost_by_setting:
+            op = self.carrier[event]
+            version = self._version_of(event)
+            state = model.setdefault(op.stream, [0, 0, 0])
+            state[0] += 1
+            state[1] += self.n_of[event]
+            state[2] = max(state[2], version)
+        for process, projected in sorted(self.projections.items()):
+            for stream in sorted(set(model) | set(projected)):
+                if projected.get(stream) != model.get(stream):
+                    self.fail(
+                        "projection",
+                        f"{process}: {stream} is {projected.get(stream)}, the history says "
+                        f"{model.get(stream)} (count, sum, last version)",
+                    )
+
+    def _version_of(self, event: str) -> int:
+        if event in self.acked:
+            return self.acked[event][1]
+        for stream_events in self.streams.values():
+            for version, i in stream_events:
+                if i == event:
+                    return version
+        return 0
+
+    def run(self) -> Verdict:
+        self.lost_by_setting: set[str] = set()
+        self.tail_rewound = 0
+        self.classify()
+        self.check_streams()
+        self.check_all()
+        self.check_tails()
+        self.check_delivered()
+        if self.projections:
+            self.check_projections()
+        return Verdict(self._dedupe(), self.report(), self.totals())
+
+    def _dedupe(self) -> list[Violation]:
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for v in self.violations:
+            if (v.kind, v.detail) not in seen:
+                seen.add((v.kind, v.detail))
+                out.append(v)
+        return out
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "operations": len(self.ops),
+            "acknowledged_events": len(self.acked),
+            "unknown_operations": sum(o.outcome == "unknown" for o in self.ops.values()),
+            "streams_read": len(self.streams),
+            "all_read": len(self.all_read or []),
+            "tail_read": sum(len(p) for pages in self.tails.values() for _t, p in pages),
+            "delivered": sum(len(d) for d in self.delivered.values()),
+            "lost_by_setting": len(self.lost_by_setting),
+            "tail_rewound": self.tail_rewound,
+        }
+
+    def report(self) -> list[PhaseReport]:
+        reports = {BETWEEN: PhaseReport(BETWEEN)}
+        for p in self.phases:
+            reports[p.name] = PhaseReport(
+                p.name, p.injected, p.healed, p.ended, notes=dict(p.notes)
+            )
+        present = {i for events in self.streams.values() for _v, i in events}
+        for op in self.ops.values():
+            r = reports[op.phase]
+            r.appends += 1
+            if op.outcome == "ok":
+                r.acknowledged += 1
+                r.acknowledged_events += len(op.events)
+            elif op.outcome == "fail":
+                r.failed += 1
+            else:
+                r.unknown += 1
+                r.settled[self._settlement(op, present)] = (
+                    r.settled.get(self._settlement(op, present), 0) + 1
+                )
+        for v in self.violations:
+            phase = self.carrier[v.event].phase if v.event in self.carrier else BETWEEN
+            if v.kind == "lost":
+                reports[phase].lost += 1
+            elif v.kind == "phantom":
+                reports[phase].phantoms += 1
+            elif v.kind == "duplicate":
+                reports[phase].duplicates += 1
+        for event in self.lost_by_setting:
+            reports[self.carrier[event].phase].lost_by_setting += 1
+        recovery_times(reports, self.phases, list(self.ops.values()), self.tails, self.acked_by)
+        return list(reports.values())
+
+    def _settlement(self, op: Op, present: set[str]) -> str:
+        retries = [o for o in self.ops.values() if o.retry_of == op.op and o.outcome != "unknown"]
+        if not retries:
+            return "unsettled"
+        return "committed" if op.events and op.events[0][0] in present else "absent"
+
+
+def _runs(values: Iterable[int]) -> str:
+    """``1-5, 7, 9-10``: a short picture of a sequence with holes."""
+    out: list[str] = []
+    values = list(values)
+    start = prev = None
+    for v in [*values, None]:
+        if v is not None and prev is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        start = prev = v
+        if len(out) > 8:
+            out.append("...")
+            break
+    return ", ".join(out)
+
+
+def check(entries: Sequence[Entry]) -> Verdict:
+    """The verdict on a history (see the module docstring)."""
+    return _Check(entries).run()
