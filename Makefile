@@ -12,9 +12,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install system jars run test bench lint stop clean distclean
+.PHONY: install system jars toxiproxy run test bench lint stop clean distclean
 
-install: system $(STAMP) jars
+install: system $(STAMP) jars toxiproxy
 
 system:
 	@bash dev/bootstrap.sh
@@ -32,6 +32,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 jars: $(STAMP)
 	@$(BIN)/python -m dev.kafka resolve >/dev/null
+
+# The fault tests' network proxy, built once by `go install` into .kafkastore/cache/ (a failure
+# is a warning, the fault tests then skip; under CI=true it fails).
+toxiproxy: $(STAMP)
+	@$(BIN)/python -m dev.toxiproxy install >/dev/null
 
 run: install
 	$(BIN)/kafkastore dev
@@ -53,8 +58,10 @@ stop:
 
 # Data, logs and test stacks; keeps .venv and the Kafka jar cache.
 clean: stop
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.postgres remove .kafkastore/postgres; fi
-	rm -rf .kafkastore/kafka .kafkastore/postgres .kafkastore/logs .kafkastore/test-stack \
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.postgres remove .kafkastore/postgres \
+		.kafkastore/postgres-standby; fi
+	rm -rf .kafkastore/kafka .kafkastore/postgres .kafkastore/postgres-standby .kafkastore/logs \
+		.kafkastore/test-stack \
 		.kafkastore/dev.json .pytest_cache .mypy_cache .ruff_cache
 
 distclean: clean
