@@ -3,10 +3,11 @@
 - Roles (``writer``, ``indexer``, ``consumers``) use the kernel through its submodules
   (``kafkastore.records``), never the package root (the facade, which imports the roles).
 - ``writer`` and ``consumers`` import no other role; ``indexer`` may import ``consumers``.
-- The tools (``dev``, ``bench``) use the kernel through its submodules too, and may import the
-  roles; ``bench`` may import ``dev``, ``dev`` never imports ``bench``.
+- The tools (``dev``, ``bench``, ``verify``) use the kernel through its submodules too, and may
+  import the roles; ``bench`` and ``verify`` may import ``dev``, ``dev`` imports neither, and
+  ``bench`` and ``verify`` do not import each other.
 - The kernel imports no role and none of ``dev``/``bench``/``tests``, except the composition
-  modules: the CLI's ``commands.py`` (the one module that runs ``dev`` and ``bench``), the HTTP
+  modules: the CLI's ``commands.py`` (the one module that runs the tools), the HTTP
   app and the client facade (roles only).
 - No import cycle spans two top-level packages (imports inside functions count: they run too).
 """
@@ -22,11 +23,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "kafkastore"
 ROLES = {"writer", "indexer", "consumers"}
-TOOLS = {"dev", "bench"}
+TOOLS = {"dev", "bench", "verify"}
 PACKAGES = {KERNEL, *ROLES, *TOOLS}
 NOT_FOR_THE_KERNEL = ROLES | TOOLS | {"tests"}
 ROLE_MAY_IMPORT = {"writer": set(), "consumers": set(), "indexer": {"consumers"}}
-TOOL_MAY_IMPORT = {"dev": ROLES, "bench": ROLES | {"dev"}}
+TOOL_MAY_IMPORT = {"dev": ROLES, "bench": ROLES | {"dev"}, "verify": ROLES | {"dev"}}
 # Kernel modules that compose the roles, and what else each may import.
 COMPOSITION = {
     "kafkastore/__init__.py": ROLES,
@@ -192,6 +193,8 @@ def test_the_cycle_check_finds_a_cycle_through_a_function_level_import() -> None
         ("dev/stack.py", "import kafkastore", "imports the kernel's root package"),
         ("bench/main.py", "from kafkastore import EventStore", "facade name kafkastore.Event"),
         ("bench/main.py", "from tests.support import unique", "tool bench imports tests"),
+        ("verify/x.py", "from bench import stats", "tool verify imports bench"),
+        ("dev/stack.py", "from verify import checker", "tool dev imports verify"),
     ],
 )
 def test_the_checker_reports_each_kind_of_violation(path: str, source: str, expected: str) -> None:
@@ -219,7 +222,7 @@ def test_the_checker_allows_what_the_design_allows(path: str, source: str) -> No
 def test_only_the_config_module_reads_the_environment() -> None:
     readers = []
     root = Path(__file__).resolve().parents[1]
-    for package in ("kafkastore", "writer", "indexer", "consumers", "dev", "bench"):
+    for package in ("kafkastore", "writer", "indexer", "consumers", "dev", "bench", "verify"):
         for path in (root / package).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
             if ("os.environ" in text or "os.getenv" in text or "getenv(" in text) and path != (
@@ -235,7 +238,7 @@ LONG = 420
 
 def test_a_module_past_400_lines_says_why_at_its_top() -> None:
     unexplained = []
-    for package in [KERNEL, *sorted(ROLES), "dev", "bench"]:
+    for package in [KERNEL, *sorted(ROLES), *sorted(TOOLS)]:
         for path in sorted((ROOT / package).rglob("*.py")):
             text = path.read_text(encoding="utf-8")
             if text.count("\n") <= LONG:

@@ -1,0 +1,548 @@
+"""The checker: a history in, a verdict out (pure: no I/O, no clock, no randomness).
+
+What the history must show (docs/verify.md lists the guarantees and README "How an append
+works" argues them):
+
+- every acknowledged event is read exactly once, at the stream and version it was acknowledged
+  at, in its stream's final read, in the final ``$all`` read, and in the exactly-once
+  projection's deliveries (``lost``, ``duplicate``, ``wrong_version``);
+- nothing is ever read or delivered that no append could have written: an id no operation
+  carried, or one that only failed operations carried (``phantom``);
+- an unknown outcome is all-or-nothing (``partial``); its retry with the same ids is answered
+  idempotently (a retry that says ``created`` while the first attempt's events are in the
+  stream shows as ``duplicate``);
+- a stream's versions are 1..n (``version_gap``); ``$all`` positions are 1..N (``all_gap``) and
+  keep each stream in version order (``order``); a tailing ``$all`` reader never sees a jump
+  (``tail_skip``) and never sees an event the final ``$all`` has at another position
+  (``tail_mismatch``);
+- a subscription delivers each stream in version order (``order``), and the exactly-once
+  projection's state equals the model computed from the history (``projection``).
+
+Observations (``type: observe``), by ``f``:
+
+- ``stream``: ``stream``, ``events`` = ``[[version, id], ...]`` (the whole stream);
+- ``all``: ``events`` = ``[[position, stream, version, id], ...]`` (the whole of ``$all``);
+- ``tail``: ``process``, ``events`` (as ``all``), one page as a tailing reader got it;
+- ``delivered``: ``process``, ``events`` = ``[[stream, version, id], ...]`` in delivery order;
+- ``projection``: ``process``, ``state`` = ``{stream: [count, sum of n, last version]}``.
+
+The last observation of each stream / process is the final one. Events acknowledged during a
+fault whose configuration allows acknowledged loss (``loses_acknowledged``) and then lost are
+counted apart (``lost_by_setting``), as are the tail's mismatches after such a fault.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from verify.history import Entry
+
+KINDS = (
+    "lost",
+    "phantom",
+    "duplicate",
+    "wrong_version",
+    "partial",
+    "version_gap",
+    "all_gap",
+    "order",
+    "tail_skip",
+    "tail_mismatch",
+    "projection",
+)
+"""Every kind of violation the checker reports."""
+
+BETWEEN = "between faults"
+"""The phase of operations invoked outside every fault's window."""
+
+STALL = 1.0
+"""Seconds between an acknowledgement and the tail's seeing it that count as stalled reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken guarantee."""
+
+    kind: str
+    """One of :data:`KINDS`."""
+    detail: str
+    event: str | None = None
+    op: int | None = None
+
+
+@dataclass(slots=True)
+class PhaseReport:
+    """The figures of one fault (or of the time between faults)."""
+
+    name: str
+    injected_at: float | None = None
+    healed_at: float | None = None
+    ended_at: float | None = None
+    appends: int = 0
+    acknowledged: int = 0
+    """Acknowledged appends invoked in this phase."""
+    acknowledged_events: int = 0
+    failed: int = 0
+    lost: int = 0
+    """Acknowledged events of this phase missing from a final read (must be 0)."""
+    lost_by_setting: int = 0
+    """Lost, but during a fault that allows it by configuration (reported, not a violation)."""
+    phantoms: int = 0
+    duplicates: int = 0
+    unknown: int = 0
+    settled: dict[str, int] = field(default_factory=dict)
+    """How the unknown outcomes settled: ``committed`` (in the store; the retry was answered
+    as a repeat), ``absent`` (not in the store; the retry wrote it or failed), ``unsettled``
+    (no retry answered; the final reads alone decided)."""
+    writes_recovered_s: float | None = None
+    """From the injection to the first acknowledgement after the last failed or unknown append
+    of the phase (0 when none failed)."""
+    max_write_gap_s: float | None = None
+    """The longest time without any acknowledgement, from the injection to the phase's end."""
+    reads_recovered_s: float | None = None
+    """From the injection until the tailing reader saw the last event of the phase that it saw
+    :data:`STALL` or more after its acknowledgement (0 when reads never stalled)."""
+    max_read_lag_s: float | None = None
+    """The longest time between an acknowledgement in this phase and the tail reader's seeing
+    it."""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The checker's answer: ``ok`` iff no violation."""
+
+    violations: list[Violation]
+    phases: list[PhaseReport]
+    counts: dict[str, int]
+    """Totals: operations, acknowledged events, events read, delivered, ..."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def kinds(self) -> Counter[str]:
+        return Counter(v.kind for v in self.violations)
+
+    def summary(self) -> str:
+        if self.ok:
+            return "ok: " + ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.kinds().items()))
+        first = "; ".join(v.detail for v in self.violations[:5])
+        return f"VIOLATED: {kinds} (first: {first})"
+
+
+@dataclass(slots=True)
+class _Op:
+    op: int
+    process: str
+    stream: str
+    expected: Any
+    events: list[tuple[str, int]]
+    invoked: float
+    retry_of: int | None
+    outcome: str = "unknown"  # no completion: a crashed client, the same as unknown
+    completed: float | None = None
+    from_version: int | None = None
+    created: bool | None = None
+    phase: str = BETWEEN
+
+
+@dataclass(slots=True)
+class _Phase:
+    name: str
+    injected: float
+    healed: float | None = None
+    ended: float | None = None
+    loses_acknowledged: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class _Check:
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self.violations: list[Violation] = []
+        self.ops: dict[int, _Op] = {}
+        self.phases: list[_Phase] = []
+        self.streams: dict[str, list[tuple[int, str]]] = {}
+        self.all_read: list[tuple[int, str, int, str]] | None = None
+        self.tails: dict[str, list[tuple[float, list[tuple[int, str, int, str]]]]] = {}
+        self.delivered: dict[str, list[tuple[str, int, str]]] = {}
+        self.projections: dict[str, dict[str, list[int]]] = {}
+        for e in entries:
+            self._take(e)
+
+    def _take(self, e: Entry) -> None:
+        kind = e["type"]
+        if kind == "invoke":
+            self.ops[e["op"]] = _Op(
+                op=e["op"],
+                process=e["process"],
+                stream=e["stream"],
+                expected=e["expected"],
+                events=[(str(i), int(n)) for i, n in e["events"]],
+                invoked=e["t"],
+                retry_of=e.get("retry_of"),
+            )
+        elif kind in ("ok", "fail", "unknown"):
+            op = self.ops[e["op"]]
+            op.outcome, op.completed = kind, e["t"]
+            if kind == "ok":
+                op.from_version, op.created = e["from_version"], e["created"]
+        elif kind == "nemesis":
+            if e["phase"] == "inject":
+                self.phases.append(
+                    _Phase(e["name"], e["t"], loses_acknowledged=bool(e.get("loses_acknowledged")))
+                )
+            elif self.phases and self.phases[-1].name == e["name"]:
+                if e["phase"] == "heal":
+                    self.phases[-1].healed = e["t"]
+                elif e["phase"] == "end":
+                    self.phases[-1].ended = e["t"]
+                elif e["phase"] == "note":
+                    self.phases[-1].notes[e["key"]] = e["value"]
+        elif kind == "observe":
+            f = e["f"]
+            if f == "stream":
+                self.streams[e["stream"]] = [(int(v), str(i)) for v, i in e["events"]]
+            elif f == "all":
+                self.all_read = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+            elif f == "tail":
+                page = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+                self.tails.setdefault(e["process"], []).append((e["t"], page))
+            elif f == "delivered":
+                self.delivered[e["process"]] = [(s, int(v), str(i)) for s, v, i in e["events"]]
+            elif f == "projection":
+                self.projections[e["process"]] = {s: list(x) for s, x in e["state"].items()}
+
+    def fail(self, kind: str, detail: str, event: str | None = None) -> None:
+        op = self.carrier.get(event) if event is not None else None
+        self.violations.append(Violation(kind, detail, event, op.op if op else None))
+
+    # -- what the history says about each event id ---------------------------------------
+
+    def classify(self) -> None:
+        for op in self.ops.values():
+            for phase in self.phases:
+                end = phase.ended if phase.ended is not None else float("inf")
+                if phase.injected <= op.invoked < end:
+                    op.phase = phase.name
+        self.acked: dict[str, tuple[str, int]] = {}
+        self.acked_by: dict[str, _Op] = {}
+        self.carrier: dict[str, _Op] = {}  # the first op that carried the id
+        self.n_of: dict[str, int] = {}
+        maybe: set[str] = set()
+        for op in sorted(self.ops.values(), key=lambda o: o.op):
+            for i, (event, n) in enumerate(op.events):
+                self.carrier.setdefault(event, op)
+                self.n_of[event] = n
+                if op.outcome == "ok":
+                    assert op.from_version is not None
+                    at = (op.stream, op.from_version + i)
+                    if event in self.acked and self.acked[event] != at:
+                        self.fail(
+                            "wrong_version",
+                            f"event {event} acknowledged at {self.acked[event]} and at {at}",
+                            event,
+                        )
+                    self.acked.setdefault(event, at)
+                    self.acked_by.setdefault(event, op)
+                elif op.outcome == "unknown":
+                    maybe.add(event)
+        self.maybe = maybe - set(self.acked)
+        present = {i for events in self.streams.values() for _v, i in events}
+        self.committed = set(self.acked) | (self.maybe & present)
+
+    def excused(self, event: str) -> bool:
+        """Acknowledged during (or before) a fault that may lose acknowledged events."""
+        op = self.acked_by.get(event)
+        if op is None or op.completed is None:
+            return False
+        return any(
+            p.loses_acknowledged and op.completed <= (p.healed or float("inf")) for p in self.phases
+        )
+
+    def judge_id(self, event: str, where: str) -> bool:
+        """A read or delivered id: a phantom unless the history allows it (reported)."""
+        if event in self.committed:
+            return True
+        op = self.carrier.get(event)
+        why = "no operation carried it" if op is None else f"op {op.op} {op.outcome}"
+        self.fail("phantom", f"{where}: event {event} ({why})", event)
+        return False
+
+    # -- the checks ------------------------------------------------------------------------
+
+    def check_streams(self) -> None:
+        for stream, events in sorted(self.streams.items()):
+            versions = [v for v, _i in events]
+            if versions != list(range(1, len(events) + 1)):
+                self.fail("version_gap", f"stream {stream} has versions {_runs(versions)}")
+            for event, count in Counter(i for _v, i in events).items():
+                if count > 1:
+                    self.fail("duplicate", f"stream {stream}: event {event} x{count}", event)
+            for version, event in events:
+                known = self.judge_id(event, f"stream {stream}") and event in self.acked
+                if known and self.acked[event] != (stream, version):
+                    self.fail(
+                        "wrong_version",
+                        f"event {event} acknowledged at {self.acked[event]}, read at "
+                        f"{stream}@{version}",
+                        event,
+                    )
+        # All or nothing for each operation whose outcome the client does not know.
+        present = {i for events in self.streams.values() for _v, i in events}
+        for op in self.ops.values():
+            if op.outcome != "ok" and any(e in self.maybe for e, _n in op.events):
+                seen = [e in present for e, _n in op.events]
+                if any(seen) and not all(seen):
+                    self.fail(
+                        "partial",
+                        f"op {op.op} on {op.stream}: {sum(seen)} of {len(seen)} events visible",
+                        op.events[0][0],
+                    )
+        self.lost_in("stream reads", present)
+
+    def lost_in(self, where: str, present: set[str]) -> None:
+        for event in sorted(set(self.acked) - present):
+            if self.excused(event):
+                self.lost_by_setting.add(event)
+            else:
+                stream, version = self.acked[event]
+                self.fail("lost", f"{where}: acknowledged {event} ({stream}@{version})", event)
+
+    def check_all(self) -> None:
+        if self.all_read is None:
+            return
+        positions = [p for p, _s, _v, _i in self.all_read]
+        if positions != list(range(1, len(positions) + 1)):
+            self.fail("all_gap", f"$all has positions {_runs(positions)}")
+        for event, count in Counter(i for *_x, i in self.all_read).items():
+            if count > 1:
+                self.fail("duplicate", f"$all: event {event} x{count}", event)
+        last: dict[str, int] = {}
+        in_streams = {i: (s, v) for s, evs in self.streams.items() for v, i in evs}
+        for position, stream, version, event in self.all_read:
+            if not self.judge_id(event, f"$all@{position}"):
+                continue
+            if version <= last.get(stream, 0):
+                self.fail("order", f"$all@{position}: {stream}@{version} after v{last[stream]}")
+            last[stream] = version
+            if in_streams.get(event, (stream, version)) != (stream, version):
+                self.fail(
+                    "wrong_version",
+                    f"$all@{position} has {event} at {stream}@{version}, its stream read at "
+                    f"{in_streams[event]}",
+                    event,
+                )
+        self.lost_in("$all", {i for *_x, i in self.all_read})
+
+    def check_tails(self) -> None:
+        final = {p: i for p, _s, _v, i in self.all_read or []}
+        rewound = any(p.loses_acknowledged for p in self.phases)
+        for process, pages in sorted(self.tails.items()):
+            expect = 1
+            for _t, page in pages:
+                for position, stream, _version, event in page:
+                    if position != expect:
+                        self.fail("tail_skip", f"tail {process}: {position} after {expect - 1}")
+                    expect = position + 1
+                    self.judge_id(event, f"tail {process} $all@{position}")
+                    if self.all_read is not None and final.get(position) != event:
+                        if rewound:
+                            self.tail_rewound += 1
+                        else:
+                            self.fail(
+                                "tail_mismatch",
+                                f"tail {process} saw {event} ({stream}) at {position}, the final "
+                                f"$all has {final.get(position)}",
+                                event,
+                            )
+
+    def check_delivered(self) -> None:
+        for process, events in sorted(self.delivered.items()):
+            for event, count in Counter(i for *_x, i in events).items():
+                if count > 1:
+                    self.fail("duplicate", f"{process} delivered {event} x{count}", event)
+            last: dict[str, int] = {}
+            once: set[str] = set()
+            for stream, version, event in events:
+                if event in once or not self.judge_id(event, f"{process} delivery"):
+                    continue  # a repeat is a duplicate (above), not also out of order
+                once.add(event)
+                if version <= last.get(stream, 0):
+                    self.fail("order", f"{process}: {stream}@{version} after v{last[stream]}")
+                last[stream] = version
+            self.lost_in(f"{process} deliveries", {i for *_x, i in events})
+
+    def check_projections(self) -> None:
+        model: dict[str, list[int]] = {}
+        for event in self.committed:
+            op = self.carrier[event]
+            version = self._version_of(event)
+            state = model.setdefault(op.stream, [0, 0, 0])
+            state[0] += 1
+            state[1] += self.n_of[event]
+            state[2] = max(state[2], version)
+        for process, projected in sorted(self.projections.items()):
+            for stream in sorted(set(model) | set(projected)):
+                if projected.get(stream) != model.get(stream):
+                    self.fail(
+                        "projection",
+                        f"{process}: {stream} is {projected.get(stream)}, the history says "
+                        f"{model.get(stream)} (count, sum, last version)",
+                    )
+
+    def _version_of(self, event: str) -> int:
+        if event in self.acked:
+            return self.acked[event][1]
+        for stream_events in self.streams.values():
+            for version, i in stream_events:
+                if i == event:
+                    return version
+        return 0
+
+    def run(self) -> Verdict:
+        self.lost_by_setting: set[str] = set()
+        self.tail_rewound = 0
+        self.classify()
+        self.check_streams()
+        self.check_all()
+        self.check_tails()
+        self.check_delivered()
+        if self.projections:
+            self.check_projections()
+        return Verdict(self._dedupe(), self.report(), self.totals())
+
+    def _dedupe(self) -> list[Violation]:
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for v in self.violations:
+            if (v.kind, v.detail) not in seen:
+                seen.add((v.kind, v.detail))
+                out.append(v)
+        return out
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "operations": len(self.ops),
+            "acknowledged_events": len(self.acked),
+            "unknown_operations": sum(o.outcome == "unknown" for o in self.ops.values()),
+            "streams_read": len(self.streams),
+            "all_read": len(self.all_read or []),
+            "tail_read": sum(len(p) for pages in self.tails.values() for _t, p in pages),
+            "delivered": sum(len(d) for d in self.delivered.values()),
+            "lost_by_setting": len(self.lost_by_setting),
+            "tail_rewound": self.tail_rewound,
+        }
+
+    def report(self) -> list[PhaseReport]:
+        reports = {BETWEEN: PhaseReport(BETWEEN)}
+        for p in self.phases:
+            reports[p.name] = PhaseReport(
+                p.name, p.injected, p.healed, p.ended, notes=dict(p.notes)
+            )
+        present = {i for events in self.streams.values() for _v, i in events}
+        for op in self.ops.values():
+            r = reports[op.phase]
+            r.appends += 1
+            if op.outcome == "ok":
+                r.acknowledged += 1
+                r.acknowledged_events += len(op.events)
+            elif op.outcome == "fail":
+                r.failed += 1
+            else:
+                r.unknown += 1
+                r.settled[self._settlement(op, present)] = (
+                    r.settled.get(self._settlement(op, present), 0) + 1
+                )
+        for v in self.violations:
+            phase = self.carrier[v.event].phase if v.event in self.carrier else BETWEEN
+            if v.kind == "lost":
+                reports[phase].lost += 1
+            elif v.kind == "phantom":
+                reports[phase].phantoms += 1
+            elif v.kind == "duplicate":
+                reports[phase].duplicates += 1
+        for event in self.lost_by_setting:
+            reports[self.carrier[event].phase].lost_by_setting += 1
+        self._recovery(reports)
+        return list(reports.values())
+
+    def _settlement(self, op: _Op, present: set[str]) -> str:
+        retries = [o for o in self.ops.values() if o.retry_of == op.op and o.outcome != "unknown"]
+        if not retries:
+            return "unsettled"
+        return "committed" if op.events and op.events[0][0] in present else "absent"
+
+    def _recovery(self, reports: dict[str, PhaseReport]) -> None:
+        oks = sorted(o.completed for o in self.ops.values() if o.outcome == "ok" and o.completed)
+        seen: dict[str, float] = {}
+        for _process, pages in self.tails.items():
+            for t, page in pages:
+                for *_x, event in page:
+                    seen.setdefault(event, t)
+        for p in self.phases:
+            r = reports[p.name]
+            end = p.ended if p.ended is not None else (oks[-1] if oks else p.injected)
+            bad = [
+                o.completed or o.invoked
+                for o in self.ops.values()
+                if o.outcome != "ok" and p.injected <= o.invoked < end
+            ]
+            if bad:
+                after = [t for t in oks if t > max(bad)]
+                r.writes_recovered_s = round(after[0] - p.injected, 3) if after else None
+            else:
+                r.writes_recovered_s = 0.0
+            marks = [p.injected, *(t for t in oks if p.injected < t < end), end]
+            r.max_write_gap_s = round(max(b - a for a, b in itertools.pairwise(marks)), 3)
+            lags = []
+            stalled = []
+            for event, op in self.acked_by.items():
+                if op.completed is None or not p.injected <= op.completed < end:
+                    continue
+                if event in seen:
+                    lag = seen[event] - op.completed
+                    lags.append(lag)
+                    if lag >= STALL:
+                        stalled.append(seen[event])
+            r.max_read_lag_s = round(max(lags), 3) if lags else None
+            r.reads_recovered_s = round(max(stalled) - p.injected, 3) if stalled else 0.0
+
+
+def _runs(values: Iterable[int]) -> str:
+    """``1-5, 7, 9-10``: a short picture of a sequence with holes."""
+    out: list[str] = []
+    values = list(values)
+    start = prev = None
+    for v in [*values, None]:
+        if v is not None and prev is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        start = prev = v
+        if len(out) > 8:
+            out.append("...")
+            break
+    return ", ".join(out)
+
+
+def check(entries: Sequence[Entry]) -> Verdict:
+    """The verdict on a history (see the module docstring)."""
+    return _Check(entries).run()
+
+
+def group_by_stream(events: Iterable[tuple[str, int, str]]) -> dict[str, list[tuple[int, str]]]:
+    """``(stream, version, id)`` triples as ``{stream: [(version, id), ...]}``."""
+    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for stream, version, event in events:
+        out[stream].append((version, event))
+    return dict(out)
