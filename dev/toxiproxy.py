@@ -180,6 +180,11 @@ class Proxy:
         """Disabled: existing connections are closed and new ones refused."""
         self.api.request("POST", f"/proxies/{self.name}", {"enabled": enabled})
 
+    def set_upstream(self, upstream: str) -> Proxy:
+        """Forward to another server from now on (the proxy keeps its listen port)."""
+        doc = self.api.request("POST", f"/proxies/{self.name}", {"upstream": upstream})
+        return Proxy(self.api, doc["name"], doc["listen"], doc["upstream"])
+
     def enabled(self) -> bool:
         return bool(self.api.request("GET", f"/proxies/{self.name}")["enabled"])
 
