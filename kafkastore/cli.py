@@ -67,7 +67,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "failed",
         "the command ran and the answer is no: a conflict (wrong expected version, duplicate"
         " event id, stale metadata version, snapshot above the head), a missing or deleted"
-        " stream or snapshot, an audit that found problems, a missing topic,"
+        " stream or snapshot, an audit or a verification that found problems, a missing topic,"
         " a dev stack already running",
         (
             WrongExpectedVersion,
@@ -295,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the JSON results here")
     p.add_argument("--only", action="append", help="run only this workload (repeatable)")
     _common(p, "kafka", "database_url")
+
+    p = sub.add_parser(
+        "verify", help="run a fault schedule on its own 3-broker topology and check the history"
+    )
+    p.add_argument(
+        "--long", action="store_true", help="the long schedule; report in verify/results/"
+    )
+    p.add_argument("--seed", type=int, help="the schedule's random seed (default: from the clock)")
+    p.add_argument(
+        "--output", help="write the report (long.md/short.md and .json) to this directory"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the history and the logs afterwards")
+    _common(p)
     return parser
 
 
@@ -381,8 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings_announced(args: argparse.Namespace) -> Settings:
-    if args.command == "dev":
-        # dev chooses its own ports and reads its own dev.json.
+    if args.command in ("dev", "verify"):
+        # dev chooses its own ports and reads its own dev.json; verify starts its own services.
         return Settings.from_env()
     target = target_of(args)
     line = target.describe()

@@ -2,8 +2,8 @@
 
 Arguments become typed options here, at the edge (``AppendOptions``, ``ReadOptions``,
 ``TailOptions``, ``BenchOptions``); the roles never see an ``argparse.Namespace``. This is the
-one kernel module that imports ``dev`` and ``bench``, to run ``kafkastore dev`` and
-``kafkastore bench``; neither imports it back.
+one kernel module that imports ``dev``, ``bench`` and ``verify``, to run ``kafkastore dev``,
+``kafkastore bench`` and ``kafkastore verify``; none imports it back.
 """
 
 from __future__ import annotations
@@ -201,6 +201,22 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return bench_main.run(options, settings)
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """``kafkastore verify``: its own topology (``settings`` are not used: the run starts the
+    services it faults), a schedule, the checker's verdict and a report."""
+    del settings
+    from verify import main as verify_main
+
+    return verify_main.run(
+        verify_main.VerifyOptions(
+            long=args.long,
+            seed=args.seed,
+            output=Path(args.output) if args.output else None,
+            keep=args.keep,
+        )
+    )
+
+
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     """``kafkastore stream metadata STREAM [--set key=value ...]``: print the metadata (JSON);
     with ``--set``, change those fields, keeping the others, checked against the metadata
@@ -291,6 +307,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "dlq": cmd_dlq,
     "audit": cmd_audit,
     "bench": cmd_bench,
+    "verify": cmd_verify,
     "stream": cmd_stream,
     "scavenge": cmd_scavenge,
     "auth": cmd_auth,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("kafkastore", "writer", "indexer", "consumers", "dev", "bench")
+PACKAGES = ("kafkastore", "writer", "indexer", "consumers", "dev", "bench", "verify")
 DRIVERS = ("psycopg", "psycopg_pool", "confluent_kafka")
 BOUNDARIES = {"kafkastore/pg.py", "kafkastore/kafka.py"}
 

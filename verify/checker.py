@@ -33,143 +33,29 @@ counted apart (``lost_by_setting``), as are the tail's mismatches after such a f
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from verify.history import Entry
-
-KINDS = (
-    "lost",
-    "phantom",
-    "duplicate",
-    "wrong_version",
-    "partial",
-    "version_gap",
-    "all_gap",
-    "order",
-    "tail_skip",
-    "tail_mismatch",
-    "projection",
+from verify.verdict import (
+    BETWEEN,
+    KINDS,
+    Op,
+    PhaseReport,
+    Verdict,
+    Violation,
+    Window,
+    recovery_times,
 )
-"""Every kind of violation the checker reports."""
 
-BETWEEN = "between faults"
-"""The phase of operations invoked outside every fault's window."""
-
-STALL = 1.0
-"""Seconds between an acknowledgement and the tail's seeing it that count as stalled reads."""
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    """One broken guarantee."""
-
-    kind: str
-    """One of :data:`KINDS`."""
-    detail: str
-    event: str | None = None
-    op: int | None = None
-
-
-@dataclass(slots=True)
-class PhaseReport:
-    """The figures of one fault (or of the time between faults)."""
-
-    name: str
-    injected_at: float | None = None
-    healed_at: float | None = None
-    ended_at: float | None = None
-    appends: int = 0
-    acknowledged: int = 0
-    """Acknowledged appends invoked in this phase."""
-    acknowledged_events: int = 0
-    failed: int = 0
-    lost: int = 0
-    """Acknowledged events of this phase missing from a final read (must be 0)."""
-    lost_by_setting: int = 0
-    """Lost, but during a fault that allows it by configuration (reported, not a violation)."""
-    phantoms: int = 0
-    duplicates: int = 0
-    unknown: int = 0
-    settled: dict[str, int] = field(default_factory=dict)
-    """How the unknown outcomes settled: ``committed`` (in the store; the retry was answered
-    as a repeat), ``absent`` (not in the store; the retry wrote it or failed), ``unsettled``
-    (no retry answered; the final reads alone decided)."""
-    writes_recovered_s: float | None = None
-    """From the injection to the first acknowledgement after the last failed or unknown append
-    of the phase (0 when none failed)."""
-    max_write_gap_s: float | None = None
-    """The longest time without any acknowledgement, from the injection to the phase's end."""
-    reads_recovered_s: float | None = None
-    """From the injection until the tailing reader saw the last event of the phase that it saw
-    :data:`STALL` or more after its acknowledgement (0 when reads never stalled)."""
-    max_read_lag_s: float | None = None
-    """The longest time between an acknowledgement in this phase and the tail reader's seeing
-    it."""
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-
-@dataclass(slots=True)
-class Verdict:
-    """The checker's answer: ``ok`` iff no violation."""
-
-    violations: list[Violation]
-    phases: list[PhaseReport]
-    counts: dict[str, int]
-    """Totals: operations, acknowledged events, events read, delivered, ..."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    def kinds(self) -> Counter[str]:
-        return Counter(v.kind for v in self.violations)
-
-    def summary(self) -> str:
-        if self.ok:
-            return "ok: " + ", ".join(f"{k} {v}" for k, v in self.counts.items())
-        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.kinds().items()))
-        first = "; ".join(v.detail for v in self.violations[:5])
-        return f"VIOLATED: {kinds} (first: {first})"
-
-
-@dataclass(slots=True)
-class _Op:
-    op: int
-    process: str
-    stream: str
-    expected: Any
-    events: list[tuple[str, int]]
-    invoked: float
-    retry_of: int | None
-    outcome: str = "unknown"  # no completion: a crashed client, the same as unknown
-    completed: float | None = None
-    from_version: int | None = None
-    created: bool | None = None
-    phase: str = BETWEEN
-
-
-@dataclass(slots=True)
-class _Phase:
-    name: str
-    injected: float
-    healed: float | None = None
-    ended: float | None = None
-    loses_acknowledged: bool = False
-    notes: dict[str, Any] = field(default_factory=dict)
+__all__ = ["BETWEEN", "KINDS", "PhaseReport", "Verdict", "Violation", "check"]
 
 
 class _Check:
     def __init__(self, entries: Sequence[Entry]) -> None:
         self.violations: list[Violation] = []
-        self.ops: dict[int, _Op] = {}
-        self.phases: list[_Phase] = []
+        self.ops: dict[int, Op] = {}
+        self.phases: list[Window] = []
         self.streams: dict[str, list[tuple[int, str]]] = {}
         self.all_read: list[tuple[int, str, int, str]] | None = None
         self.tails: dict[str, list[tuple[float, list[tuple[int, str, int, str]]]]] = {}
@@ -181,7 +67,7 @@ class _Check:
     def _take(self, e: Entry) -> None:
         kind = e["type"]
         if kind == "invoke":
-            self.ops[e["op"]] = _Op(
+            self.ops[e["op"]] = Op(
                 op=e["op"],
                 process=e["process"],
                 stream=e["stream"],
@@ -195,10 +81,12 @@ class _Check:
             op.outcome, op.completed = kind, e["t"]
             if kind == "ok":
                 op.from_version, op.created = e["from_version"], e["created"]
+            else:
+                op.error = str(e.get("error", ""))
         elif kind == "nemesis":
             if e["phase"] == "inject":
                 self.phases.append(
-                    _Phase(e["name"], e["t"], loses_acknowledged=bool(e.get("loses_acknowledged")))
+                    Window(e["name"], e["t"], loses_acknowledged=bool(e.get("loses_acknowledged")))
                 )
             elif self.phases and self.phases[-1].name == e["name"]:
                 if e["phase"] == "heal":
@@ -234,8 +122,8 @@ class _Check:
                 if phase.injected <= op.invoked < end:
                     op.phase = phase.name
         self.acked: dict[str, tuple[str, int]] = {}
-        self.acked_by: dict[str, _Op] = {}
-        self.carrier: dict[str, _Op] = {}  # the first op that carried the id
+        self.acked_by: dict[str, Op] = {}
+        self.carrier: dict[str, Op] = {}  # the first op that carried the id
         self.n_of: dict[str, int] = {}
         maybe: set[str] = set()
         for op in sorted(self.ops.values(), key=lambda o: o.op):
@@ -472,49 +360,14 @@ class _Check:
                 reports[phase].duplicates += 1
         for event in self.lost_by_setting:
             reports[self.carrier[event].phase].lost_by_setting += 1
-        self._recovery(reports)
+        recovery_times(reports, self.phases, list(self.ops.values()), self.tails, self.acked_by)
         return list(reports.values())
 
-    def _settlement(self, op: _Op, present: set[str]) -> str:
+    def _settlement(self, op: Op, present: set[str]) -> str:
         retries = [o for o in self.ops.values() if o.retry_of == op.op and o.outcome != "unknown"]
         if not retries:
             return "unsettled"
         return "committed" if op.events and op.events[0][0] in present else "absent"
-
-    def _recovery(self, reports: dict[str, PhaseReport]) -> None:
-        oks = sorted(o.completed for o in self.ops.values() if o.outcome == "ok" and o.completed)
-        seen: dict[str, float] = {}
-        for _process, pages in self.tails.items():
-            for t, page in pages:
-                for *_x, event in page:
-                    seen.setdefault(event, t)
-        for p in self.phases:
-            r = reports[p.name]
-            end = p.ended if p.ended is not None else (oks[-1] if oks else p.injected)
-            bad = [
-                o.completed or o.invoked
-                for o in self.ops.values()
-                if o.outcome != "ok" and p.injected <= o.invoked < end
-            ]
-            if bad:
-                after = [t for t in oks if t > max(bad)]
-                r.writes_recovered_s = round(after[0] - p.injected, 3) if after else None
-            else:
-                r.writes_recovered_s = 0.0
-            marks = [p.injected, *(t for t in oks if p.injected < t < end), end]
-            r.max_write_gap_s = round(max(b - a for a, b in itertools.pairwise(marks)), 3)
-            lags = []
-            stalled = []
-            for event, op in self.acked_by.items():
-                if op.completed is None or not p.injected <= op.completed < end:
-                    continue
-                if event in seen:
-                    lag = seen[event] - op.completed
-                    lags.append(lag)
-                    if lag >= STALL:
-                        stalled.append(seen[event])
-            r.max_read_lag_s = round(max(lags), 3) if lags else None
-            r.reads_recovered_s = round(max(stalled) - p.injected, 3) if stalled else 0.0
 
 
 def _runs(values: Iterable[int]) -> str:
@@ -538,11 +391,3 @@ def _runs(values: Iterable[int]) -> str:
 def check(entries: Sequence[Entry]) -> Verdict:
     """The verdict on a history (see the module docstring)."""
     return _Check(entries).run()
-
-
-def group_by_stream(events: Iterable[tuple[str, int, str]]) -> dict[str, list[tuple[int, str]]]:
-    """``(stream, version, id)`` triples as ``{stream: [(version, id), ...]}``."""
-    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for stream, version, event in events:
-        out[stream].append((version, event))
-    return dict(out)

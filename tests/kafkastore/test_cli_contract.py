@@ -154,6 +154,7 @@ SETTINGS_USED = {
     "tail": {"kafka", "database_url", "topic"},
     "audit": {"kafka", "database_url", "topic"},
     "bench": {"kafka", "database_url"},  # each run makes its own topic
+    "verify": set(),  # starts the topology it faults; a flag would be ignored
     "stream metadata": {"kafka", "database_url", "topic"},  # a metadata write is a writer unit
     "scavenge": {"database_url"},
     "dlq list": {"kafka", "database_url", "topic"},
