@@ -88,16 +88,29 @@ class _Cut:
     """The moments a cut may be made at: name -> the writer's protocol step."""
     modes: Sequence[str] = ()
 
-    def __init__(self, topology: Topology, *, role: str = "writer") -> None:
+    def __init__(
+        self, topology: Topology, *, moment: str | None = None, role: str = "writer"
+    ) -> None:
+        if moment is not None and moment not in self.moments:
+            raise ValueError(f"{self.name}: moment {moment!r} is not one of {sorted(self.moments)}")
         self.topology = topology
+        self.moment = moment
+        """The moment to cut at (one of :attr:`moments`); None: drawn at random."""
         self.role = role
+        if moment is not None:
+            self.name = f"{self.name} {moment}"
+
+    def modes_at(self, moment: str) -> Sequence[str]:
+        """The ways the link may break at ``moment``."""
+        del moment
+        return self.modes
 
     def break_link(self, mode: str, moment: str) -> None:
         raise NotImplementedError
 
     def inject(self, ctx: FaultContext) -> None:
-        moment = ctx.rng.choice(sorted(self.moments))
-        mode = ctx.rng.choice(list(self.modes))
+        moment = self.moment or ctx.rng.choice(sorted(self.moments))
+        mode = ctx.rng.choice(list(self.modes_at(moment)))
         ctx.note("moment", moment)
         ctx.note("mode", mode)
         started = time.monotonic()
@@ -134,6 +147,11 @@ class CutWriterPostgres(_Cut):
     name = "writer-postgres-cut"
     moments = PG_MOMENTS
     modes = ("reset", "drop")
+
+    def modes_at(self, moment: str) -> Sequence[str]:
+        # The step runs just before COMMIT is sent: a reset there would close the connection
+        # before COMMIT, so between COMMIT and its reply only dropping the reply is that cut.
+        return ("drop",) if moment == "commit_reply" else self.modes
 
     def break_link(self, mode: str, moment: str) -> None:
         # Between COMMIT and its reply only the replies are dropped (the COMMIT arrives and

@@ -17,7 +17,10 @@ a failover.
 
 :meth:`Topology.settings` gives a role's settings; :meth:`Topology.heal` removes every toxic and
 re-enables every proxy; :meth:`Topology.fresh_postgres` replaces a failed-over pair by a new one
-behind the same proxies.
+behind the same proxies. :func:`new_run` makes a :class:`verify.environment.Environment` of it
+(a fresh database and topic; ``kafkastore serve`` on the writer's links, the indexer and the
+exactly-once projection on the readers'), so that :func:`verify.main.run_schedule` runs the
+workload and the checker over it like over the process faults' topology.
 """
 
 from __future__ import annotations
@@ -25,18 +28,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from psycopg import sql as psql
 
-from dev import kafka_cluster, pg_standby, postgres, toxiproxy
+from dev import kafka_cluster, pg_standby, postgres, services, toxiproxy
 from dev.kafka import Listener
 from dev.process import LOCALHOST, free_port
 from kafkastore import pg, schema, topic
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError
+from verify import environment
+from verify.environment import Environment
 
 logger = logging.getLogger("kafkastore.verify")
 
@@ -195,3 +201,62 @@ def start(home: Path, *, nodes: int = 3) -> Topology:
                 api.create(f"pg-{which}-{role}", f"{LOCALHOST}:{node.port}")
             )
     return Topology(home, server, api, cluster, primary, standby, links)
+
+
+def new_run(topology: Topology) -> Environment:
+    """A fresh database and topic on ``topology`` and its services (see the module docstring).
+    The environment's ``settings`` are the writer's (the workload's in-process writers and
+    final reads use them); stop it with :func:`end_run`, which leaves the topology running."""
+    base = topology.new_database()
+    writer = topology.settings("writer", base)
+    readers = topology.settings("readers", base)
+    logs = topology.home / "logs" / base.topic
+    env = Environment(topology.home, topology.cluster, topology.primary, writer, "", logs)
+    on_readers = {
+        "KAFKASTORE_KAFKA": readers.kafka,
+        "KAFKASTORE_DATABASE_URL": readers.database_url,
+    }
+    port = free_port()
+    env.api_url = f"http://{LOCALHOST}:{port}"
+    try:
+        env.add_service(
+            "indexer", [sys.executable, "-m", "kafkastore.cli", "indexer"], **on_readers
+        )
+        env.add_service(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "kafkastore.cli",
+                "serve",
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(port),
+            ],
+        )
+        services.wait_http_ok(f"{env.api_url}/readyz", timeout=environment.READY_TIMEOUT)
+        env.add_service(
+            "consumer",
+            # A group of the run's own: the topology outlives runs, and a static member of an
+            # earlier run's group (same slot, same group.instance.id) would hold its partitions.
+            [
+                sys.executable,
+                "-m",
+                "verify.consumer",
+                "--group",
+                f"{environment.CONSUMER_GROUP}-{base.topic}",
+            ],
+            **on_readers,
+        )
+    except BaseException:
+        end_run(env)
+        raise
+    return env
+
+
+def end_run(env: Environment) -> None:
+    """Stop the run's services (the topology stays up for the next run)."""
+    for service in reversed(list(env.services.values())):
+        service.stop()
+    env.services.clear()

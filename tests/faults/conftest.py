@@ -121,8 +121,11 @@ def toxiproxy_api(session_services: SessionServices) -> Iterator[toxiproxy.Toxip
 
 
 @pytest.fixture(scope="session")
-def topology(session_services: SessionServices) -> Iterator[network.Topology]:
-    """The proxied topology of :mod:`verify.network`, once per session."""
+def topology(
+    request: pytest.FixtureRequest, session_services: SessionServices
+) -> Iterator[network.Topology]:
+    """The proxied topology of :mod:`verify.network`, once per session (its logs are kept
+    when a test failed)."""
     try:
         toxiproxy.ensure_installed()
     except StackError as exc:
@@ -132,7 +135,7 @@ def topology(session_services: SessionServices) -> Iterator[network.Topology]:
     except Exception as exc:
         pytest.fail(f"the proxied topology did not start: {exc}", pytrace=False)
     yield made
-    made.close()
+    made.close(keep=bool(request.session.testsfailed))
 
 
 @pytest.fixture
