@@ -1,6 +1,7 @@
 # Thin entry points: everything real lives in dev/ and the `kafkastore` CLI.
 #   make run    install what is missing, then `kafkastore dev` (foreground; Ctrl-C stops all)
 #   make test   install what is missing, then the whole test suite (CI=true: no skips)
+#   make verify the long fault schedule (`kafkastore verify --long`; report in verify/results/)
 SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
@@ -12,7 +13,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install system jars toxiproxy run test bench lint stop clean distclean
+.PHONY: install system jars toxiproxy run test bench verify lint stop clean distclean
 
 install: system $(STAMP) jars toxiproxy
 
@@ -47,6 +48,9 @@ test: install
 bench: install
 	$(BIN)/kafkastore bench $(BENCH_ARGS)
 
+verify: install
+	$(BIN)/kafkastore verify --long $(VERIFY_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -59,9 +63,10 @@ stop:
 # Data, logs and test stacks; keeps .venv and the Kafka jar cache.
 clean: stop
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.postgres remove .kafkastore/postgres \
-		.kafkastore/postgres-standby; fi
+		.kafkastore/postgres-standby; \
+		for d in .kafkastore/verify/*/postgres; do [ -d "$$d" ] && $(BIN)/python -m dev.postgres remove "$$d"; done; true; fi
 	rm -rf .kafkastore/kafka .kafkastore/postgres .kafkastore/postgres-standby .kafkastore/logs \
-		.kafkastore/test-stack \
+		.kafkastore/test-stack .kafkastore/verify \
 		.kafkastore/dev.json .pytest_cache .mypy_cache .ruff_cache
 
 distclean: clean

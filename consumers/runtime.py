@@ -125,8 +125,11 @@ class BatchLoop:
         propagate (the current batch is then neither checkpointed nor committed)."""
         if self._running:
             raise RuntimeError("BatchLoop.run() is already running")
-        self._running = True
+        # Connect before marking the loop running: when PostgreSQL is down the owner's restart
+        # loop (Subscription, the indexer) waits and calls run() again, which must not find a
+        # loop that never started still "running".
         conn = pg.connect(self.settings.database_url, autocommit=True)
+        self._running = True
         consumer: Consumer | None = None
         try:
             self._conn = conn

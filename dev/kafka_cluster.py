@@ -26,6 +26,10 @@ from dev import kafka
 from dev.process import LOCALHOST, StackError, free_port, terminate
 
 HEAP = ("-Xmx256m", "-Xms128m")
+# The log cleaner allocates its dedupe buffer on the heap when the node starts, 128 MiB by
+# default: with a 256 MiB heap that sometimes ends a node at start with OutOfMemoryError. Only
+# the internal topics are compacted here (the events topic never is), so 16 MiB is plenty.
+SMALL_HEAP_PROPERTIES = f"log.cleaner.dedupe.buffer.size={16 * 1024 * 1024}\n"
 
 
 @dataclass(slots=True)
@@ -132,6 +136,7 @@ def start(
                 replicas=min(3, nodes),
                 listeners=extra,
             )
+            + SMALL_HEAP_PROPERTIES
         )
         _format(node, cluster_id, cluster._libs())
         cluster.nodes.append(node)

@@ -197,3 +197,23 @@ def test_a_loop_whose_stored_position_was_deleted_from_the_topic_refuses_to_skip
     assert t.events() == []
     with pg.connect(database_url, autocommit=True) as conn:
         assert checkpoints.load(conn, settings.topic, [0]) == {0: produced[0].offset}
+
+
+def test_a_loop_that_could_not_reach_postgres_can_be_run_again() -> None:
+    # A subscription waits out a PostgreSQL outage by calling run() again: the failed first
+    # call must not leave the loop marked as running (it once did, and the subscription died
+    # with "already running" after a PostgreSQL crash).
+    from dev.process import free_port
+    from kafkastore.errors import Unavailable
+
+    settings = Settings.from_env(
+        {}, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none", topic="t"
+    )
+    loop = BatchLoop(settings, group=unique("group"), checkpoints=None)
+
+    for _ in range(2):
+        try:
+            loop.run(lambda conn, batches: None)
+        except Unavailable:
+            continue
+        raise AssertionError("run() without PostgreSQL returned")
