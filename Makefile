@@ -13,9 +13,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install system jars run test bench verify lint stop clean distclean
+.PHONY: install system jars toxiproxy run test bench verify lint stop clean distclean
 
-install: system $(STAMP) jars
+install: system $(STAMP) jars toxiproxy
 
 system:
 	@bash dev/bootstrap.sh
@@ -33,6 +33,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 jars: $(STAMP)
 	@$(BIN)/python -m dev.kafka resolve >/dev/null
+
+# The fault tests' network proxy, built once by `go install` into .kafkastore/cache/ (a failure
+# is a warning, the fault tests then skip; under CI=true it fails).
+toxiproxy: $(STAMP)
+	@$(BIN)/python -m dev.toxiproxy install >/dev/null
 
 run: install
 	$(BIN)/kafkastore dev
@@ -57,9 +62,11 @@ stop:
 
 # Data, logs and test stacks; keeps .venv and the Kafka jar cache.
 clean: stop
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.postgres remove .kafkastore/postgres; \
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.postgres remove .kafkastore/postgres \
+		.kafkastore/postgres-standby; \
 		for d in .kafkastore/verify/*/postgres; do [ -d "$$d" ] && $(BIN)/python -m dev.postgres remove "$$d"; done; true; fi
-	rm -rf .kafkastore/kafka .kafkastore/postgres .kafkastore/logs .kafkastore/test-stack .kafkastore/verify \
+	rm -rf .kafkastore/kafka .kafkastore/postgres .kafkastore/postgres-standby .kafkastore/logs \
+		.kafkastore/test-stack .kafkastore/verify \
 		.kafkastore/dev.json .pytest_cache .mypy_cache .ruff_cache
 
 distclean: clean

@@ -2,7 +2,8 @@
 # System prerequisites of the local stack, checked on every `make install` (cheap when present):
 # Java 17+ and Maven (the Kafka broker, resolved from Maven Central), the PostgreSQL server
 # binaries (initdb/pg_ctl), kcat (optional, a Kafka client we did not write), Chromium and its
-# driver (for the browser tests of /docs and the web console; optional to run the stack).
+# driver (for the browser tests of /docs and the web console; optional to run the stack), Go
+# (builds toxiproxy, the fault tests' network proxy: `python -m dev.toxiproxy install`).
 # Missing ones are installed with apt when we can (root on Debian/Ubuntu); otherwise we say what
 # to install.
 set -euo pipefail
@@ -32,7 +33,8 @@ have openssl || missing+=(openssl)  # self-signed certificates of the TLS test
 # Headless Chromium and its driver: the browser tests (selenium drives them).
 have chromium || missing+=(chromium)
 have chromedriver || missing+=(chromium-driver)
-optional=" kcat chromium chromium-driver "
+have go || [ -x /usr/local/go/bin/go ] || missing+=(golang-go)
+optional=" kcat chromium chromium-driver golang-go "
 required=()
 for package in "${missing[@]}"; do
     [[ "$optional" == *" $package "* ]] || required+=("$package")
@@ -56,7 +58,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "missing system packages: ${missing[*]}" >&2
         echo "install them (Debian/Ubuntu: sudo apt-get install ${missing[*]}), then re-run." >&2
         echo "needed: Java 17+ and Maven for the Kafka broker, the PostgreSQL server;" >&2
-        echo "optional: kcat, and chromium + chromium-driver for the /docs browser test." >&2
+        echo "optional: kcat, chromium + chromium-driver for the /docs browser test, golang-go" >&2
+        echo "for toxiproxy (the fault tests' network proxy)." >&2
         [ ${#required[@]} -eq 0 ] || exit 1
     fi
 fi

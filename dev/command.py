@@ -33,9 +33,11 @@ def run(
     api_port: int | None = None,
     brokers: int = 1,
     auth: bool = False,
+    pg_standby: bool = False,
 ) -> int:
-    """``kafkastore dev [--detach] [--auth]``: start everything; in the foreground, serve until
-    stopped. ``--auth`` turns authentication on and prints an admin token once."""
+    """``kafkastore dev [--detach] [--auth] [--pg-standby]``: start everything; in the
+    foreground, serve until stopped. ``--auth`` turns authentication on and prints an admin
+    token once; ``--pg-standby`` adds PostgreSQL's synchronous standby."""
     return run_in(
         dev_home(),
         detach=detach,
@@ -44,6 +46,7 @@ def run(
         api_port=api_port,
         brokers=brokers,
         auth=auth,
+        pg_standby=pg_standby,
     )
 
 
@@ -83,6 +86,7 @@ def run_in(
     demo: bool = True,
     brokers: int = 1,
     auth: bool = False,
+    pg_standby: bool = False,
 ) -> int:
     stack = Stack(home=home, auth=auth)
     phase = _Phase()
@@ -90,7 +94,14 @@ def run_in(
         if _another_stack_runs(stack.manifest_path):
             return 1
         try:
-            start(stack, kafka_port=kafka_port, pg_port=pg_port, api_port=api_port, brokers=brokers)
+            start(
+                stack,
+                kafka_port=kafka_port,
+                pg_port=pg_port,
+                api_port=api_port,
+                brokers=brokers,
+                standby=pg_standby,
+            )
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; stopping what was started[/]")
             _stop_reporting(stack, phase)
@@ -160,6 +171,10 @@ def _serve_until_stopped(stack: Stack, phase: _Phase) -> bool:
         if stack.cluster is not None and not pid_alive(stack.cluster.pid):
             console.print(f"[red]PostgreSQL exited[/] — see {stack.logs / 'postgres.log'}")
             return True
+        if stack.standby is not None and not pid_alive(stack.standby.pid):
+            log = stack.logs / "postgres-standby.log"
+            console.print(f"[red]the PostgreSQL standby exited[/] — see {log}")
+            return True
         dead = [s for s in stack.services if s.proc.poll() is not None]
         for s in dead:
             console.print(f"[red]{s.name} exited with {s.proc.returncode}[/] — see {s.log_path}")
@@ -202,6 +217,9 @@ def _print_endpoints(manifest: Manifest, path: Path) -> None:
     table = Table(title="kafkastore dev", show_header=False, title_justify="left")
     table.add_row("Kafka", manifest.kafka)
     table.add_row("PostgreSQL", manifest.database_url)
+    if manifest.postgres is not None and manifest.postgres_standby is not None:
+        table.add_row("  primary", manifest.postgres.url or "")
+        table.add_row("  synchronous standby", manifest.postgres_standby.url or "")
     table.add_row("topic", manifest.topic)
     if manifest.api:
         table.add_row("HTTP API", manifest.api)

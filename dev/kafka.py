@@ -137,6 +137,17 @@ def new_cluster_id() -> str:
             return cid
 
 
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A client listener beside PLAINTEXT: the broker binds ``port`` and tells clients that
+    connected to it to reach it at ``advertised_port`` - a proxy's port in the fault tests, so
+    that clients never go around the proxy (metadata answers name the advertised address)."""
+
+    name: str
+    port: int
+    advertised_port: int
+
+
 SCRAM = "SCRAM-SHA-256"
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
@@ -215,11 +226,16 @@ def server_properties(
     voters: str | None = None,
     replicas: int = 1,
     sasl: Sasl | None = None,
+    listeners: tuple[Listener, ...] = (),
 ) -> str:
     """One KRaft combined node's configuration; ``voters`` (``id@host:port,...``) and
     ``replicas`` (of the internal topics; min ISR is ``replicas - 1``, at least 1) for a
     cluster of several nodes (:mod:`dev.kafka_cluster`); ``sasl``: a SCRAM listener and ACLs
-    (one node only)."""
+    (one node only); ``listeners``: more PLAINTEXT client listeners, each advertised at its own
+    (proxy) port, while brokers replicate over the PLAINTEXT listener, advertised as itself."""
+    names = [listener.name for listener in listeners]
+    if {"PLAINTEXT", "CONTROLLER"} & set(names) or len(set(names)) != len(names):
+        raise StackError(f"listener names must be unique and not PLAINTEXT/CONTROLLER: {names}")
     min_isr = str(max(1, replicas - 1))
     settings = {
         "process.roles": "broker,controller",
@@ -244,6 +260,14 @@ def server_properties(
         "auto.create.topics.enable": "false",
         "num.partitions": "1",
     }
+    if listeners:
+        bound = [f"{x.name}://{LOCALHOST}:{x.port}" for x in listeners]
+        advertised = [f"{x.name}://{LOCALHOST}:{x.advertised_port}" for x in listeners]
+        settings["listeners"] = ",".join([settings["listeners"], *bound])
+        settings["advertised.listeners"] = ",".join([settings["advertised.listeners"], *advertised])
+        settings["listener.security.protocol.map"] += "".join(
+            f",{x.name}:PLAINTEXT" for x in listeners
+        )
     if sasl is not None:
         settings.update(_sasl_properties(port, controller_port, sasl))
     return "".join(f"{k}={v}\n" for k, v in settings.items())

@@ -6,12 +6,18 @@ formatted with one cluster id and voting in one controller quorum; heaps are sma
 (``-Xmx256m``: three nodes take ~400 MiB each under load). The internal topics get RF=3 and
 min ISR 2 too, so the loss of one node is what a user's cluster sees. Nodes can be killed and
 restarted one by one (:meth:`KafkaCluster.kill`, :meth:`KafkaCluster.restart`) for fault tests.
+
+``listeners`` gives each node more client listeners, each advertised at a port of the caller's
+choice (:class:`dev.kafka.Listener`): the fault tests put a toxiproxy proxy in front of each and
+advertise the proxy, per client role (the writer's, the readers'), while the nodes replicate over
+their own PLAINTEXT listener, which no fault touches.
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,8 @@ class Node:
     home: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    listeners: tuple[kafka.Listener, ...] = ()
+    """Client listeners beside PLAINTEXT (advertised at other ports)."""
 
     @property
     def bootstrap(self) -> str:
@@ -57,6 +65,15 @@ class KafkaCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(n.bootstrap for n in self.nodes)
+
+    def bootstrap_of(self, listener: str) -> str:
+        """The advertised addresses of client listener ``listener`` on every node."""
+        return ",".join(
+            f"{LOCALHOST}:{x.advertised_port}"
+            for n in self.nodes
+            for x in n.listeners
+            if x.name == listener
+        )
 
     def node(self, node_id: int) -> Node:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -91,9 +108,15 @@ class KafkaCluster:
 
 
 def start(
-    home: Path, *, nodes: int = 3, timeout: float = 120.0, libs: Path | None = None
+    home: Path,
+    *,
+    nodes: int = 3,
+    timeout: float = 120.0,
+    libs: Path | None = None,
+    listeners: Callable[[int], Sequence[kafka.Listener]] | None = None,
 ) -> KafkaCluster:
-    """Format (first use only) and start ``nodes`` combined nodes; return once each answers."""
+    """Format (first use only) and start ``nodes`` combined nodes; return once each answers.
+    ``listeners(node_id)``: that node's extra client listeners (called before it starts)."""
     cluster = KafkaCluster(home=home, libs=libs or kafka.resolve_jars())
     ports = [(free_port(), free_port()) for _ in range(nodes)]
     voters = ",".join(f"{i + 1}@{LOCALHOST}:{cport}" for i, (_p, cport) in enumerate(ports))
@@ -101,7 +124,8 @@ def start(
     for i, (port, cport) in enumerate(ports):
         node_home = home / f"node-{i + 1}"
         node_home.mkdir(parents=True, exist_ok=True)
-        node = Node(i + 1, port, cport, node_home, node_home / "kafka.log")
+        extra = tuple(listeners(i + 1)) if listeners is not None else ()
+        node = Node(i + 1, port, cport, node_home, node_home / "kafka.log", listeners=extra)
         (node_home / "server.properties").write_text(
             kafka.server_properties(
                 port=port,
@@ -110,6 +134,7 @@ def start(
                 node_id=node.node_id,
                 voters=voters,
                 replicas=min(3, nodes),
+                listeners=extra,
             )
             + SMALL_HEAP_PROPERTIES
         )

@@ -135,7 +135,7 @@ def _as_owner(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def _chown_to_owner(*paths: Path) -> None:
+def chown_to_owner(*paths: Path) -> None:
     if os.geteuid() != 0:
         return
     try:
@@ -149,7 +149,7 @@ def _chown_to_owner(*paths: Path) -> None:
                 os.chown(os.path.join(root, name), owner.pw_uid, owner.pw_gid)
 
 
-def _run(cmd: list[str], *, log_path: Path, what: str) -> None:
+def run_as_owner(cmd: list[str], *, log_path: Path, what: str) -> None:
     # The log is opened here (as us) and inherited: pg_ctl start without -l leaves the server's
     # output on it, so the log may live where the ``postgres`` user cannot enter.
     with log_path.open("ab") as out:
@@ -187,9 +187,9 @@ def start(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
     # The server writes its data and socket as the owner of the data directory.
-    _chown_to_owner(files)
+    chown_to_owner(files)
     if not (data_dir / "PG_VERSION").is_file():
-        _run(
+        run_as_owner(
             [
                 str(bindir / "initdb"),
                 "-D",
@@ -204,11 +204,34 @@ def start(
             log_path=log_path,
             what="initdb",
         )
+    cluster = launch(
+        bindir, files, port=port, log_path=log_path, database=database, timeout=timeout
+    )
+    try:
+        _create_database(cluster)
+    except BaseException:
+        stop(cluster)
+        raise
+    return cluster
+
+
+def launch(
+    bindir: Path,
+    files: Path,
+    *,
+    port: int,
+    log_path: Path,
+    database: str = DATABASE,
+    timeout: float = 60.0,
+) -> PostgresCluster:
+    """``pg_ctl start`` the initialised cluster in ``files/data`` (a primary, or a standby
+    when the data directory holds ``standby.signal``) and wait until it accepts connections."""
+    data_dir = files / "data"
     # The Unix socket lives in our own directory, not /tmp or /run/postgresql: several clusters
     # (the dev stack, test sessions) run side by side and none depends on the system's layout.
     options = {**SERVER_OPTIONS, "unix_socket_directories": str(_socket_dir(files))}
     opts = " ".join([f"-p {port}", *(f"-c {k}={shlex.quote(v)}" for k, v in options.items())])
-    _run(
+    run_as_owner(
         [
             str(bindir / "pg_ctl"),
             "-D",
@@ -223,7 +246,7 @@ def start(
         log_path=log_path,
         what="pg_ctl start",
     )
-    cluster = PostgresCluster(
+    return PostgresCluster(
         pid=_postmaster_pid(data_dir),
         port=port,
         data_dir=data_dir,
@@ -231,12 +254,6 @@ def start(
         log_path=log_path,
         database=database,
     )
-    try:
-        _create_database(cluster)
-    except BaseException:
-        stop(cluster)
-        raise
-    return cluster
 
 
 def _socket_dir(home: Path) -> Path:
@@ -248,7 +265,7 @@ def _socket_dir(home: Path) -> Path:
         Path(tempfile.gettempdir()) / f"kafkastore-pg-{hashlib.sha1(bytes(home)).hexdigest()[:10]}"
     )
     short.mkdir(exist_ok=True)
-    _chown_to_owner(short)
+    chown_to_owner(short)
     return short
 
 
@@ -326,15 +343,16 @@ def stop_data_dir(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dev.postgres remove HOME``: delete the cluster files of HOME kept outside it
-    (``make clean``; the cluster must be stopped)."""
+    """``python -m dev.postgres remove HOME...``: delete the cluster files of each HOME kept
+    outside it (``make clean``; the clusters must be stopped)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m dev.postgres")
     parser.add_argument("action", choices=["remove"])
-    parser.add_argument("home", type=Path)
+    parser.add_argument("home", type=Path, nargs="+")
     args = parser.parse_args(argv)
-    remove(args.home)
+    for home in args.home:
+        remove(home)
     return 0
 
 

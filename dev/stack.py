@@ -1,6 +1,7 @@
 """The local stack: what ``kafkastore dev`` starts, in which order, and how it is stopped.
 
-Start: Kafka and PostgreSQL (in parallel) → migrations → the events topic → the HTTP API → the
+Start: Kafka and PostgreSQL (in parallel) → with ``--pg-standby``, PostgreSQL's synchronous
+standby (:mod:`dev.pg_standby`) → migrations → the events topic → the HTTP API → the
 indexer. Stop, in the reverse order of dependence: the services, then Kafka, then PostgreSQL,
 each waited for until its process is gone. :mod:`dev.command` is the ``kafkastore dev`` command
 around this (foreground or detached, Ctrl-C, ``dev stop``).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
-from dev import kafka, kafka_cluster, postgres, services
+from dev import kafka, kafka_cluster, pg_standby, postgres, services
 from dev.process import LOCALHOST, StackError, choose_port, pid_alive, terminate
 from kafkastore import authstore, schema, topic
 from kafkastore.config import Settings
@@ -51,6 +53,8 @@ class Stack:
     kafka_cluster: kafka_cluster.KafkaCluster | None = None
     """With ``--brokers 3``, in place of ``broker``."""
     cluster: postgres.PostgresCluster | None = None
+    standby: postgres.PostgresCluster | None = None
+    """With ``--pg-standby``: the primary's synchronous standby."""
     services: list[services.Service] = field(default_factory=list)
     settings: Settings | None = None
     api_url: str | None = None
@@ -86,15 +90,18 @@ class Stack:
             if node.proc is not None:
                 pids[f"kafka-{node.node_id}"] = node.proc.pid
         pids["postgres"] = self.cluster.pid
+        if self.standby is not None:
+            pids["postgres-standby"] = self.standby.pid
         pids.update({s.name: s.pid for s in self.services})
         return Manifest(
             kafka=self.broker.bootstrap if self.broker else self.settings.kafka,
-            database_url=self.cluster.database_url,
+            database_url=self.settings.database_url,
             api=self.api_url,
             indexer_metrics=self.indexer_metrics_url,
             topic=self.settings.topic,
             pids=pids,
-            postgres=PostgresFiles(data_dir=self.cluster.data_dir, bindir=self.cluster.bindir),
+            postgres=_files(self.cluster),
+            postgres_standby=_files(self.standby) if self.standby is not None else None,
             logs=self.logs,
             kafka_logins=self.kafka_logins_path if self.sasl is not None else None,
         )
@@ -119,6 +126,10 @@ class Stack:
             cluster = self.cluster
             _attempt(errors, postgres.stop, cluster)
             self.cluster = None
+        if self.standby is not None:
+            # After the primary: its shutdown checkpoint reaches the standby.
+            _attempt(errors, postgres.stop, self.standby)
+            self.standby = None
         if errors:
             raise StackError("; ".join(errors))
 
@@ -130,6 +141,7 @@ def start(
     pg_port: int | None,
     api_port: int | None,
     brokers: int = 1,
+    standby: bool = False,
 ) -> None:
     """Start everything into ``stack``, recording each process as soon as it runs (so that a
     failure or Ctrl-C half-way leaves ``stack.stop()`` able to stop what came up)."""
@@ -144,13 +156,28 @@ def start(
             stack, kafka_port=kport, pg_port=pport, libs=libs, brokers=brokers
         )
     assert stack.cluster is not None
+    database_url = stack.cluster.database_url
+    if standby:
+        with _step("PostgreSQL synchronous standby (pg_basebackup, streaming)"):
+            stack.standby = pg_standby.start_standby(
+                stack.cluster,
+                stack.home / "postgres-standby",
+                log_path=stack.logs / "postgres-standby.log",
+                timeout=READY_TIMEOUT,
+            )
+        database_url = pg_standby.multi_host_url([stack.cluster, stack.standby])
+    # A primary that had a standby before would wait for it at every COMMIT; the old standby's
+    # files are of no use once its slot is gone (the next one starts afresh).
+    elif pg_standby.run_alone(stack.cluster):
+        postgres.remove(stack.home / "postgres-standby")
+        shutil.rmtree(stack.home / "postgres-standby", ignore_errors=True)
     if stack.kafka_cluster is not None:
         bootstrap, replicas = stack.kafka_cluster.bootstrap, min(3, brokers)
     else:
         assert stack.broker is not None
         bootstrap, replicas = stack.broker.bootstrap, 1
     settings = Settings.from_env(
-        kafka=bootstrap, database_url=stack.cluster.database_url, replication_factor=replicas
+        kafka=bootstrap, database_url=database_url, replication_factor=replicas
     )
     if stack.sasl is not None:
         settings = settings.replace(extra_kafka=stack.sasl.client("admin"))
@@ -266,6 +293,10 @@ def _start_kafka_and_postgres(
                 raise error
 
 
+def _files(cluster: postgres.PostgresCluster) -> PostgresFiles:
+    return PostgresFiles(data_dir=cluster.data_dir, bindir=cluster.bindir, url=cluster.database_url)
+
+
 def _dev_sasl(home: Path) -> kafka.Sasl:
     """The dev broker's SCRAM passwords: made on first use, kept (mode 0600) with its storage,
     which holds the same credentials from ``kafka-storage format --add-scram``."""
@@ -314,23 +345,26 @@ def stop_listed(manifest: Manifest, home: Path) -> list[str]:
     pids = dict(manifest.pids)
     errors: list[str] = []
     brokers = [n for n in pids if n == "kafka" or n.startswith("kafka-")]
-    for name in [n for n in pids if n not in brokers and n != "postgres"]:
+    clusters = {"postgres": manifest.postgres, "postgres-standby": manifest.postgres_standby}
+    for name in [n for n in pids if n not in brokers and n not in clusters]:
         _attempt(errors, _stop_pid, name, pids[name])
     # All nodes at once: one by one, the last would wait for a quorum that is gone.
     with ThreadPoolExecutor(max(1, len(brokers))) as pool:
         for name in brokers:
             pool.submit(_attempt, errors, _stop_pid, name, pids[name])
-    if "postgres" in pids:
-        if manifest.postgres is None:
-            _attempt(errors, _stop_pid, "postgres", pids["postgres"])
+    for name, files in clusters.items():  # the primary, then its standby
+        if name not in pids:
+            continue
+        if files is None:
+            _attempt(errors, _stop_pid, name, pids[name])
         else:
             _attempt(
                 errors,
                 postgres.stop_data_dir,
-                manifest.postgres.data_dir,
-                manifest.postgres.bindir,
-                pid=pids["postgres"],
-                log_path=home / "logs" / "postgres.log",
+                files.data_dir,
+                files.bindir,
+                pid=pids[name],
+                log_path=home / "logs" / f"{name}.log",
             )
     return errors
 

@@ -203,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--auth", action="store_true", help="require bearer tokens (prints an admin token once)"
     )
+    p.add_argument(
+        "--pg-standby",
+        action="store_true",
+        help="a synchronous streaming standby of PostgreSQL beside the primary; services use "
+        "a multi-host database_url (target_session_attrs=read-write)",
+    )
     _common(p)
 
     p = sub.add_parser("serve", help="run the HTTP API (appends and reads)")

@@ -37,6 +37,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         api_port=args.api_port,
         brokers=args.brokers,
         auth=args.auth,
+        pg_standby=args.pg_standby,
     )
 
 

@@ -60,6 +60,8 @@ class PostgresFiles:
     """The cluster's data directory."""
     bindir: Path
     """The server binaries that created it (``initdb``, ``pg_ctl``)."""
+    url: str | None = None
+    """This node's own URL (with a standby, ``database_url`` names both nodes)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +82,8 @@ class Manifest:
     """Process ids by name (``kafka``, ``postgres``, ``api``, ``indexer``), in start order."""
     postgres: PostgresFiles | None = None
     """The PostgreSQL cluster's directories."""
+    postgres_standby: PostgresFiles | None = None
+    """The synchronous standby's (``kafkastore dev --pg-standby``)."""
     logs: Path | None = None
     """The directory of the services' logs."""
     kafka_logins: Path | None = None
@@ -105,6 +109,7 @@ class Manifest:
         if not isinstance(doc, dict):
             raise TypeError(f"expected an object, got {type(doc).__name__}")
         postgres = doc.get("postgres")
+        standby = doc.get("postgres_standby")
         logs = doc.get("logs")
         logins = doc.get("kafka_logins")
         return cls(
@@ -114,11 +119,8 @@ class Manifest:
             api=_text(doc["api"]) if doc.get("api") else None,
             indexer_metrics=_text(doc["indexer_metrics"]) if doc.get("indexer_metrics") else None,
             pids={_text(name): int(pid) for name, pid in dict(doc.get("pids", {})).items()},
-            postgres=PostgresFiles(
-                data_dir=Path(_text(postgres["data_dir"])), bindir=Path(_text(postgres["bindir"]))
-            )
-            if postgres
-            else None,
+            postgres=_files(postgres) if postgres else None,
+            postgres_standby=_files(standby) if standby else None,
             logs=Path(_text(logs)) if logs else None,
             kafka_logins=Path(_text(logins)) if logins else None,
         )
@@ -131,11 +133,14 @@ class Manifest:
         if self.indexer_metrics:
             doc["indexer_metrics"] = self.indexer_metrics
         doc |= {"topic": self.topic, "pids": dict(self.pids)}
-        if self.postgres is not None:
-            doc["postgres"] = {
-                "data_dir": str(self.postgres.data_dir),
-                "bindir": str(self.postgres.bindir),
-            }
+        for key, files in (
+            ("postgres", self.postgres),
+            ("postgres_standby", self.postgres_standby),
+        ):
+            if files is not None:
+                doc[key] = {"data_dir": str(files.data_dir), "bindir": str(files.bindir)}
+                if files.url:
+                    doc[key]["url"] = files.url
         if self.logs is not None:
             doc["logs"] = str(self.logs)
         if self.kafka_logins is not None:
@@ -219,6 +224,14 @@ def pid_cmdline(pid: int) -> str:
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _files(doc: Any) -> PostgresFiles:
+    return PostgresFiles(
+        data_dir=Path(_text(doc["data_dir"])),
+        bindir=Path(_text(doc["bindir"])),
+        url=_text(doc["url"]) if doc.get("url") else None,
+    )
 
 
 def _text(value: Any) -> str:

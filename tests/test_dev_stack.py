@@ -39,6 +39,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
     if (path / "dev.json").exists():
         stop_in(path)  # a failed test must not leave a stack running on deleted directories
     dev_postgres.remove(path / "postgres")
+    dev_postgres.remove(path / "postgres-standby")
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -139,6 +140,50 @@ def test_dev_detached_uses_the_given_ports_and_dev_stop_leaves_no_process(home: 
     assert not port_accepts(kafka_port)
     assert not port_accepts(pg_port)
     assert not (home / "dev.json").exists()
+
+
+@pytest.mark.slow
+def test_dev_with_a_pg_standby_commits_on_both_nodes_and_dev_stop_stops_both(home: Path) -> None:
+    code = run_in(home, detach=True, pg_standby=True, demo=False)
+    try:
+        assert code == 0
+        doc = json.loads((home / "dev.json").read_text())
+        primary, standby = doc["postgres"]["url"], doc["postgres_standby"]["url"]
+        ports = ",".join(url.rsplit(":", 1)[1].split("/")[0] for url in (primary, standby))
+        assert doc["database_url"] == (
+            f"host=127.0.0.1,127.0.0.1 port={ports} user=postgres "
+            "dbname=kafkastore target_session_attrs=read-write connect_timeout=10"
+        )
+        assert {"postgres", "postgres-standby"} <= set(doc["pids"])
+        with psycopg.connect(primary, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT application_name, sync_state FROM pg_stat_replication"
+            ).fetchall() == [("kafkastore_standby", "sync")]
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        with psycopg.connect(doc["database_url"], autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+        request = urllib.request.Request(
+            f"{doc['api']}/streams/standby-1",
+            data=json.dumps({"events": [{"type": "Checked", "data": {}}]}).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 201
+        # A synchronous commit was flushed by the standby before it returned; replaying it
+        # there follows at once.
+        with psycopg.connect(standby, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            deadline = time.monotonic() + 10
+            while not conn.execute(
+                "SELECT 1 FROM streams WHERE stream_id = 'standby-1'"
+            ).fetchone():
+                assert time.monotonic() < deadline, "the standby did not replay the append"
+                time.sleep(0.1)
+    finally:
+        assert stop_in(home) == 0
+
+    assert [name for name, pid in doc["pids"].items() if pid_alive(pid)] == []
 
 
 def test_a_busy_default_port_is_replaced_and_dev_says_which_it_took(

@@ -45,6 +45,39 @@ def test_a_written_manifest_loads_as_the_same_value(tmp_path: Path) -> None:
     ]
 
 
+def test_a_manifest_with_a_standby_keeps_both_nodes_and_the_multi_host_url(
+    tmp_path: Path,
+) -> None:
+    url = (
+        "host=127.0.0.1,127.0.0.1 port=15432,15433 user=postgres dbname=kafkastore "
+        "target_session_attrs=read-write connect_timeout=10"
+    )
+    manifest = Manifest(
+        kafka="127.0.0.1:19092",
+        database_url=url,
+        topic="events",
+        pids={"kafka": 11, "postgres": 12, "postgres-standby": 13},
+        postgres=PostgresFiles(
+            data_dir=tmp_path / "pg" / "data",
+            bindir=Path("/usr/bin"),
+            url="postgresql://postgres@127.0.0.1:15432/kafkastore",
+        ),
+        postgres_standby=PostgresFiles(
+            data_dir=tmp_path / "standby" / "data",
+            bindir=Path("/usr/bin"),
+            url="postgresql://postgres@127.0.0.1:15433/kafkastore",
+        ),
+    )
+
+    manifest.write(tmp_path / FILE_NAME)
+
+    assert Manifest.load(tmp_path / FILE_NAME) == manifest
+    doc = json.loads((tmp_path / FILE_NAME).read_text())
+    assert doc["database_url"] == url
+    assert doc["postgres_standby"]["url"].endswith(":15433/kafkastore")
+    assert manifest.exports()["KAFKASTORE_DATABASE_URL"] == url
+
+
 def test_a_missing_manifest_is_none_and_a_broken_one_is_an_error(tmp_path: Path) -> None:
     assert Manifest.load(tmp_path / FILE_NAME) is None
 
