@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dev.process import LOCALHOST, StackError, free_port, terminate
+from dev.process import LOCALHOST, StackError, free_port, terminate, wait_gone
 from kafkastore import pg
 from kafkastore.errors import Unavailable
 from kafkastore.retry import Backoff
@@ -338,7 +338,13 @@ def stop_data_dir(
             cwd="/",
             check=False,
         )
-    if done.returncode and pid is not None:
+    if pid is None:
+        return
+    if done.returncode:
+        terminate(pid, timeout=timeout, sig=signal.SIGINT)
+    elif not wait_gone(pid, 10.0):
+        # pg_ctl returns once postmaster.pid is gone, a moment before the postmaster exits:
+        # "stopped" means no process is left.
         terminate(pid, timeout=timeout, sig=signal.SIGINT)
 
 
