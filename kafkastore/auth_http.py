@@ -20,7 +20,7 @@ Admin routes for users and tokens (role ``admin``): ``/auth/users`` and ``/auth/
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -174,6 +174,49 @@ async def authorise(
         acls = policy.acls(resource, stream_acl=stream_acl)
         if not auth.decide(principal, rule.action, resource, acls):
             raise Forbidden()
+
+
+async def readable_streams(request: Request, stream_ids: Iterable[str]) -> set[str]:
+    """Of ``stream_ids``, those the request's principal may ``read``: for each stream its own
+    ACL, then its category's default, then the global default, decided by
+    :func:`kafkastore.auth.decide` exactly as for ``GET /streams/{id}``. Every stream when auth
+    is off or the route is open. The one rule for leaving events out of what a caller sees of
+    a category or ``$all`` (live subscriptions call it for every page they send)."""
+    wanted = set(stream_ids)
+    principal: auth.Principal | None = getattr(request.state, "principal", None)
+    if principal is None or principal.has_role("admin") or principal.has_role("ops"):
+        return wanted  # auth off / open route, or a role that reads every stream
+    policy: auth.Policy = request.app.state.auth_policy
+    lookup: StreamAcl = request.app.state.stream_acl
+    acls = await lookup(sorted(wanted)) if wanted else {}
+    readable = set()
+    for stream_id in wanted:
+        resource = auth.Resource("stream", stream_id)
+        if auth.decide(
+            principal, auth.READ, resource, policy.acls(resource, stream_acl=acls.get(stream_id))
+        ):
+            readable.add(stream_id)
+    return readable
+
+
+def stream_filter(request: Request) -> Callable[[list[str]], Awaitable[set[str]]] | None:
+    """For a long-lived response (a live subscription) of an authorised request: a function
+    giving the streams of a page its caller may read *now* (:func:`readable_streams`, ACL
+    changes included); it raises Unauthorized once the caller's token was revoked or expired.
+    None when auth is off or the route is open (everything may be sent)."""
+    principal: auth.Principal | None = getattr(request.state, "principal", None)
+    token = auth.bearer(request.headers.get("authorization"))
+    if principal is None or token is None:
+        return None
+    cache: authstore.TokenCache = request.app.state.auth_cache
+    checked_token: str = token
+
+    async def allowed(stream_ids: list[str]) -> set[str]:
+        if await cache.authenticate(checked_token) != principal:
+            raise Unauthorized()
+        return await readable_streams(request, stream_ids)
+
+    return allowed
 
 
 async def _resources(request: Request, rule: Rule) -> list[auth.Resource]:

@@ -170,7 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
         reads = await AsyncReads.open(settings)
         app.state.reads = reads
         indexer_metrics.register_api_collectors(settings)
-        app.state.subscribers = Subscribers(settings.sse_max_subscribers)
+        app.state.subscribers = Subscribers(settings.sse_max_subscribers, reads, settings)
         if settings.auth_enabled:
             await app.state.auth_cache.start()
             await app.state.stream_acl_cache.start()
@@ -179,6 +179,8 @@ def create_app(settings: Settings) -> FastAPI:
             with app.state.subscribers.closing_on_stop():
                 yield
         finally:
+            app.state.subscribers.close()
+            await app.state.subscribers.hub.close()
             await app.state.auth_cache.close()
             if settings.auth_enabled:
                 await app.state.stream_acl_cache.close()
