@@ -94,6 +94,22 @@ class Environment:
         self.extra_services.append(proc)
         return proc
 
+    def start_api(self, name: str, **extra_env: str) -> tuple[services.Service, str]:
+        """Another ``kafkastore serve`` on the run's topic and database, with ``extra_env``
+        (``KAFKASTORE_*`` settings); the service and its base URL, once it is ready."""
+        port = free_port()
+        proc = services.start(
+            name,
+            "serve",
+            ["--host", LOCALHOST, "--port", str(port)],
+            env=self.service_env(None, **extra_env),
+            log_path=self.logs / f"{name}.log",
+        )
+        self.extra_services.append(proc)
+        url = f"http://{LOCALHOST}:{port}"
+        services.wait_http_ok(f"{url}/readyz", timeout=SERVICE_READY_TIMEOUT, service=proc)
+        return proc, url
+
     def add_topic(self, name: str) -> None:
         """Delete ``name`` at the end of the run (each name once: a list with a name twice made
         librdkafka's background thread crash in delete_topics)."""

@@ -20,7 +20,7 @@ from bench.context import Context
 from bench.drive import Timing
 from bench.options import BenchOptions
 from bench.payload import event_size
-from bench.workloads import appends, baselines, index
+from bench.workloads import appends, baselines, index, sse
 from kafkastore.config import Settings
 
 Workload = Callable[[Context, str], dict[str, Any]]
@@ -58,6 +58,8 @@ WORKLOADS: dict[str, Workload] = {
     "kafkastore_append_latency_linger5": functools.partial(appends.latency, linger_ms=5.0),
     "kafkastore_index_lag": index.index_lag,
     "kafkastore_read_stream": index.read_stream,
+    "kafkastore_sse_latency": sse.latency,
+    "kafkastore_sse_idle": sse.idle,
     "raw_kafka_produce": functools.partial(baselines.raw_kafka, per_append=10),
     "raw_kafka_produce_pipelined": functools.partial(baselines.raw_kafka, per_append=10, depth=8),
     "raw_kafka_produce_single": functools.partial(baselines.raw_kafka, per_append=1),
