@@ -60,6 +60,10 @@ MAILBOX_BYTES = 8 * 1024 * 1024
 """Bytes a subscriber may have waiting before it is detached (one page is always accepted)."""
 READER_WAIT = 60.0
 """Longest a reader waits for a notification before it reads again anyway."""
+CATCHUP_READS = 8
+"""Catch-up reads of subscriptions running at once per process (half the read pool): a burst of
+thousands of new subscribers queues here instead of exhausting the pool that the readers, and
+every other read of the API, need."""
 
 Allowed = Callable[[list[str]], Awaitable[set[str]]]
 """Of these stream ids, the ones the subscriber may read (the access rule of the app)."""
@@ -263,6 +267,7 @@ class Hub:
         self.readers: dict[Key, Reader] = {}
         self.reads_done = 0
         """Index reads made by readers (catch-up reads of subscriptions not counted)."""
+        self.catchup = asyncio.Semaphore(CATCHUP_READS)
 
     def join(self, key: Key, mailbox: Mailbox, generation: int) -> None:
         """Attach ``mailbox`` to the reader of ``key`` (started, waiting on ``generation``,
@@ -334,21 +339,32 @@ async def follow(
     quiet_since = loop.time()
     try:
         while not stopped():
-            # On its own: catch-up (or after being detached) until a page comes back short.
-            generation = reads.index_generation  # before the read: see the module docstring
-            try:
-                page = await read_page(reads, key, hub.page_events)
-            except StreamDeleted:
-                yield DELETED
-                return
-            for chunk in await _visible(page, allowed):
-                yield chunk
-                quiet_since = loop.time()
-            key = key._replace(at=page.next)
-            if page.full or stopped():
-                continue
-            # At the head: the reader of this key delivers from here.
-            hub.join(key, mailbox, generation)
+            # A reader at this very position delivers everything from here; else catch up on
+            # our own (also after being detached) until a page comes back short.
+            joined = key in hub.readers
+            page: Page | None = None
+            if not joined:
+                async with hub.catchup:
+                    if stopped():
+                        return
+                    joined = key in hub.readers  # one may have come while we queued
+                    if not joined:
+                        generation = reads.index_generation  # before the read: see above
+                        with contextlib.suppress(StreamDeleted):
+                            page = await read_page(reads, key, hub.page_events)
+            if joined:
+                hub.join(key, mailbox, reads.index_generation)
+            else:
+                if page is None:
+                    yield DELETED
+                    return
+                for chunk in await _visible(page, allowed):
+                    yield chunk
+                    quiet_since = loop.time()
+                key = key._replace(at=page.next)
+                if page.full or stopped():
+                    continue
+                hub.join(key, mailbox, generation)  # at the head: its reader delivers from here
             while not stopped():
                 item = mailbox.take()
                 if item is None:

@@ -149,6 +149,55 @@ def test_many_subscribers_at_the_head_cost_one_index_read_per_commit() -> None:
     run(main())
 
 
+def test_a_burst_of_subscribers_at_a_reader_s_position_joins_it_without_reading() -> None:
+    async def main() -> None:
+        index = MemoryIndex()
+        index.commit("Cart-1", "A")
+        hub = Hub(index, page_events=50, closing=asyncio.Event())  # type: ignore[arg-type]
+        first = Subscriber(hub, Feed("all", "$all", 2, None))
+        await until(lambda: hub.subscribers() == 1)
+        reads_before = index.reads
+        burst = [Subscriber(hub, Feed("all", "$all", 2, None)) for _ in range(300)]
+        await until(lambda: hub.subscribers() == 301)
+        assert index.reads == reads_before  # no catch-up read: the reader is at their start
+        index.commit("Cart-1", "B")
+        await until(lambda: all(s.seen == [2] for s in [first, *burst]))
+        for s in [first, *burst]:
+            await s.stop()
+
+    run(main())
+
+
+def test_catch_up_reads_queue_for_a_bounded_number_of_pool_connections() -> None:
+    async def main() -> None:
+        index = MemoryIndex()
+        for i in range(20):
+            index.commit(f"Order-{i}", "Placed")
+        running = peak = 0
+        read = index.read_category
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            try:
+                await asyncio.sleep(0.005)
+                return await read(*args, **kwargs)
+            finally:
+                running -= 1
+
+        index.read_category = counting  # type: ignore[method-assign]
+        hub = Hub(index, page_events=50, closing=asyncio.Event())  # type: ignore[arg-type]
+        subscribers = [Subscriber(hub, Feed("all", "$all", 1 + i % 20, None)) for i in range(200)]
+        await until(lambda: hub.subscribers() == 200, timeout=20)
+        assert peak <= sse_hub.CATCHUP_READS
+        for i, s in enumerate(subscribers):
+            assert s.seen == list(range(1 + i % 20, 21))
+            await s.stop()
+
+    run(main())
+
+
 def test_subscribers_that_start_behind_catch_up_on_their_own_then_share_the_reader() -> None:
     async def main() -> None:
         index = MemoryIndex()
