@@ -30,6 +30,7 @@ import orjson
 
 from bench import drive, procfs
 from bench.context import Context, run_loop
+from bench.httpclient import Connection
 from bench.stats import summarize
 from kafkastore.records import NewEvent
 
@@ -228,20 +229,32 @@ def idle(ctx: Context, name: str) -> dict[str, Any]:
             rss_held = _rss_mb(api.pid)
             deliveries: list[float] = []
             firsts: list[float] = []
+            indexed: list[float] = []
+            probe = Connection(host, port)
             for n in range(IDLE_ROUNDS):
                 # every client waits for its next message before the append
                 waits = [asyncio.ensure_future(anext(s)) for s in streams]
                 await asyncio.sleep(0.5)
-                await store.append(f"SseIdle-{n}", [NewEvent(type=kind, data={"n": n})])
+                stream = f"SseIdle-{n}"
+                await store.append(stream, [NewEvent(type=kind, data={"n": n})])
                 acked = time.perf_counter()
+
+                async def readable(stream: str = stream) -> float:
+                    # the index has it: what the feeds wait for (a long poll, one round trip)
+                    await probe.request("GET", f"/streams/{stream}?min_version=1&timeout_ms=60000")
+                    return time.perf_counter()
+
+                index_probe = asyncio.ensure_future(readable())
                 arrived: list[float] = []
                 for future in asyncio.as_completed(waits, timeout=DELIVERY_TIMEOUT):
                     _id, data = await future
                     assert orjson.loads(data)["data"]["n"] == n
                     arrived.append(time.perf_counter())
+                indexed.append((await index_probe - acked) * 1000.0)
                 firsts.append((min(arrived) - acked) * 1000.0)
                 deliveries.append((max(arrived) - acked) * 1000.0)
                 await asyncio.sleep(1.0)
+            await probe.close()
             for client in clients:
                 await client.close()
             return {
@@ -249,8 +262,12 @@ def idle(ctx: Context, name: str) -> dict[str, Any]:
                 "connect_s": round(connect_s, 2),
                 "api_rss_mb_before": rss_before,
                 "api_rss_mb_with_subscribers": rss_held,
+                "indexed_ms": [round(x, 1) for x in indexed],
                 "first_delivery_ms": [round(x, 1) for x in firsts],
                 "all_delivered_ms": [round(x, 1) for x in deliveries],
+                "first_to_last_ms": [
+                    round(last - first, 1) for first, last in zip(firsts, deliveries, strict=True)
+                ],
                 **{f"all_delivered_{k}": v for k, v in summarize(deliveries).items()},
             }
 
@@ -260,7 +277,9 @@ def idle(ctx: Context, name: str) -> dict[str, Any]:
     result.update(
         {
             "definition": "append acknowledged (in-process writer) -> the last of the idle "
-            "subscribers parsed the event's SSE message",
+            "subscribers parsed the event's SSE message; indexed_ms: -> a long poll of the "
+            "main API answered with it (index lag + one round trip); first_to_last_ms: the "
+            "fan-out itself (server and these clients, on the same cores)",
             "file_limit": limit,
             "rounds": IDLE_ROUNDS,
         }
