@@ -77,8 +77,7 @@ class Environment:
             "KAFKASTORE_KAFKA": s.kafka,
             "KAFKASTORE_DATABASE_URL": s.database_url,
             "KAFKASTORE_TOPIC": s.topic,
-            # the API's readiness asks about this group: not the default one, which a dev stack
-            # on the same Kafka runs on its own topic
+            # The API's /readyz judges this group's hold on the topic (indexer/ownership.py).
             "KAFKASTORE_INDEXER_GROUP": s.indexer_group,
             **extra,
         }

@@ -379,7 +379,8 @@ def _settings_announced(args: argparse.Namespace) -> Settings:
         # dev chooses its own ports and reads its own dev.json.
         return Settings.from_env()
     target = target_of(args)
-    line = target.describe()
+    # Only commands with an --api option call the HTTP API; the others (serve among them) do not.
+    line = target.describe(uses_api=hasattr(args, "api"))
     if line:
         print(f"kafkastore {args.command}: {line}", file=sys.stderr)
     return target.settings

@@ -62,9 +62,10 @@ class Target:
         """Every endpoint is the built-in default (the stack on 9092/5432/8080)."""
         return all(source == "default" for source in self.sources.values())
 
-    def describe(self) -> str | None:
+    def describe(self, *, uses_api: bool = True) -> str | None:
         """One line naming the endpoints that are not the defaults and where each came from;
-        None for the default stack (nothing to say)."""
+        None for the default stack (nothing to say). ``uses_api=False`` leaves out the API URL
+        (a command that serves or never calls the API: ``serve`` listens where its flags say)."""
         notes: list[str] = []
         if self.stale is not None:
             notes.append(f"ignoring {self.stale}: its processes are gone")
@@ -72,6 +73,8 @@ class Target:
             # Consecutive endpoints of one origin share it: "Kafka a, PostgreSQL b (origin)".
             groups: list[tuple[str, list[str]]] = []
             for name, label in ENDPOINTS.items():
+                if name == "api_url" and not uses_api:
+                    continue
                 value = getattr(self.settings, name)
                 if not value or self.sources.get(name, "default") == "default":
                     continue

@@ -95,6 +95,10 @@ def test_flags_beat_the_environment_which_beats_the_running_stack(
     assert "Kafka 10.0.0.9:9092 (--kafka)" in line
     assert "(KAFKASTORE_DATABASE_URL)" in line
     assert "secret" not in line  # passwords are not printed
+    assert f"API {manifest.api}" in line
+    # A command that never calls the API (serve listens where its own flags say) is not told
+    # about the dev stack's API URL.
+    assert "API" not in (target.describe(uses_api=False) or "")
 
 
 @pytest.mark.usefixtures("clean_env")
