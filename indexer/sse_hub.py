@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -65,7 +65,7 @@ CATCHUP_READS = 8
 thousands of new subscribers queues here instead of exhausting the pool that the readers, and
 every other read of the API, need."""
 
-Allowed = Callable[[list[str]], Awaitable[set[str]]]
+Allowed = Callable[[list[str]], Awaitable[Container[str]]]
 """Of these stream ids, the ones the subscriber may read (the access rule of the app)."""
 
 

@@ -14,13 +14,17 @@ metadata (no database round trip for a hot stream; a change is enforced within
 ``auth_stream_acl_ttl``, at once by NOTIFY). :func:`forget_stream_acl` drops a stream's entry
 after its metadata was written in this process.
 
+Reads of many streams at once (a category, its live feed) are allowed by the category's ACL;
+:func:`readable_streams` then tells which of the streams met on a page the caller may read
+(the stream's own ACL may deny it), and the route leaves the others' events out of the page.
+
 Admin routes for users and tokens (role ``admin``): ``/auth/users`` and ``/auth/tokens``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -176,30 +180,43 @@ async def authorise(
             raise Forbidden()
 
 
-async def readable_streams(request: Request, stream_ids: Iterable[str]) -> set[str]:
-    """Of ``stream_ids``, those the request's principal may ``read``: for each stream its own
-    ACL, then its category's default, then the global default, decided by
-    :func:`kafkastore.auth.decide` exactly as for ``GET /streams/{id}``. Every stream when auth
-    is off or the route is open. The one rule for leaving events out of what a caller sees of
-    a category or ``$all`` (live subscriptions call it for every page they send)."""
-    wanted = set(stream_ids)
+async def readable_streams(request: Request, stream_ids: Iterable[str]) -> Container[str]:
+    """Of ``stream_ids`` (the streams of a page of a category read or feed, which the caller may
+    read as a whole), those whose events the caller may see: the category's read right admits
+    the request, and each stream's own ACL, when it has one, decides for its events, by the one
+    rule of :func:`kafkastore.auth.decide` (an EventStoreDB ``$ce-`` reader without read on a
+    stream does not get its events either). Everything when auth is off, for admins and for ops
+    (they read every stream); otherwise one cache lookup for the streams, no query when hot."""
     principal: auth.Principal | None = getattr(request.state, "principal", None)
-    if principal is None or principal.has_role("admin") or principal.has_role("ops"):
-        return wanted  # auth off / open route, or a role that reads every stream
+    if principal is None or principal.has_role(auth.ADMIN) or principal.has_role(auth.OPS):
+        return _EVERYTHING
+    wanted = list(dict.fromkeys(stream_ids))
+    if not wanted:
+        return frozenset()
     policy: auth.Policy = request.app.state.auth_policy
     lookup: StreamAcl = request.app.state.stream_acl
-    acls = await lookup(sorted(wanted)) if wanted else {}
-    readable = set()
+    acls = await lookup(wanted)
+    allowed = set()
     for stream_id in wanted:
         resource = auth.Resource("stream", stream_id)
         if auth.decide(
             principal, auth.READ, resource, policy.acls(resource, stream_acl=acls.get(stream_id))
         ):
-            readable.add(stream_id)
-    return readable
+            allowed.add(stream_id)
+    return allowed
 
 
-def stream_filter(request: Request) -> Callable[[list[str]], Awaitable[set[str]]] | None:
+class _Everything:
+    """The container that holds every stream id (no filtering)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_EVERYTHING = _Everything()
+
+
+def stream_filter(request: Request) -> Callable[[list[str]], Awaitable[Container[str]]] | None:
     """For a long-lived response (a live subscription) of an authorised request: a function
     giving the streams of a page its caller may read *now* (:func:`readable_streams`, ACL
     changes included); it raises Unauthorized once the caller's token was revoked or expired.
@@ -211,7 +228,7 @@ def stream_filter(request: Request) -> Callable[[list[str]], Awaitable[set[str]]
     cache: authstore.TokenCache = request.app.state.auth_cache
     checked_token: str = token
 
-    async def allowed(stream_ids: list[str]) -> set[str]:
+    async def allowed(stream_ids: list[str]) -> Container[str]:
         if await cache.authenticate(checked_token) != principal:
             raise Unauthorized()
         return await readable_streams(request, stream_ids)
