@@ -103,6 +103,7 @@ def finish(tally: Tally, timing: Timing, extra: Mapping[str, Any]) -> dict[str, 
         "duration_s": timing.measure,
         "warmup_s": timing.warmup,
         "errors": tally.errors,
+        "acknowledged_events": tally.live_events,
     }
     if tally.first_error:
         result["first_error"] = tally.first_error
@@ -217,6 +218,7 @@ def _merge(tallies: Sequence[Tally]) -> Tally:
         out.ops += t.ops
         out.latencies_ms.extend(t.latencies_ms)
         out.errors += t.errors
+        out.live_events += t.live_events
         out.first_error = out.first_error or t.first_error
     return out
 

@@ -77,14 +77,18 @@ class Environment:
             "KAFKASTORE_KAFKA": s.kafka,
             "KAFKASTORE_DATABASE_URL": s.database_url,
             "KAFKASTORE_TOPIC": s.topic,
-            # The API's /readyz judges this group's hold on the topic (indexer/ownership.py).
+            # The API's readiness asks whether this group owns the run's topic (not the dev
+            # stack's indexer group, which reads another topic).
             "KAFKASTORE_INDEXER_GROUP": s.indexer_group,
             **extra,
         }
 
-    def start_indexer(self, settings: Settings, name: str) -> services.Service:
-        """``kafkastore indexer`` on ``settings.topic`` with a group of its own."""
-        group = f"bench-{self.run_id}-{name}"
+    def start_indexer(
+        self, settings: Settings, name: str, *, group: str | None = None
+    ) -> services.Service:
+        """``kafkastore indexer`` on ``settings.topic`` with a group of its own, or in ``group``
+        (a second member of an indexer group shares its partitions)."""
+        group = group or f"bench-{self.run_id}-{name}"
         proc = services.start(
             name,
             "indexer",
@@ -96,19 +100,21 @@ class Environment:
         self.extra_services.append(proc)
         return proc
 
-    def start_api(self, name: str, **extra_env: str) -> tuple[services.Service, str]:
-        """Another ``kafkastore serve`` on the run's topic and database, with ``extra_env``
-        (``KAFKASTORE_*`` settings); the service and its base URL, once it is ready."""
+    def start_api(
+        self, name: str, *, workers: int = 1, **extra_env: str
+    ) -> tuple[services.Service, str]:
+        """Another ``kafkastore serve`` on the run's topic (``--workers``) with ``extra_env``
+        (``KAFKASTORE_*`` settings), and its URL, once its ``/readyz`` answers."""
         port = free_port()
+        url = f"http://{LOCALHOST}:{port}"
         proc = services.start(
             name,
             "serve",
-            ["--host", LOCALHOST, "--port", str(port)],
+            ["--host", LOCALHOST, "--port", str(port), "--workers", str(workers)],
             env=self.service_env(None, **extra_env),
             log_path=self.logs / f"{name}.log",
         )
         self.extra_services.append(proc)
-        url = f"http://{LOCALHOST}:{port}"
         services.wait_http_ok(f"{url}/readyz", timeout=SERVICE_READY_TIMEOUT, service=proc)
         return proc, url
 

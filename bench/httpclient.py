@@ -23,9 +23,13 @@ class Response:
 class Connection:
     """One keep-alive connection; reconnects when the server closed it between requests."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, headers: dict[str, str] | None = None) -> None:
         self.host = host
         self.port = port
+        # Sent with every request (e.g. ``authorization``).
+        self._extra = b"".join(
+            b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in (headers or {}).items()
+        )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._host_header = f"{host}:{port}".encode()
@@ -43,10 +47,11 @@ class Connection:
             self._reader = self._writer = None
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> Response:
-        head = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (
+        head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (
             method.encode(),
             path.encode(),
             self._host_header,
+            self._extra,
         )
         if body is not None:
             head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import drive, environment, procfs, report
+from bench import drive, environment, plot, procfs, report
 from bench.context import Context
 from bench.drive import Timing
 from bench.options import BenchOptions
 from bench.payload import event_size
-from bench.workloads import appends, baselines, index, sse
+from bench.workloads import appends, baselines, index, light, scale, scaleout, sse, sustained
 from kafkastore.config import Settings
 
 Workload = Callable[[Context, str], dict[str, Any]]
@@ -32,9 +32,13 @@ def _eventsourcing(ctx: Context, name: str, *, per_append: int) -> dict[str, Any
     return es.eventsourcing_postgres(ctx, name, per_append=per_append)
 
 
-# Run order: kafkastore first (index_lag needs append_inproc's rate), the baselines after it, the
-# backlog drain last (it writes the most data).
+# Run order: the idle stack first, kafkastore next (index_lag needs append_inproc's rate), the
+# baselines after it, the backlog drain last (it writes the most data).
 WORKLOADS: dict[str, Workload] = {
+    "kafkastore_idle": light.idle,
+    "kafkastore_http_100_per_s": functools.partial(light.http_trickle, rate=100.0),
+    "kafkastore_http_500_per_s": functools.partial(light.http_trickle, rate=500.0),
+    "kafkastore_sustained": sustained.kafkastore,
     "kafkastore_append_inproc": functools.partial(appends.inproc, per_append=10, prefix="inproc"),
     "kafkastore_append_inproc_pipelined": functools.partial(
         appends.inproc_pipelined, per_append=10, prefix="pipe"
@@ -60,6 +64,9 @@ WORKLOADS: dict[str, Workload] = {
     "kafkastore_read_stream": index.read_stream,
     "kafkastore_sse_latency": sse.latency,
     "kafkastore_sse_idle": sse.idle,
+    "kafkastore_scaleout": scaleout.scaleout,
+    "raw_kafka_flat_out": baselines.raw_kafka_flat,
+    "raw_kafka_sustained": sustained.raw_kafka,
     "raw_kafka_produce": functools.partial(baselines.raw_kafka, per_append=10),
     "raw_kafka_produce_pipelined": functools.partial(baselines.raw_kafka, per_append=10, depth=8),
     "raw_kafka_produce_single": functools.partial(baselines.raw_kafka, per_append=1),
@@ -70,6 +77,8 @@ WORKLOADS: dict[str, Workload] = {
     "naive_postgres_store_single": functools.partial(baselines.naive_postgres, per_append=1),
     "eventsourcing_postgres": functools.partial(_eventsourcing, per_append=10),
     "eventsourcing_postgres_single": functools.partial(_eventsourcing, per_append=1),
+    "naive_postgres_sustained": sustained.naive_postgres,
+    "eventsourcing_sustained": sustained.eventsourcing,  # imports the library when it runs
     "kafkastore_indexer_catchup": index.indexer_catchup,
 }
 
@@ -79,25 +88,32 @@ WARM_UP_S = {True: 8.0, False: 15.0}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def selected(only: tuple[str, ...]) -> list[str]:
+SCALE_WORKLOADS: dict[str, Workload] = {"kafkastore_scale": scale.scale}
+"""``--scale``: a run of its own (it fills the store to ~5M events)."""
+
+
+def selected(only: tuple[str, ...], *, scale_mode: bool = False) -> list[str]:
+    known = SCALE_WORKLOADS if scale_mode else WORKLOADS
     if not only:
-        return list(WORKLOADS)
-    unknown = [name for name in only if name not in WORKLOADS]
+        return list(known)
+    unknown = [name for name in only if name not in known]
     if unknown:
-        raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(WORKLOADS)}")
-    return [name for name in WORKLOADS if name in only]
+        raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(known)}")
+    return [name for name in known if name in only]
 
 
 def run(options: BenchOptions, settings: Settings) -> int:
     """The ``kafkastore bench`` subcommand."""
     faulthandler.enable()  # a crash in a C extension prints every thread's stack
-    names = selected(options.only)
+    names = selected(options.only, scale_mode=options.scale)
+    workloads = SCALE_WORKLOADS if options.scale else WORKLOADS
     quick = options.quick
     timing = QUICK if quick else FULL
     run_id = environment.new_run_id()
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     machine = procfs.machine_info()
-    drive.console.print(f"[bold]kafkastore bench[/] run {run_id} ({'quick' if quick else 'full'})")
+    mode = ("quick" if quick else "full") + (" scale" if options.scale else "")
+    drive.console.print(f"[bold]kafkastore bench[/] run {run_id} ({mode})")
     env = environment.prepare(settings, run_id, services_given=options.services_given)
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
@@ -107,10 +123,11 @@ def run(options: BenchOptions, settings: Settings) -> int:
         ctx = Context(env=env, timing=timing, quick=quick, progress=progress, results=results)
         with progress:
             try:
-                warm_up(ctx)
+                if not options.scale:  # the growth run's first fill warms the stack up
+                    warm_up(ctx)
                 for name in names:
                     try:
-                        results[name] = WORKLOADS[name](ctx, name)
+                        results[name] = workloads[name](ctx, name)
                     except Exception as exc:  # one broken workload must not lose the others
                         failures[name] = f"{type(exc).__name__}: {exc}"
                         drive.console.print(f"[red]{name} failed: {failures[name]}[/]")
@@ -122,7 +139,7 @@ def run(options: BenchOptions, settings: Settings) -> int:
         "run_id": run_id,
         "started_at": started_at,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "mode": "quick" if quick else "full",
+        "mode": mode,
         "warmup_s": timing.warmup,
         "measure_s": timing.measure,
         "services": env.origin,
@@ -140,7 +157,7 @@ def run(options: BenchOptions, settings: Settings) -> int:
         "notes": _notes(machine, results),
     }
     doc = report.document(machine, run_info, results)
-    write(doc, options.output)
+    write(doc, options.output, results_dir=options.results_dir, scale_mode=options.scale)
     drive.console.print(report.markdown(doc), markup=False, highlight=False)
     return 1 if failures else 0
 
@@ -201,14 +218,29 @@ def _notes(machine: dict[str, Any], results: dict[str, dict[str, Any]]) -> list[
     ]
 
 
-def write(doc: dict[str, Any], output: Path | None) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write(
+    doc: dict[str, Any],
+    output: Path | None,
+    *,
+    results_dir: Path | None = None,
+    scale_mode: bool = False,
+) -> Path:
+    """``<stamp>.json`` and ``latest.md`` (``--scale``: ``scale-<stamp>.json`` and ``scale.md``),
+    and the sustained ramp's plot (:data:`bench.plot.FILE_NAME`) when the run has one."""
+    where = results_dir or RESULTS_DIR
+    where.mkdir(parents=True, exist_ok=True)
     stamp = doc["run"]["started_at"].replace(":", "").replace("-", "")
-    path = RESULTS_DIR / f"{stamp}.json"
+    prefix = "scale-" if scale_mode else ""
+    path = where / f"{prefix}{stamp}.json"
     text = json.dumps(doc, indent=2) + "\n"
     path.write_text(text)
-    (RESULTS_DIR / "latest.md").write_text(report.markdown(doc) + "\n")
+    summary = where / ("scale.md" if scale_mode else "latest.md")
+    summary.write_text(report.markdown(doc) + "\n")
     if output is not None:
         output.write_text(text)
-    drive.console.print(f"results: {path} and {RESULTS_DIR / 'latest.md'}")
+    written = [path, summary]
+    picture = plot.sustained_ramp(doc["results"], where / plot.FILE_NAME)
+    if picture is not None:
+        written.append(picture)
+    drive.console.print("results: " + ", ".join(str(p) for p in written))
     return path

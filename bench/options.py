@@ -16,6 +16,10 @@ class BenchOptions:
     """Also write the JSON results here."""
     only: tuple[str, ...] = ()
     """Run only these workloads; empty: every one."""
+    scale: bool = False
+    """The growth run (``--scale``): fill the store to ~5M events and measure on the way."""
+    results_dir: Path | None = None
+    """Where the results go (default ``bench/results``; the tests use a temporary one)."""
     services_given: bool = False
     """Kafka and PostgreSQL were both given (``--kafka`` and ``--database-url``): measure those,
     never a running dev stack's or one started for the run."""

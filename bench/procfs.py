@@ -6,7 +6,8 @@
   peak since the process started, and the result says so.
 - CPU: the machine's split (``/proc/stat``: user, system, iowait, idle, steal) and the CPU time of
   each role over the same window (``/proc/<pid>/stat`` utime+stime; PostgreSQL = the postmaster and
-  its backends), in cores: 1.0 = one core busy for the whole window.
+  its backends), in cores: 1.0 = one core busy for the whole window; the benchmark process also
+  by thread group (``/proc/<pid>/task``: its main thread, librdkafka's, the others).
 - Which process serves a port: ``/proc/net/tcp`` listening sockets mapped to pids by their inode.
 """
 
@@ -76,6 +77,51 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
     return int(rest[1]), int(rest[11]) + int(rest[12])
 
 
+def _thread_ticks(pid: int, tid: int) -> tuple[str, int] | None:
+    """(comm, utime+stime ticks) of one thread of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    comm = raw[raw.find("(") + 1 : raw.rfind(")")]
+    rest = raw[raw.rfind(")") + 2 :].split()
+    return comm, int(rest[11]) + int(rest[12])
+
+
+def thread_groups(pid: int) -> dict[str, int]:
+    """CPU ticks of a process by thread group: ``main`` (the thread whose id is the pid: the
+    benchmark's event loop), ``librdkafka`` (threads named ``rdk:*``), ``total`` (the process,
+    including threads that ended). ``total - main - librdkafka`` is every other thread."""
+    out = {"main": 0, "librdkafka": 0, "total": 0}
+    stat = _proc_stat(pid)
+    if stat is None:
+        return out
+    out["total"] = stat[1]
+    with contextlib.suppress(OSError):
+        for name in os.listdir(f"/proc/{pid}/task"):
+            thread = _thread_ticks(pid, int(name))
+            if thread is None:
+                continue
+            comm, ticks = thread
+            if int(name) == pid:
+                out["main"] += ticks
+            elif comm.startswith("rdk:"):
+                out["librdkafka"] += ticks
+    return out
+
+
+def split_seconds(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Seconds of CPU of each thread group between two :func:`thread_groups` readings."""
+    d = {k: max(after.get(k, 0) - before.get(k, 0), 0) / CLK_TCK for k in after}
+    main, rdk, total = d.get("main", 0.0), d.get("librdkafka", 0.0), d.get("total", 0.0)
+    return {
+        "main": round(main, 3),
+        "librdkafka": round(rdk, 3),
+        "threads": round(max(total - main - rdk, 0.0), 3),
+    }
+
+
 def all_processes() -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     for name in os.listdir("/proc"):
@@ -91,27 +137,40 @@ class CpuWindow:
     """CPU use over one measurement window: the machine split and the time of each role."""
 
     roles: Mapping[str, int]
-    """role name -> pid (``postgresql``: the postmaster; its children count too)."""
-    parent_roles: frozenset[str] = frozenset({"postgresql"})
+    """role name -> pid (``postgresql``: the postmaster, ``api*``: ``serve`` that may run
+    ``--workers`` children; their children count too)."""
+    parent_roles: frozenset[str] = frozenset({"postgresql", "api", "api2"})
     _t0: float = 0.0
     _machine0: tuple[int, ...] = ()
+    split_roles: frozenset[str] = frozenset({"bench"})
+    """Roles whose CPU is also split by thread group (:func:`thread_groups`)."""
     _procs0: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _threads0: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._machine0 = machine_cpu()
         self._procs0 = all_processes()
+        self._threads0 = {
+            role: thread_groups(pid)
+            for role, pid in self.roles.items()
+            if role in self.split_roles and pid
+        }
 
     def stop(self) -> dict[str, object]:
         elapsed = max(time.monotonic() - self._t0, 1e-9)
         machine1 = machine_cpu()
         procs1 = all_processes()
+        threads = {
+            role: split_seconds(before, thread_groups(self.roles[role]))
+            for role, before in self._threads0.items()
+        }
         d = [b - a for a, b in zip(self._machine0, machine1, strict=True)]
         total = max(sum(d), 1)
         user, nice, system, idle, iowait, irq, softirq, steal = d
         by_pid_role: dict[int, str] = {pid: role for role, pid in self.roles.items() if pid}
-        cores: dict[str, float] = dict.fromkeys(self.roles, 0.0)
-        cores["other"] = 0.0
+        seconds: dict[str, float] = dict.fromkeys(self.roles, 0.0)
+        seconds["other"] = 0.0
         for pid, (ppid, ticks1) in procs1.items():
             ticks0 = self._procs0.get(pid, (ppid, 0))[1]
             delta = max(ticks1 - ticks0, 0)
@@ -121,15 +180,18 @@ class CpuWindow:
             if role is None:
                 parent = by_pid_role.get(ppid)
                 role = parent if parent in self.parent_roles else "other"
-            cores[role] += delta / CLK_TCK / elapsed
+            seconds[role] += delta / CLK_TCK
         return {
+            "window_s": round(elapsed, 3),
             "cores": os.cpu_count(),
             "busy_pct": round(100.0 * (total - idle - iowait) / total, 1),
             "user_pct": round(100.0 * (user + nice) / total, 1),
             "system_pct": round(100.0 * (system + irq + softirq) / total, 1),
             "iowait_pct": round(100.0 * iowait / total, 1),
             "steal_pct": round(100.0 * steal / total, 1),
-            "cores_by_process": {k: round(v, 2) for k, v in cores.items()},
+            "cores_by_process": {k: round(v / elapsed, 3) for k, v in seconds.items()},
+            "cpu_s_by_process": {k: round(v, 3) for k, v in seconds.items()},
+            "cpu_s_by_thread_group": threads,
         }
 
 

@@ -10,8 +10,15 @@ JSON shape (issue 6)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from bench import costs, sections
+from bench import targets as issue14
+from bench.fmt import ms as _ms
+from bench.fmt import num as _num
+from bench.fmt import rss as _rss
+from bench.fmt import table as _table
 
 # (kafkastore workload, its baselines of the same shape): the ratios of the markdown table.
 # Closed-loop against closed-loop, pipelined against pipelined (see bench/README.md).
@@ -44,6 +51,12 @@ RATIO_PAIRS: dict[str, dict[str, str]] = {
         "naive": "naive_postgres_store",
         "naive_batched": "naive_postgres_store_batched",
         "eventsourcing": "eventsourcing_postgres",
+    },
+    # Open loop against open loop: the highest sustained step of each ramp.
+    "kafkastore_sustained": {
+        "raw_kafka": "raw_kafka_sustained",
+        "naive": "naive_postgres_sustained",
+        "eventsourcing": "eventsourcing_sustained",
     },
 }
 BASELINE_LABELS = {
@@ -105,46 +118,20 @@ def targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
 def document(
     machine: Mapping[str, Any], run: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
+    copied = {k: dict(v) for k, v in results.items()}
+    costs.annotate(copied)
     return {
         "machine": dict(machine),
         "run": dict(run),
-        "results": {k: dict(v) for k, v in results.items()},
-        "ratios": ratios(results),
-        "targets": targets(results),
+        "results": copied,
+        "ratios": ratios(copied),
+        "cpu_ratios": issue14.cpu_ratios(copied, RATIO_PAIRS),
+        "targets": targets(copied),
+        "targets_issue_14": issue14.targets(copied),
     }
 
 
 # ----------------------------------------------------------------------------------- markdown
-
-
-def _num(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        if digits == 0:
-            return f"{value:,.0f}"
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def _ms(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
-
-
-def _rss(peaks: Any) -> str:
-    if not isinstance(peaks, Mapping) or not peaks:
-        return "-"
-    return ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if isinstance(v, (int, float)))
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
@@ -177,10 +164,11 @@ def markdown(doc: Mapping[str, Any]) -> str:
                 str(r.get("concurrency", "-")),
                 _rss(r.get("peak_rss_mb")),
                 _num((r.get("cpu") or {}).get("busy_pct")),
+                sections.main_row_extra(r),
             ]
         )
     header = ["workload", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "concurrency"]
-    out += _table([*header, "peak RSS MB", "CPU busy %"], rows)
+    out += _table([*header, "peak RSS MB", "CPU busy %", "CPU µs/event"], rows)
     out.append("")
     ratio_rows = []
     for name, row in doc.get("ratios", {}).items():
@@ -196,12 +184,24 @@ def markdown(doc: Mapping[str, Any]) -> str:
         labels = [f"/ {v}" for v in BASELINE_LABELS.values()]
         out += _table(["kafkastore workload", "events/s", *labels], ratio_rows)
         out.append("")
+    out += sections.cpu_ratio_table(doc, BASELINE_LABELS)
+    out += sections.targets_table(doc.get("targets_issue_14", []))
+    out += sections.cpu_per_event(results)
+    out += sections.sustained(results)
+    out += sections.light(results)
+    out += sections.scaleout(results)
+    out += sections.growth(results)
     verdicts = {True: "met", False: "**missed**", None: "not run"}
     target_rows = [
         [t["target"], _num(t["measured"], 3), verdicts[t["met"]]] for t in doc.get("targets", [])
     ]
     if target_rows:
-        out += ["## Targets of issue 6", "", *_table(["target", "measured", ""], target_rows), ""]
+        out += [
+            "## Targets of issue 6 (closed loop; withdrawn by issue 14)",
+            "",
+            *_table(["target", "measured", ""], target_rows),
+            "",
+        ]
     cpu_rows = []
     roles: list[str] = []
     for r in results.values():
@@ -210,6 +210,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
                 roles.append(role)
     for name, r in results.items():
         cpu = r.get("cpu") or {}
+        if not cpu:
+            continue
         by = cpu.get("cores_by_process", {})
         cpu_rows.append(
             [f"`{name}`", _num(cpu.get("busy_pct")), _num(cpu.get("iowait_pct"))]

@@ -129,7 +129,7 @@ class PgCheckpoints:
             return {}
         partitions = sorted(starts)
         params = self._params(topic, partitions=partitions, offsets=[starts[p] for p in partitions])
-        with pg.translated():
+        with pg.translated(), conn.pipeline():  # one round trip
             conn.execute(sql.SQL(_INSERT_MISSING[self.table]), params)
             rows = conn.execute(sql.SQL(_LOCK[self.table]), params).fetchall()
         return {int(p): int(o) for p, o in rows}

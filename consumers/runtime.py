@@ -43,6 +43,7 @@ from consumers.batches import BatchHandler, PartitionBatch, PhantomRecord
 from consumers.checkpoints import PgCheckpoints
 from consumers.judge import judge
 from consumers.loopstats import LoopStats
+from consumers.offsets import KafkaOffsets
 from consumers.stopflag import StopFlag
 from kafkastore import kafka, pg
 from kafkastore.config import Settings
@@ -102,6 +103,7 @@ class BatchLoop:
         self._resolver: VerdictResolver | None = None
         # Next offset this loop expects per assigned partition (None: Kafka's committed offset).
         self._position: dict[int, int] = {}
+        self._offsets = KafkaOffsets(group, self.topic)
         self._stats = LoopStats(group=group, topic=self.topic)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -145,9 +147,11 @@ class BatchLoop:
         finally:
             self._running = False
             if consumer is not None:
+                # Asynchronous: closing must not wait on a broker that is gone.
+                self._offsets.flush(consumer)
                 try:
-                    # A static member stays in the group (membership). Nothing is committed
-                    # here: every handled batch already was.
+                    # A static member stays in the group (membership). Every handled batch
+                    # was stored already (and its lag-only offsets are sent just above).
                     with kafka.translated():
                         consumer.close()
                 except (KafkaStoreError, RuntimeError) as exc:
@@ -213,6 +217,7 @@ class BatchLoop:
         # already committed, and messages fetched for these partitions are dropped unhandled.
         numbers = [tp.partition for tp in partitions]
         logger.info("group %r revoked %s of %r", self.group, numbers, self.topic)
+        self._offsets.flush(consumer)
         self._stats.on_revoke(numbers)
         for p in numbers:
             self._position.pop(p, None)
@@ -233,6 +238,7 @@ class BatchLoop:
             messages.extend(consumer.consume(num_messages=self.max_batch - 1, timeout=0))
         self._refresh_watermarks(consumer)
         if not messages:
+            self._offsets.flush(consumer)
             return
         by_partition: dict[int, list[Any]] = {}
         for msg in messages:
@@ -305,15 +311,27 @@ class BatchLoop:
     ) -> list[PartitionBatch]:
         assert self.checkpoints is not None
         starts = {b.partition: b.first_offset for b in batches}
-        with pg.translated(), conn.transaction():
-            stored = self.checkpoints.lock(conn, self.topic, starts)
-            fenced = {p for p, first in starts.items() if stored.get(p) != first}
-            valid = [b for b in batches if b.partition not in fenced]
-            if valid:
-                handler(conn, valid)
-                self.checkpoints.advance(
-                    conn, self.topic, {b.partition: b.next_offset for b in valid}
-                )
+        # BEGIN and the checkpoint locks in one round trip, the new checkpoints and COMMIT in
+        # another (pipelined); the handler runs between the two, outside pipeline mode. (Not
+        # conn.transaction(): a transaction begun in pipeline mode keeps the pipeline on.)
+        try:
+            with pg.translated():
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    stored = self.checkpoints.lock(conn, self.topic, starts)
+                fenced = {p for p, first in starts.items() if stored.get(p) != first}
+                valid = [b for b in batches if b.partition not in fenced]
+                if valid:
+                    handler(conn, valid)
+                with conn.pipeline():
+                    if valid:
+                        self.checkpoints.advance(
+                            conn, self.topic, {b.partition: b.next_offset for b in valid}
+                        )
+                    conn.execute("COMMIT")
+        except BaseException:
+            pg.discard(conn)  # ROLLBACK (a connection too broken for that is closed)
+            raise
         for p in sorted(fenced):
             logger.warning(
                 "group %r: partition %s of %r is at %s in PostgreSQL, this batch starts at %s "
@@ -330,8 +348,8 @@ class BatchLoop:
         for b in valid:
             self._position[b.partition] = b.next_offset
         if valid and self.commit_to_kafka:
-            # For lag tooling only; PostgreSQL is the truth. Asynchronous: nothing depends on it.
-            self._commit(consumer, valid, asynchronous=True)
+            # For lag tooling only; PostgreSQL is the truth (consumers.offsets).
+            self._offsets.stored(consumer, {b.partition: b.next_offset for b in valid})
         return valid
 
     def _apply_at_least_once(
@@ -347,23 +365,9 @@ class BatchLoop:
             self._position[b.partition] = b.next_offset
         # Only after the handler returned for everything before these offsets. Synchronous, so
         # a rebalance that follows never hands the partition over behind work already done.
-        self._commit(consumer, batches, asynchronous=False)
-        return batches
-
-    def _commit(
-        self, consumer: Consumer, batches: Sequence[PartitionBatch], *, asynchronous: bool
-    ) -> None:
         offsets = [TopicPartition(self.topic, b.partition, b.next_offset) for b in batches]
-        try:
-            with kafka.translated():
-                if asynchronous:
-                    consumer.commit(offsets=offsets, asynchronous=True)
-                else:
-                    consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaStoreError as exc:
-            # A rebalance raced with the commit: the new owner re-delivers from the last
-            # committed offset (at-least-once); the next commit of this loop covers the rest.
-            logger.warning("group %r: offset commit failed: %s", self.group, exc)
+        self._offsets.commit(consumer, offsets, asynchronous=False)
+        return batches
 
     def _seek(self, consumer: Consumer, partition: int, offset: int) -> None:
         self._position[partition] = offset

@@ -70,6 +70,11 @@ class Stack:
     def manifest_path(self) -> Path:
         return self.home / FILE_NAME
 
+    @property
+    def kafka_logins_path(self) -> Path:
+        """With ``--auth``: the consumer's and the writer's librdkafka logins (mode 0600)."""
+        return self.home / "kafka-sasl" / "clients.json"
+
     def manifest(self) -> Manifest:
         """What ``dev.json`` says about this stack (the documented keys, plus what ``dev stop``
         needs)."""
@@ -91,6 +96,7 @@ class Stack:
             pids=pids,
             postgres=PostgresFiles(data_dir=self.cluster.data_dir, bindir=self.cluster.bindir),
             logs=self.logs,
+            kafka_logins=self.kafka_logins_path if self.sasl is not None else None,
         )
 
     def stop(self) -> None:
@@ -166,6 +172,12 @@ def start(
     if stack.sasl is not None:
         env["KAFKASTORE_EXTRA_KAFKA"] = _librdkafka(stack.sasl.client("consumer"))
         env["KAFKASTORE_WRITER_KAFKA"] = _librdkafka(stack.sasl.client("writer"))
+        logins = {
+            "extra_kafka": stack.sasl.client("consumer"),
+            "writer_kafka": stack.sasl.client("writer"),
+        }
+        stack.kafka_logins_path.touch(mode=0o600)
+        stack.kafka_logins_path.write_text(json.dumps(logins))
     if stack.auth:
         with _step("an admin user and token"):
             stack.admin_token = _admin_token(settings.database_url)

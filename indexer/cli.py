@@ -1,7 +1,8 @@
 """``kafkastore read STREAM``: one page of a stream as JSON lines (one event per line).
 
 Reads PostgreSQL directly (the same :class:`~indexer.reads.Reads` the Python API uses), or a
-running HTTP API with ``--api URL``.
+running HTTP API with ``--api URL`` (sending ``--token`` / ``KAFKASTORE_TOKEN`` as a bearer
+token when given: an API with auth on refuses reads without one).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import orjson
 
 from indexer import render
 from indexer.reads import Direction, Reads
+from kafkastore import auth
 from kafkastore.config import Settings
-from kafkastore.errors import InvalidRequest, StreamNotFound, Unavailable
+from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound, Unavailable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +35,8 @@ class ReadOptions:
     """Newest first."""
     api: str | None = None
     """Base URL of an HTTP API to read through; None: PostgreSQL directly."""
+    token: str = ""
+    """Bearer token sent to ``api`` (empty: none)."""
 
 
 def read(options: ReadOptions, settings: Settings, out: TextIO) -> int:
@@ -60,17 +64,22 @@ def _read_http(options: ReadOptions, api: str, direction: str) -> list[dict[str,
         params["from_version"] = options.from_version
     stream = quote(options.stream_id, safe="")
     url = f"{api.rstrip('/')}/streams/{stream}?{urlencode(params)}"
+    request = urllib.request.Request(url, headers=auth.authorization(options.token))
     try:
-        with urllib.request.urlopen(url, timeout=30.0) as response:
+        with urllib.request.urlopen(request, timeout=30.0) as response:
             body = orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         text = exc.read()
         message = orjson.loads(text).get("message", "") if text.startswith(b"{") else ""
         if exc.code == 404:
             raise StreamNotFound(options.stream_id) from exc
+        if exc.code == 410:
+            raise StreamDeleted(options.stream_id) from exc
         if exc.code == 400:
             raise InvalidRequest(message or "invalid request") from exc
-        raise Unavailable(f"{url} answered {exc.code}: {message}") from exc
+        raise auth.refusal(exc.code, api, options.token) or Unavailable(
+            f"{url} answered {exc.code}: {message}"
+        ) from exc
     except OSError as exc:
         raise Unavailable(f"cannot reach {api}: {exc}") from exc
     events: list[dict[str, Any]] = body["events"]

@@ -13,6 +13,7 @@ the app's one error table.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Annotated
 
@@ -21,7 +22,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from indexer import render
 from indexer.reads import AsyncReads, Direction
-from kafkastore import apidoc
+from kafkastore import apidoc, auth_http
 from kafkastore.errors import InvalidRequest
 
 router = APIRouter(tags=["reads"])
@@ -173,10 +174,16 @@ async def read_category(
 ) -> Response:
     """Events of every stream of the category (stream id up to the first ``-``); ``type``
     (repeatable) keeps only those types. ``next_position`` is where the next page starts: after
-    a page shorter than ``limit``, past everything scanned (a filtered tail moves on)."""
+    a page shorter than ``limit``, past everything scanned (a filtered tail moves on). With auth
+    on, the events of a stream whose own ACL denies the caller ``read`` are left out (the page
+    may then hold fewer events; ``next_position`` still moves past them)."""
     page = await _reads(request).read_category(
         category, from_position=from_position, limit=limit, types=_types(request)
     )
+    readable = await auth_http.readable_streams(request, (e.stream_id for e in page.events))
+    if not all(e.stream_id in readable for e in page.events):
+        kept = tuple(e for e in page.events if e.stream_id in readable)
+        page = dataclasses.replace(page, events=kept)
     return Response(render.position_page_json(page), media_type=JSON)
 
 

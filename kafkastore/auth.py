@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import orjson
 
-from kafkastore.errors import ConfigurationError, InvalidRequest
+from kafkastore.errors import ConfigurationError, Forbidden, InvalidRequest, Unauthorized
 from kafkastore.streams import category_of
 
 READ = "read"
@@ -266,3 +266,21 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+# -- clients of the HTTP API (the CLI) --
+
+
+def authorization(token: str) -> dict[str, str]:
+    """The request headers that carry ``token`` (none when it is empty)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def refusal(status: int, api: str, token: str) -> Unauthorized | Forbidden | None:
+    """Our error for an HTTP API's 401 or 403 answer, else None; never shows the token."""
+    if status == 401:
+        hint = "it refused the token" if token else "pass --token or set KAFKASTORE_TOKEN"
+        return Unauthorized(f"{api} needs a valid bearer token ({hint})")
+    if status == 403:
+        return Forbidden(f"{api} refused: the token's user may not do this (403 forbidden)")
+    return None

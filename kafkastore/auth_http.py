@@ -32,7 +32,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kafkastore import apidoc, auth, authstore, streamacl
 from kafkastore.config import Settings
@@ -305,6 +305,8 @@ router = APIRouter(tags=["auth"])
 
 
 class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is a 400, as on every route
+
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
     roles: list[Literal["admin", "ops"]] = []
 
@@ -320,6 +322,8 @@ class UsersOut(BaseModel):
 
 
 class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     user: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
     label: str = Field(default="", max_length=auth.MAX_LABEL)
     expires_in: float | None = Field(default=None, gt=0, description="seconds until it expires")

@@ -130,6 +130,11 @@ SETTINGS_FLAGS: dict[str, tuple[str, str]] = {
     "kafka": ("--kafka", "Kafka bootstrap servers (KAFKASTORE_KAFKA)"),
     "database_url": ("--database-url", "PostgreSQL URL (KAFKASTORE_DATABASE_URL)"),
     "topic": ("--topic", "events topic (KAFKASTORE_TOPIC)"),
+    "token": (
+        "--token",
+        "bearer token for the HTTP API when auth is on (KAFKASTORE_TOKEN, which keeps it out of"
+        " the process list)",
+    ),
 }
 """The settings flags, by setting; each subcommand adds those it uses."""
 
@@ -235,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="base URL of the HTTP API to read through (KAFKASTORE_API_URL; default: the dev"
         " stack's API, else PostgreSQL directly)",
     )
-    _common(p, "database_url")
+    _common(p, "database_url", "token")
 
     p = sub.add_parser("tail", help="follow $all or a category live")
     p.add_argument("--category", action="append", help="only this category (repeatable)")
@@ -246,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api",
         help="base URL of the HTTP API: follow its Server-Sent Events feed instead of Kafka",
     )
-    _common(p, "kafka", "database_url", "topic")
+    _common(p, "kafka", "database_url", "topic", "token")
 
     p = sub.add_parser("dlq", help="list or replay a consumer group's dead letters")
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
@@ -284,10 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     _auth_parser(sub)
 
+    p = sub.add_parser("db", help="PostgreSQL administration: the processes' database roles")
+    dbsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    c = dbsub.add_parser(
+        "roles",
+        help="create the least-privileged roles kafkastore_writer, _indexer, _api and _consumer"
+        " (LOGIN, no password) and grant each exactly its privileges (idempotent; `migrate`"
+        " re-grants them after an upgrade)",
+    )
+    _common(c, "database_url")
+
     p = sub.add_parser("bench", help="run the benchmarks against real services")
     p.add_argument("--quick", action="store_true", help="a ~3-minute run")
     p.add_argument("--output", help="write the JSON results here")
     p.add_argument("--only", action="append", help="run only this workload (repeatable)")
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="the growth run: fill the store to ~5M events, measure at 0, 1M and 5M",
+    )
     _common(p, "kafka", "database_url")
     return parser
 

@@ -61,27 +61,78 @@ def encode_headers(
     metadata_json: bytes | None,
 ) -> list[Header]:
     """The headers of one event message (``time`` already formatted, ``write_id`` a string)."""
-    headers: list[Header] = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", str(event_id).encode()),
-        ("ce_type", event_type.encode()),
-        ("ce_source", source.encode()),
-        ("ce_subject", stream_id.encode()),
-        ("ce_time", time.encode()),
-        ("content-type", content_type.encode()),
-        ("ce_streamversion", str(version).encode()),
-        ("ce_pgwrite", write_id.encode()),
-        ("ce_pgxid", str(xid).encode()),
-        ("ce_pgsysid", sysid.encode()),
-    ]
-    if metadata_json is not None:
-        headers.append(("ce_metadata", metadata_json))
-        assert metadata is not None
-        for key, header in _METADATA_HEADERS.items():
-            value = metadata.get(key)
-            if isinstance(value, str) and value:
-                headers.append((header, value.encode()))
-    return headers
+    return HeaderStamp(source=source, time=time, write_id=write_id, xid=xid, sysid=sysid).headers(
+        event_id=event_id,
+        event_type=event_type,
+        subject=stream_id.encode(),
+        version=version,
+        content_type=content_type,
+        metadata=metadata,
+        metadata_json=metadata_json,
+    )
+
+
+_SPECVERSION: Header = ("ce_specversion", b"1.0")
+
+
+class HeaderStamp:
+    """The headers every message of one write shares, encoded once per write (the writer
+    produces thousands of messages per batch): :meth:`headers` adds each event's own."""
+
+    __slots__ = ("_content_types", "_source", "_sysid", "_time", "_types", "_write_id", "_xid")
+
+    def __init__(self, *, source: str, time: str, write_id: str, xid: int, sysid: str) -> None:
+        self._source: Header = ("ce_source", source.encode())
+        self._time: Header = ("ce_time", time.encode())
+        self._write_id: Header = ("ce_pgwrite", write_id.encode())
+        self._xid: Header = ("ce_pgxid", str(xid).encode())
+        self._sysid: Header = ("ce_pgsysid", sysid.encode())
+        self._types: dict[str, Header] = {}
+        self._content_types: dict[str, Header] = {}
+
+    def headers(
+        self,
+        *,
+        event_id: UUID,
+        event_type: str,
+        subject: bytes,
+        version: int,
+        content_type: str,
+        metadata: dict[str, Any] | None,
+        metadata_json: bytes | None,
+    ) -> list[Header]:
+        """One message's headers, in the order of :func:`encode_headers` (``subject``: the
+        stream id, encoded: the message key)."""
+        type_header = self._types.get(event_type)
+        if type_header is None:
+            type_header = self._types[event_type] = ("ce_type", event_type.encode())
+        content_header = self._content_types.get(content_type)
+        if content_header is None:
+            content_header = self._content_types[content_type] = (
+                "content-type",
+                content_type.encode(),
+            )
+        headers: list[Header] = [
+            _SPECVERSION,
+            ("ce_id", str(event_id).encode()),
+            type_header,
+            self._source,
+            ("ce_subject", subject),
+            self._time,
+            content_header,
+            ("ce_streamversion", str(version).encode()),
+            self._write_id,
+            self._xid,
+            self._sysid,
+        ]
+        if metadata_json is not None:
+            headers.append(("ce_metadata", metadata_json))
+            assert metadata is not None
+            for key, header in _METADATA_HEADERS.items():
+                value = metadata.get(key)
+                if isinstance(value, str) and value:
+                    headers.append((header, value.encode()))
+        return headers
 
 
 class KafkaMessage(Protocol):

@@ -134,6 +134,7 @@ def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
         backward=args.backward,
         # --api, else KAFKASTORE_API_URL, else the running dev stack's API (kafkastore.target).
         api=settings.api_url or None,
+        token=settings.token,
     )
     return indexer_cli.read(options, settings, out=sys.stdout)
 
@@ -150,6 +151,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
             categories=_tuple(args.category),
             types=_tuple(args.types),
             from_beginning=args.from_beginning,
+            token=settings.token,
         )
 
     options = tail.TailOptions(
@@ -195,6 +197,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         quick=args.quick,
         output=Path(args.output) if args.output else None,
         only=tuple(args.only or ()),
+        scale=args.scale,
         services_given=bool(args.kafka and args.database_url),
     )
     return bench_main.run(options, settings)
@@ -278,6 +281,18 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(values) if values is not None else None
 
 
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    """``kafkastore db roles``: the least-privileged roles of the store's processes."""
+    from kafkastore import dbroles
+
+    created = dbroles.create_roles(settings.database_url)
+    for role, grants in dbroles.PRIVILEGES.items():
+        state = "created" if role in created else "exists"
+        tables = ", ".join(f"{t} ({p})" for t, p in grants.items())
+        print(f"{role} [{state}]: {tables}")
+    return 0
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "dev": cmd_dev,
     "migrate": cmd_migrate,
@@ -293,4 +308,5 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "stream": cmd_stream,
     "scavenge": cmd_scavenge,
     "auth": cmd_auth,
+    "db": cmd_db,
 }

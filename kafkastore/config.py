@@ -48,7 +48,12 @@ class Settings:
     kafka: str = "127.0.0.1:9092"
     """Kafka bootstrap servers."""
     database_url: str = "postgresql://postgres@127.0.0.1:5432/kafkastore"
-    """PostgreSQL connection URL (the primary: verdicts are asked of it)."""
+    """PostgreSQL connection URL (the primary: verdicts are asked of it). With separate
+    database roles (``kafkastore db roles``), each process's own: the API's, the indexer's,
+    a subscription's."""
+    writer_database_url: str = ""
+    """PostgreSQL URL of the writer (appends, metadata writes, deletes, snapshots) as its own
+    least-privileged role (``kafkastore_writer``); empty: ``database_url``."""
     topic: str = "events"
     """The events topic."""
     partitions: int = 6
@@ -72,7 +77,8 @@ class Settings:
     linger_ms: float = 1.0
     """librdkafka ``linger.ms``: trades single-append latency for throughput."""
     batch_wait: float = 0.0005
-    """How long the group-commit batcher gathers concurrent appends (seconds)."""
+    """How long the group-commit batcher gathers concurrent appends (seconds; only while every
+    other writer thread is busy: an idle one would run what arrives meanwhile at once)."""
     batch_max_appends: int = 500
     """Most appends in one group-commit transaction."""
     batch_max_events: int = 5_000
@@ -120,6 +126,9 @@ class Settings:
     api_url: str = ""
     """Base URL of a running HTTP API; ``kafkastore read`` reads through it when set (empty:
     PostgreSQL directly)."""
+    token: str = field(default="", repr=False)
+    """Bearer token the CLI sends to the HTTP API (``read``, ``tail --api``) when auth is on;
+    never logged or printed."""
     metrics_port: int = 0
     """Port of the Prometheus endpoint of ``kafkastore indexer`` and of subscriptions
     (0 = none; ``kafkastore dev`` gives its indexer one)."""
@@ -213,6 +222,11 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    @property
+    def writer_url(self) -> str:
+        """The database URL of the writer: ``writer_database_url``, else ``database_url``."""
+        return self.writer_database_url or self.database_url
 
     @property
     def auth_enabled(self) -> bool:

@@ -117,8 +117,8 @@ def parse_metadata(document: Mapping[str, Any]) -> MetadataUpdate:
     )
 
 
-def hidden(conn: psycopg.Connection, events: Iterable[RecordedEvent]) -> set[tuple[str, int]]:
-    """``(stream_id, version)`` of the given events that no read may show now (one query)."""
+def hidden_params(events: Iterable[RecordedEvent]) -> tuple[list[str], list[int], list[Any]]:
+    """The parameters of :data:`HIDDEN` for ``events`` (for callers that pipeline it)."""
     streams: list[str] = []
     versions: list[int] = []
     times: list[Any] = []
@@ -126,8 +126,14 @@ def hidden(conn: psycopg.Connection, events: Iterable[RecordedEvent]) -> set[tup
         streams.append(e.stream_id)
         versions.append(e.version)
         times.append(e.created_at)
-    if not streams:
+    return streams, versions, times
+
+
+def hidden(conn: psycopg.Connection, events: Iterable[RecordedEvent]) -> set[tuple[str, int]]:
+    """``(stream_id, version)`` of the given events that no read may show now (one query)."""
+    params = hidden_params(events)
+    if not params[0]:
         return set()
     with pg.translated():
-        rows = conn.execute(HIDDEN, (streams, versions, times)).fetchall()
+        rows = conn.execute(HIDDEN, params).fetchall()
     return {(s, int(v)) for s, v in rows}

@@ -82,6 +82,10 @@ class Manifest:
     """The PostgreSQL cluster's directories."""
     logs: Path | None = None
     """The directory of the services' logs."""
+    kafka_logins: Path | None = None
+    """With ``dev --auth``: a file (mode 0600) of the librdkafka settings that log in as the
+    broker's consumer (``extra_kafka``) and writer (``writer_kafka``) principals, so commands
+    in the checkout reach the secured broker (:mod:`kafkastore.target`)."""
 
     @classmethod
     def load(cls, path: Path) -> Manifest | None:
@@ -102,6 +106,7 @@ class Manifest:
             raise TypeError(f"expected an object, got {type(doc).__name__}")
         postgres = doc.get("postgres")
         logs = doc.get("logs")
+        logins = doc.get("kafka_logins")
         return cls(
             kafka=_text(doc["kafka"]),
             database_url=_text(doc["database_url"]),
@@ -115,6 +120,7 @@ class Manifest:
             if postgres
             else None,
             logs=Path(_text(logs)) if logs else None,
+            kafka_logins=Path(_text(logins)) if logins else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -132,7 +138,24 @@ class Manifest:
             }
         if self.logs is not None:
             doc["logs"] = str(self.logs)
+        if self.kafka_logins is not None:
+            doc["kafka_logins"] = str(self.kafka_logins)
         return doc
+
+    def kafka_settings(self) -> dict[str, dict[str, str]]:
+        """``extra_kafka`` and ``writer_kafka`` from :attr:`kafka_logins` (empty without)."""
+        if self.kafka_logins is None:
+            return {}
+        try:
+            doc = json.loads(self.kafka_logins.read_text())
+            return {
+                name: {_text(k): _text(v) for k, v in dict(doc[name]).items()}
+                for name in ("extra_kafka", "writer_kafka")
+            }
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ConfigurationError(
+                f"{self.kafka_logins} holds no Kafka logins of the dev stack: {exc!r}"
+            ) from None
 
     def write(self, path: Path) -> None:
         """Write ``path`` atomically: a reader sees the old file, or the whole new one."""

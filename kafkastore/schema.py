@@ -13,7 +13,7 @@ from importlib import resources
 
 from psycopg import sql
 
-from kafkastore import pg
+from kafkastore import dbroles, pg
 from kafkastore.errors import SchemaError
 
 logger = logging.getLogger("kafkastore.schema")
@@ -77,6 +77,8 @@ def migrate(database_url: str) -> list[str]:
                 logger.info("applied migration %s", applied[-1])
             if not pg.record_system_identifier(conn):
                 logger.warning("cannot read pg_control_system(); ce_pgsysid will be unknown")
+            if applied and dbroles.regrant(conn):
+                logger.info("re-granted the privileges of the database roles (db roles)")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied

@@ -135,6 +135,8 @@ def resolve(
                 "topic": manifest.topic,
                 "api_url": manifest.api or "",
             }
+            # A --auth stack's broker takes SCRAM logins only: those of its principals.
+            fallbacks.update(manifest.kafka_settings())
         else:
             stale = path
     settings = Settings.from_env(fallbacks=fallbacks, **given)

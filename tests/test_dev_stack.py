@@ -218,8 +218,36 @@ def test_dev_with_auth_prints_an_admin_token_that_the_api_demands_and_accepts(
 
         with pytest.raises(Unavailable):
             check_reachable(Settings(kafka=f"127.0.0.1:{ports[0]}"), timeout=3.0)
+        _run_the_readme_auth_example(home, api, tokens[0])
     finally:
         assert stop_in(home) == 0
+
+
+def _run_the_readme_auth_example(home: Path, api: str, token: str) -> None:
+    """The README's round trip against a secured stack (the block it marks as run here), as a
+    user runs it after exporting the printed token: every request must succeed."""
+    import os
+    import subprocess
+
+    from tests.test_readme import README, ROOT, blocks
+
+    [block] = [b for b in blocks(README.read_text()) if "test_dev_stack.py" in (b.not_run or "")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKASTORE_")}
+    env.update(KAFKASTORE_DEV_HOME=str(home), KAFKASTORE_API_URL=api, KAFKASTORE_TOKEN=token)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"README.md line {block.line}:\n{done.stdout}\n{done.stderr}"
+    # curl's answers have no newline: the status of the request without a token ends a line.
+    assert any(line.endswith("}401") for line in done.stdout.splitlines())
+    assert '"type":"OrderPlaced"' in done.stdout.replace(" ", "")  # kafkastore read, with it
+    assert token not in done.stdout + done.stderr
 
 
 def test_dev_says_at_start_when_auth_is_off(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,9 +2,10 @@
 
 Callers submit units (one append, or an atomic multi-stream append) and get a Future. Worker
 threads - one PostgreSQL connection each, one shared idempotent producer - take what is queued
-(waiting ``batch_wait`` for more, up to the size caps) and run it as one transaction of the
-protocol (writer.protocol). Backpressure: queued plus running bytes are bounded; a full writer
-makes in-process callers wait (up to ``backpressure_timeout``) and HTTP callers get 503.
+(waiting ``batch_wait`` for more while no other worker is idle, up to the size caps) and run it
+as one transaction of the protocol (writer.protocol). Backpressure: queued plus running bytes
+are bounded; a full writer makes in-process callers wait (up to ``backpressure_timeout``) and
+HTTP callers get 503.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Writer:
         self._closing = False
         self._opened = False
         self._threads: list[threading.Thread] = []
+        self._idle = 0
+        """Workers waiting for work (guarded by ``_cond``)."""
         self._producer: SharedProducer | None = None
         self.sysid = ""
         self.batches = 0
@@ -48,7 +51,7 @@ class Writer:
         """Read the cluster's system identifier, start the producer and the worker threads."""
         if self._opened:
             return self
-        with pg.connect(self.settings.database_url, autocommit=True) as conn:
+        with pg.connect(self.settings.writer_url, autocommit=True) as conn:
             self.sysid = pg.system_identifier(conn)
         self._producer = SharedProducer(self.settings)
         self._opened = True
@@ -137,15 +140,22 @@ class Writer:
         return future
 
     def _take(self) -> list[tuple[Unit, Future[list[AppendResult]]]]:
-        """Wait for work, then gather up to the caps (lingering ``batch_wait`` for more)."""
+        """Wait for work, then gather up to the caps (lingering ``batch_wait`` for more, unless
+        another worker is idle: it would take whatever arrives meanwhile at once, so lingering
+        would only delay this batch - a lone append at light load goes without waiting)."""
         settings = self.settings
         with self._cond:
             while True:
-                while not self._queue and not self._closing:
-                    self._cond.wait(0.5)
+                self._idle += 1
+                try:
+                    while not self._queue and not self._closing:
+                        self._cond.wait(0.5)
+                finally:
+                    self._idle -= 1
                 if not self._queue:
                     return []  # closing, and nothing left to do
-                deadline = time.monotonic() + settings.batch_wait
+                linger = settings.batch_wait if self._idle == 0 else 0.0
+                deadline = time.monotonic() + linger
                 while (
                     len(self._queue) < settings.batch_max_appends
                     and not self._closing

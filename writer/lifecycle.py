@@ -57,7 +57,7 @@ RETURNING created_at
 
 
 def _connect(settings: Settings) -> psycopg.Connection:
-    conn = pg.connect(settings.database_url, application_name=APPLICATION_NAME)
+    conn = pg.connect(settings.writer_url, application_name=APPLICATION_NAME)
     with pg.translated():
         pg.set_session_timeouts(
             conn,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from kafkastore.codec import encode_headers, format_time
+from kafkastore.codec import HeaderStamp, format_time
 from writer import faults
 from writer.decide import Decision, Delivered
 from writer.delivery import DeliveryTracker, SharedProducer
@@ -38,34 +38,38 @@ def produce_and_await(
     tracker = DeliveryTracker(decision.event_count)
     now = format_time(datetime.now(UTC))
     timestamp_ms = int(time.time() * 1000)
-    write_id = str(stamp.write_id)
-    send, on_delivery = producer.produce, tracker.report  # bound once: this loop is hot
+    shared = HeaderStamp(
+        source=stamp.source,
+        time=now,
+        write_id=str(stamp.write_id),
+        xid=stamp.xid,
+        sysid=stamp.sysid,
+    )
+    # Bound once: this loop is hot.
+    send, on_delivery, headers_of = producer.produce, tracker.report, shared.headers
+    topic = stamp.topic
     for accepted in decision.produce_order:
         append = accepted.append
         key = append.stream_id.encode()
-        for i, event in enumerate(append.events):
-            headers = encode_headers(
-                event_id=event.id,
-                event_type=event.type,
-                stream_id=append.stream_id,
-                version=accepted.from_version + i,
-                content_type=event.content_type,
-                source=stamp.source,
-                time=now,
-                write_id=write_id,
-                xid=stamp.xid,
-                sysid=stamp.sysid,
-                metadata=event.metadata,
-                metadata_json=event.metadata_json,
-            )
+        version = accepted.from_version
+        for event in append.events:
             send(
-                stamp.topic,
+                topic,
                 key,
                 event.payload,
-                headers=headers,
+                headers=headers_of(
+                    event_id=event.id,
+                    event_type=event.type,
+                    subject=key,
+                    version=version,
+                    content_type=event.content_type,
+                    metadata=event.metadata,
+                    metadata_json=event.metadata_json,
+                ),
                 timestamp_ms=timestamp_ms,
                 on_delivery=on_delivery,
             )
+            version += 1
     producer.flush_hint()
     faults.step("produced")
     tracker.wait(timeout)

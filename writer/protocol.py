@@ -207,7 +207,7 @@ class BatchRunner:
 
     def _connection(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed or self.conn.broken:
-            self.conn = pg.connect(self.settings.database_url, application_name=APPLICATION_NAME)
+            self.conn = pg.connect(self.settings.writer_url, application_name=APPLICATION_NAME)
             with pg.translated():
                 pg.set_session_timeouts(
                     self.conn,
@@ -254,7 +254,7 @@ def resolve_commit(settings: Settings, write_id: UUID, xid: int) -> bool:
     last: Exception | None = None
     for _ in _RESOLVE_BACKOFF.attempts(timeout=settings.commit_resolve_timeout):
         try:
-            with pg.connect(settings.database_url, autocommit=True) as conn, pg.translated():
+            with pg.connect(settings.writer_url, autocommit=True) as conn, pg.translated():
                 if _marker_exists(conn, write_id):
                     return True
                 if xid not in running_xids(conn, [xid]):

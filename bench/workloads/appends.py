@@ -142,9 +142,18 @@ def _body(seq: itertools.count[int], version: int, k: int) -> bytes:
     )
 
 
-def http(ctx: Context, name: str, *, connections: int, prefix: str) -> dict[str, Any]:
-    """``POST /streams/{id}`` over ``connections`` keep-alive connections, one request each."""
-    url = urlsplit(ctx.env.api_url)
+def http(
+    ctx: Context,
+    name: str,
+    *,
+    connections: int,
+    prefix: str,
+    api_url: str | None = None,
+    probe: drive.Probe | None = None,
+) -> dict[str, Any]:
+    """``POST /streams/{id}`` over ``connections`` keep-alive connections, one request each
+    (to the run's API, or to ``api_url``)."""
+    url = urlsplit(api_url or ctx.env.api_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     seq = itertools.count()
     per_append = 10
@@ -173,7 +182,7 @@ def http(ctx: Context, name: str, *, connections: int, prefix: str) -> dict[str,
         ops = [make(o, c) for o, c in zip(owners, conns, strict=True)]
         try:
             return await drive.run_async(
-                ctx.progress, name, ops, ctx.timing, ctx.probe("api", "indexer", "bench")
+                ctx.progress, name, ops, ctx.timing, probe or ctx.probe("api", "indexer", "bench")
             )
         finally:
             for c in conns:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -236,3 +237,94 @@ def naive_postgres(
             + ", COMMIT",
         },
     )
+
+
+# ------------------------------------------------------------------- raw Kafka, flat out
+
+
+def raw_kafka_flat(ctx: Context, name: str) -> dict[str, Any]:
+    """The CPU reference: one confluent-kafka producer pushing the same messages (key, value,
+    CloudEvents headers, acks=all, idempotence) as fast as it can, with no append to wait for;
+    the rate counts delivery reports received inside the window."""
+    settings = ctx.settings.replace(topic=f"{ctx.settings.topic}-flat")
+    from kafkastore import topic
+
+    topic.ensure_topic(settings)
+    ctx.env.add_topic(settings.topic)
+    producer = kafka.producer(settings)
+    timing = ctx.timing
+    stop = threading.Event()
+    delivered = [0, 0]  # all, inside the window
+    errors = [0]
+    window = [float("inf"), float("inf")]
+
+    def report(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors[0] += 1
+            return
+        delivered[0] += 1
+        if window[0] <= time.perf_counter() <= window[1]:
+            delivered[1] += 1
+
+    def push(producer: Any) -> None:
+        seq = itertools.count()
+        headers = encode_headers(
+            event_id=new_event_id(),
+            event_type=EVENT_TYPE,
+            stream_id="flat-0000",
+            version=1,
+            content_type="application/json",
+            source=settings.source,
+            time=format_time(datetime.now(UTC)),
+            write_id=str(uuid.uuid4()),
+            xid=1000,
+            sysid="7300000000000000000",
+            metadata=None,
+            metadata_json=None,
+        )
+        keys = [s.encode() for s in stream_ids("flat", STREAMS)]
+        while not stop.is_set():
+            i = next(seq)
+            try:
+                producer.produce(
+                    settings.topic,
+                    value=orjson.dumps(event_data(i)),
+                    key=keys[i % STREAMS],
+                    headers=headers,
+                    on_delivery=report,
+                )
+            except BufferError:
+                producer.poll(0.005)
+                continue
+            if i % 1000 == 0:
+                producer.poll(0)
+
+    pusher = threading.Thread(target=push, args=(producer,), daemon=True, name="bench-flat")
+    probe = ctx.probe("bench")
+    start = time.perf_counter()
+    window[0], window[1] = start + timing.warmup, start + timing.warmup + timing.measure
+    pusher.start()
+    with drive.bar(ctx.progress, name, timing.warmup + timing.measure) as update:
+        measuring = False
+        while (elapsed := time.perf_counter() - start) < timing.warmup + timing.measure:
+            if not measuring and elapsed >= timing.warmup:
+                probe.start()
+                measuring = True
+            update(elapsed, f"{delivered[0]:,} delivered")
+            time.sleep(0.25)
+        extra = probe.stop()
+    stop.set()
+    pusher.join(10.0)
+    producer.flush(30.0)
+    del producer, pusher  # let the producer go here, in the main thread
+    gc.collect()
+    return {
+        "events_per_s": round(delivered[1] / timing.measure, 1),
+        "duration_s": timing.measure,
+        "warmup_s": timing.warmup,
+        "errors": errors[0],
+        "concurrency": "one producer thread, flat out",
+        "client": "confluent-kafka Producer.produce in a loop (poll every 1 000 messages); "
+        f"acks=all, idempotence, linger.ms={settings.linger_ms}",
+        **extra,
+    }

@@ -32,9 +32,10 @@ class BenchApp(Application[Any]):
     """An application with nothing of its own: the library's save path is what is measured."""
 
 
-def eventsourcing_postgres(ctx: Context, name: str, *, per_append: int) -> dict[str, Any]:
+def new_app(ctx: Context) -> BenchApp:
+    """The application on the run's database (its tables are made on first use)."""
     url = urlsplit(ctx.settings.database_url)
-    app = BenchApp(
+    return BenchApp(
         env={
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": url.path.lstrip("/"),
@@ -47,14 +48,23 @@ def eventsourcing_postgres(ctx: Context, name: str, *, per_append: int) -> dict[
             "CREATE_TABLE": "yes",
         }
     )
-    seq = itertools.count()
-    # The aggregates exist before the clock starts (their creation is one 1-event save each).
-    aggregates = [OrderStream() for _ in range(STREAMS)]
-    with drive.bar(ctx.progress, f"{name} (create aggregates)", STREAMS) as update:
+
+
+def create_aggregates(ctx: Context, app: BenchApp, name: str, count: int) -> list[OrderStream]:
+    """``count`` aggregates, saved before the clock starts (a 1-event save each)."""
+    aggregates = [OrderStream() for _ in range(count)]
+    with drive.bar(ctx.progress, f"{name} (create aggregates)", count) as update:
         for i, agg in enumerate(aggregates):
             app.save(agg)
             if i % 50 == 0:
                 update(i)
+    return aggregates
+
+
+def eventsourcing_postgres(ctx: Context, name: str, *, per_append: int) -> dict[str, Any]:
+    app = new_app(ctx)
+    seq = itertools.count()
+    aggregates = create_aggregates(ctx, app, name, STREAMS)
     owned = [aggregates[i::PRODUCERS] for i in range(PRODUCERS)]
 
     def make(mine: list[Any]) -> Callable[[], int]:

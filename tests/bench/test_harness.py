@@ -5,14 +5,19 @@ No timings are asserted here (benchmarks are not tests); `make bench` produces t
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
+from pathlib import Path
 
 import orjson
 
-from bench import procfs, report
+from bench import costs, plot, procfs, ramp, report, sections, targets
+from bench.drive import Probe
 from bench.payload import OwnedStreams, event_data, expected, split, stream_ids
 from bench.stats import percentile, summarize
+from bench.workloads import scale
 
 
 def _results() -> dict[str, dict[str, object]]:
@@ -104,3 +109,230 @@ def test_proc_readers_see_this_process() -> None:
     cores = window.stop()["cores_by_process"]
     assert isinstance(cores, dict)
     assert set(cores) == {"bench", "other"}
+
+
+# ------------------------------------------------------------------ CPU per event (issue 14)
+
+
+def _cpu(window_s: float, **seconds: float) -> dict[str, object]:
+    return {"window_s": window_s, "cpu_s_by_process": seconds}
+
+
+def test_cpu_per_event_divides_each_roles_cpu_time_by_the_events_of_the_window() -> None:
+    # 10 s at 1 000 events/s = 10 000 events; the broker's 0.5 s is 50 µs per event.
+    cpu = _cpu(10.0, kafka=0.5, postgresql=0.2, bench=0.3, other=4.0)
+    cost = costs.per_event_us(cpu, 1000.0)
+    assert cost == {
+        "kafka": 50.0,
+        "postgresql": 20.0,
+        "bench": 30.0,
+        "other": 400.0,
+        "total": 100.0,
+    }
+    assert costs.per_event_us(cpu, 0.0) is None
+    assert costs.per_event_us({}, 1000.0) is None
+
+
+def test_the_bench_process_is_split_by_thread_group_outside_the_total() -> None:
+    cpu = {
+        **_cpu(10.0, bench=0.6),
+        "cpu_s_by_thread_group": {"bench": {"main": 0.1, "threads": 0.5}},
+    }
+    cost = costs.per_event_us(cpu, 1000.0)
+    assert cost is not None
+    assert (cost["bench.main"], cost["bench.threads"], cost["total"]) == (10.0, 50.0, 60.0)
+    before = {"main": 10, "librdkafka": 5, "total": 40}
+    after = {"main": 10 + procfs.CLK_TCK, "librdkafka": 5, "total": 40 + 3 * procfs.CLK_TCK}
+    assert procfs.split_seconds(before, after) == {"main": 1.0, "librdkafka": 0.0, "threads": 2.0}
+    groups = procfs.thread_groups(os.getpid())
+    assert groups["total"] >= groups["main"] > 0
+
+
+def test_stack_cores_leave_out_processes_outside_and_the_load_generator() -> None:
+    cpu = _cpu(2.0, kafka=0.1, api=0.05, bench=1.0, other=3.0)
+    assert costs.stack_cores(cpu) == 0.575
+    assert costs.stack_cores(cpu, without=frozenset({"bench"})) == 0.075
+
+
+def test_older_results_get_their_cpu_seconds_from_cores_and_window() -> None:
+    cpu = {"window_s": 4.0, "cores_by_process": {"kafka": 0.25}}
+    assert costs.cpu_seconds(cpu) == {"kafka": 1.0}
+
+
+def test_the_document_annotates_cpu_per_event_and_compares_it_with_the_baselines() -> None:
+    results = _results()
+    results["kafkastore_append_inproc"]["cpu"] = _cpu(10.0, bench=6.0, kafka=6.0)  # 100 µs
+    results["naive_postgres_store"]["cpu"] = _cpu(10.0, postgresql=4.0)  # 200 µs
+    results["raw_kafka_flat_out"] = {"events_per_s": 100_000.0, "cpu": _cpu(10.0, kafka=20.0)}
+    doc = report.document({"cores": 2}, {"mode": "quick"}, results)
+    ours = doc["results"]["kafkastore_append_inproc"]["cpu_us_per_event"]
+    assert ours["total"] == 100.0
+    assert doc["cpu_ratios"]["kafkastore_append_inproc"]["naive"] == 0.5
+    assert doc["cpu_ratios"]["kafkastore_append_inproc"]["flat_out"] == 5.0
+    assert doc["cpu_ratios"]["kafkastore_append_inproc"]["raw_kafka"] is None
+    text = report.markdown(doc)
+    assert "## CPU per event" in text
+    assert "| `kafkastore_append_inproc` | - | 0.50x | - | - | 5.00x |" in text
+
+
+# ------------------------------------------------------------------------- sustained ramp
+
+
+def _step(offered: float, acked: float, p99: float, start: int | None, end: int | None) -> dict:
+    return {
+        "offered_events_per_s": offered,
+        "acked_events_per_s": acked,
+        "append_p99_ms": p99,
+        "backlog_start": start,
+        "backlog_end": end,
+        "duration_s": 10.0,
+    }
+
+
+def test_a_step_is_sustained_when_rate_latency_and_backlog_all_hold() -> None:
+    assert ramp.sustained(_step(10_000, 9_900, 40.0, 100, 900))
+    assert not ramp.sustained(_step(10_000, 9_000, 40.0, 100, 900))  # acked < 95%
+    assert not ramp.sustained(_step(10_000, 9_900, 100.0, 100, 900))  # p99 not < 100 ms
+    # allowed growth: 5% of 10 s x 10 000 events/s + 1 000 = 6 000 events
+    assert ramp.sustained(_step(10_000, 9_900, 40.0, 0, 6_000))
+    assert not ramp.sustained(_step(10_000, 9_900, 40.0, 0, 6_001))
+    verdict = ramp.verdict(_step(10_000, 9_900, 40.0, None, None))
+    assert verdict["backlog_not_growing"] is None  # no index: not judged
+    assert ramp.sustained(_step(10_000, 9_900, 40.0, None, None))
+
+
+def test_the_headline_is_the_highest_sustained_step_even_after_a_failed_one() -> None:
+    steps = [
+        _step(5_000, 5_000, 10.0, 0, 0),
+        _step(10_000, 8_000, 300.0, 0, 50_000),
+        _step(15_000, 15_000, 20.0, 0, 10),
+    ]
+    assert ramp.headline(steps) == 15_000
+    assert ramp.headline(steps[1:2]) is None
+    summary = ramp.summary(steps[1:2])
+    assert summary["sustained_events_per_s"] is None
+    assert summary["figures_of_step_events_per_s"] == 10_000  # the first step's figures
+
+
+def test_the_lag_tracker_times_samples_until_the_checkpoint_passes_them() -> None:
+    checkpoints = {0: 0, 1: 0}
+    tracker = ramp.LagTracker(lambda: dict(checkpoints))
+    tracker.acked((0, 9), sample=True, step=0, now=100.0)  # partition 0, offsets up to 9
+    tracker.acked((1, 4), sample=False, step=0, now=100.0)
+    tracker.acked(None, sample=True, step=0, now=100.0)  # no index to follow: ignored
+    tracker.poll(now=100.05)
+    assert tracker.backlog() == 15  # 10 + 5 acknowledged, nothing indexed
+    assert tracker.pending() == 1
+    checkpoints[0] = 9  # offset 9 not yet passed
+    tracker.poll(now=100.1)
+    assert tracker.lags_ms == {}
+    checkpoints[0] = 10
+    tracker.poll(now=100.25)
+    assert [round(x, 3) for x in tracker.lags_ms[0]] == [250.0]
+    assert tracker.backlog() == 5
+    assert tracker.indexed() == 10
+
+
+def test_a_tiny_ramp_against_a_fake_system_measures_each_step() -> None:
+    checkpoints: dict[int, int] = {}
+    offsets = itertools.count()
+    tracker = ramp.LagTracker(lambda: dict(checkpoints))
+
+    async def op(i: int) -> tuple[int, ramp.Ack]:
+        await asyncio.sleep(0.001)
+        offset = next(offsets)
+        checkpoints[0] = offset + 1  # an index that keeps up at once
+        return 10, (0, offset)
+
+    tracker.start()
+    try:
+        steps = asyncio.run(
+            ramp.run(
+                op=op,
+                steps=(500, 1000),
+                per_append=10,
+                step_s=0.5,
+                probe=lambda: Probe({"bench": os.getpid()}, ()),
+                tracker=tracker,
+                warmup_s=0.2,
+            )
+        )
+    finally:
+        tracker.stop()
+    assert [s["offered_events_per_s"] for s in steps] == [500, 1000]  # warm-up not recorded
+    for s in steps:
+        assert s["acked_events_per_s"] > 0
+        assert s["appends_completed"] > 0
+        assert s["index_lag_samples"] > 0
+        assert set(s["verdict"]) == {"rate_kept", "p99_under_100ms", "backlog_not_growing"}
+        assert "cpu" in s
+
+
+def test_the_plot_of_the_ramp_is_a_png(tmp_path: Path) -> None:
+    step = {**_step(5_000, 5_000, 10.0, 0, 0), "index_lag_p99_ms": 30.0}
+    results = {
+        "kafkastore_sustained": {"steps": [step, {**step, "offered_events_per_s": 10_000}]},
+        "naive_postgres_sustained": {"steps": [step]},
+    }
+    path = plot.sustained_ramp(results, tmp_path / "ramp.png")
+    assert path is not None
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.sustained_ramp({"kafkastore_append_inproc": {}}, tmp_path / "none.png") is None
+
+
+# ----------------------------------------------------------------- targets, growth, tables
+
+
+def test_targets_of_issue_14_are_ratios_of_measured_to_threshold() -> None:
+    results: dict[str, dict[str, object]] = {
+        "kafkastore_sustained": {"sustained_events_per_s": 15_000.0},
+        "naive_postgres_sustained": {"sustained_events_per_s": 5_000.0},
+        "kafkastore_idle": {"stack_pct_of_one_core": 2.5},
+        "raw_kafka_flat_out": {"cpu_us_per_event": {"total": 25.0}},
+    }
+    rows = {t["target"]: t for t in targets.targets(results)}
+    top = rows["sustained end-to-end events/s >= 30,000"]
+    assert (top["ratio"], top["met"]) == (0.5, False)
+    assert rows["sustained / naive Postgres sustained >= 3"]["met"] is True
+    assert rows["idle stack % of one core <= 5"]["met"] is True
+    assert rows["indexer catch-up events/s >= 50,000"]["met"] is None  # not run
+    reference = rows[
+        "  beside it: bare producer flat out, broker + producer CPU per message, us (~20)"
+    ]
+    assert (reference["measured"], reference["met"], reference["reference"]) == (25.0, None, True)
+    text = "\n".join(sections.targets_table(list(rows.values())))
+    assert "| sustained end-to-end events/s >= 30,000 | 15,000.000 | 30,000.0 | 0.50 |" in text
+    assert "| 25.000 | 20.0 | 1.25 | reference |" in text
+
+
+def test_growth_divides_the_last_point_by_the_first() -> None:
+    first = {
+        "append_events_per_s": 20_000.0,
+        "stream_read": {"p50_ms": 2.0, "p99_ms": 10.0},
+        "disk": {"bytes_per_event": 1000.0},
+    }
+    last = {
+        "append_events_per_s": 10_000.0,
+        "stream_read": {"p50_ms": 3.0, "p99_ms": 12.0},
+        "disk": {"bytes_per_event": 1100.0},
+    }
+    ratios = scale.growth([first, last])["growth_last_over_first"]
+    assert ratios["append_rate"] == 0.5
+    assert ratios["stream_read_p99_ms"] == 1.2
+    assert ratios["bytes_per_event"] == 1.1
+    assert ratios["all_page_p50_ms"] is None
+    assert scale.growth([first]) == {}
+
+
+def test_the_scale_out_section_says_whether_the_cores_were_the_bound() -> None:
+    def phase(eps: float, stack: float, other: float) -> dict[str, object]:
+        cpu = {**_cpu(10.0, api=stack * 10.0, other=other * 10.0), "cores": 2}
+        cpu["cores_by_process"] = {"api": stack, "other": other}
+        return {"events_per_s": eps, "cpu": cpu}
+
+    busy = {"one_process": phase(1000, 1.9, 0.05), "two_processes": phase(1000, 1.9, 0.05)}
+    assert "The 2 cores were busy in both phases" in sections.scaleout_why(busy)
+    idle = {"one_process": phase(1000, 0.5, 0.0), "two_processes": phase(1800, 0.9, 0.0)}
+    assert "Cores were left idle" in sections.scaleout_why(idle)
+    text = "\n".join(sections.scaleout({"kafkastore_scaleout": {**idle, "gain": 1.8}}))
+    assert "**1.80x**" in text

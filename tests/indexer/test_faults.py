@@ -39,29 +39,36 @@ FROM events
 
 
 @contextmanager
-def load(settings: Settings, streams: int = 12) -> Iterator[threading.Event]:
-    """Appends 5-event batches round-robin to ``streams`` streams until the block ends."""
+def load(settings: Settings, streams: int = 12, writers: int = 1) -> Iterator[threading.Event]:
+    """Appends 5-event batches round-robin to ``streams`` streams until the block ends; with
+    ``writers`` > 1, that many stores (each its own writer: producer and connections) race on
+    the same streams."""
     stop = threading.Event()
     names = [unique("Load") for _ in range(streams)]
     errors: list[BaseException] = []
 
-    def run() -> None:
+    def run(offset: int) -> None:
         try:
             with EventStore(settings).open() as store:
-                i = 0
+                i = offset
                 while not stop.is_set():
                     store.append(names[i % streams], [NewEvent(type="Tick", data={"i": i})] * 5)
                     i += 1
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=run, name="test-load", daemon=True)
-    thread.start()
+    threads = [
+        threading.Thread(target=run, args=(w,), name=f"test-load-{w}", daemon=True)
+        for w in range(writers)
+    ]
+    for thread in threads:
+        thread.start()
     try:
         yield stop
     finally:
         stop.set()
-        thread.join(timeout=60)
+        for thread in threads:
+            thread.join(timeout=60)
     if errors:
         raise errors[0]
 
@@ -134,6 +141,29 @@ def test_two_indexer_processes_on_one_group_index_exactly_once_through_rebalance
         at = index_count(own_database)
         wait_until(lambda: index_count(own_database) >= at + 500)
     assert_index_is_exactly_the_committed_events(settings)
+
+
+@pytest.mark.slow
+def test_two_writers_and_two_indexer_processes_on_one_topic_index_exactly_once(
+    make_settings: Callable[..., Settings],
+    own_database: str,
+    indexer_server: Callable[..., ServiceProcess],
+) -> None:
+    """Scale-out (issue 14): two stores racing on the same streams while two indexer processes
+    share the topic's partitions; every stream's versions are gap-free and indexed once."""
+    settings = make_settings(database_url=own_database, indexer_batch_max=500)
+    indexer_server(settings, ready_line="indexer started")
+    b = indexer_server(settings, ready_line="indexer started")
+    with load(settings, streams=6, writers=2):
+        wait_until(lambda: "assigned" in _tail(b, "assigned", 1))
+        wait_until(lambda: index_count(own_database) >= 3000)
+    assert_index_is_exactly_the_committed_events(settings)
+    with psycopg.connect(own_database) as conn:
+        gaps = conn.execute(
+            "SELECT stream_id FROM events GROUP BY stream_id "
+            "HAVING count(*) <> max(version) OR min(version) <> 1"
+        ).fetchall()
+    assert gaps == []
 
 
 def _tail(proc: ServiceProcess, word: str, times: int) -> str:

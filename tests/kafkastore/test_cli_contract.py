@@ -150,12 +150,13 @@ SETTINGS_USED = {
     "topic create": {"kafka", "topic"},
     "topic describe": {"kafka", "topic"},
     "append": {"kafka", "database_url", "topic"},
-    "read": {"database_url"},  # or --api; never Kafka
-    "tail": {"kafka", "database_url", "topic"},
+    "read": {"database_url", "token"},  # or --api (with the token); never Kafka
+    "tail": {"kafka", "database_url", "topic", "token"},  # the token with --api
     "audit": {"kafka", "database_url", "topic"},
     "bench": {"kafka", "database_url"},  # each run makes its own topic
     "stream metadata": {"kafka", "database_url", "topic"},  # a metadata write is a writer unit
     "scavenge": {"database_url"},
+    "db roles": {"database_url"},
     "dlq list": {"kafka", "database_url", "topic"},
     "dlq replay": {"kafka", "database_url", "topic"},  # replays are judged by the verdict rule
     **{
@@ -174,6 +175,7 @@ GROUPS = {
     "auth",
     "auth user",
     "auth token",
+    "db",
 }  # only their subcommands have options
 
 
@@ -187,6 +189,7 @@ def test_every_option_of_each_subcommand_is_used() -> None:
         "dlq_command",
         "auth_command",
         "auth_action",
+        "db_command",
         "api",
     }
     unused: dict[str, list[str]] = {}

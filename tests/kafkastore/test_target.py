@@ -3,16 +3,19 @@ defaults (kafkastore.target), and the CLI saying so on stderr."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from dev.process import free_port
 from kafkastore.client import _settings
+from kafkastore.errors import ConfigurationError
 from kafkastore.manifest import FILE_NAME, Manifest
 from kafkastore.target import find_manifest, resolve
 
@@ -157,3 +160,27 @@ def test_read_honours_kafkastore_api_url_and_says_which_api_it_reads(tmp_path: P
     assert done.returncode == 3, done.stderr
     assert f"using API {closed} (KAFKASTORE_API_URL)" in done.stderr
     assert f"cannot reach {closed}" in done.stderr
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_secured_stack_lends_its_kafka_logins_unless_the_environment_has_its_own(
+    tmp_path: Path, stack_process: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = _checkout(tmp_path, stack_process)
+    logins = tmp_path / ".kafkastore" / "clients.json"
+    consumer = {"sasl.username": "consumer", "sasl.password": "c"}
+    writer = {"sasl.username": "writer", "sasl.password": "w"}
+    logins.write_text(orjson.dumps({"extra_kafka": consumer, "writer_kafka": writer}).decode())
+    secured = dataclasses.replace(manifest, kafka_logins=logins)
+    secured.write(tmp_path / ".kafkastore" / FILE_NAME)
+    assert Manifest.load(tmp_path / ".kafkastore" / FILE_NAME) == secured
+
+    lent = resolve(cwd=tmp_path).settings
+    monkeypatch.setenv("KAFKASTORE_EXTRA_KAFKA", "sasl.username=mine")
+    own = resolve(cwd=tmp_path).settings
+
+    assert (dict(lent.extra_kafka), dict(lent.writer_kafka)) == (consumer, writer)
+    assert dict(own.extra_kafka) == {"sasl.username": "mine"}
+    logins.write_text("not json")
+    with pytest.raises(ConfigurationError):
+        resolve(cwd=tmp_path)

@@ -1,0 +1,1 @@
+"""Small measurement scripts behind the profile summaries in ``bench/results/profiles/``."""
