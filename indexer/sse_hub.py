@@ -56,7 +56,7 @@ HEARTBEAT = b": heartbeat\n\n"
 DELETED = b": stream deleted\n\n"
 MAILBOX_PAGES = 16
 """Pages a subscriber may have waiting before it is detached from its reader."""
-MAILBOX_BYTES = 8 * 1024 * 1024
+MAILBOX_BYTES = 4 * 1024 * 1024
 """Bytes a subscriber may have waiting before it is detached (one page is always accepted)."""
 READER_WAIT = 60.0
 """Longest a reader waits for a notification before it reads again anyway."""
