@@ -100,16 +100,18 @@ class Environment:
         self.extra_services.append(proc)
         return proc
 
-    def start_api(self, name: str, *, workers: int = 1) -> tuple[services.Service, str]:
-        """Another ``kafkastore serve`` on the run's topic (``--workers``), and its URL, once its
-        ``/readyz`` answers."""
+    def start_api(
+        self, name: str, *, workers: int = 1, **extra_env: str
+    ) -> tuple[services.Service, str]:
+        """Another ``kafkastore serve`` on the run's topic (``--workers``) with ``extra_env``
+        (``KAFKASTORE_*`` settings), and its URL, once its ``/readyz`` answers."""
         port = free_port()
         url = f"http://{LOCALHOST}:{port}"
         proc = services.start(
             name,
             "serve",
             ["--host", LOCALHOST, "--port", str(port), "--workers", str(workers)],
-            env=self.service_env(),
+            env=self.service_env(None, **extra_env),
             log_path=self.logs / f"{name}.log",
         )
         self.extra_services.append(proc)

@@ -20,7 +20,7 @@ from bench.context import Context
 from bench.drive import Timing
 from bench.options import BenchOptions
 from bench.payload import event_size
-from bench.workloads import appends, baselines, index, light, scale, scaleout, sustained
+from bench.workloads import appends, baselines, index, light, scale, scaleout, sse, sustained
 from kafkastore.config import Settings
 
 Workload = Callable[[Context, str], dict[str, Any]]
@@ -62,6 +62,8 @@ WORKLOADS: dict[str, Workload] = {
     "kafkastore_append_latency_linger5": functools.partial(appends.latency, linger_ms=5.0),
     "kafkastore_index_lag": index.index_lag,
     "kafkastore_read_stream": index.read_stream,
+    "kafkastore_sse_latency": sse.latency,
+    "kafkastore_sse_idle": sse.idle,
     "kafkastore_scaleout": scaleout.scaleout,
     "raw_kafka_flat_out": baselines.raw_kafka_flat,
     "raw_kafka_sustained": sustained.raw_kafka,

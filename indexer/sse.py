@@ -4,20 +4,24 @@
 answer ``text/event-stream``: one message per event, ``id:`` its global position (its version
 for a stream), ``data:`` the event's JSON exactly as reads return it, no ``event:`` field.
 
-How a feed runs: it pages the index with the same read functions as ``GET /all``,
-``/categories`` and ``/streams`` (:class:`~indexer.reads.AsyncReads`), so it never shows a
-phantom (only the indexer writes ``events``, and only real events) nor an event those reads hide.
-Global positions are gap-free and handed out in commit order, so paging by ``next_position``
-never skips an event that commits later with a lower position; a stream pages by version. When
-a page comes back short the feed takes the listener's generation *before* that read and waits
-on it (:mod:`indexer.notify`): any index commit after the read wakes it, so nothing is polled and
-no wake-up is lost. With no event for ``sse_heartbeat`` seconds it sends a comment line.
+How a feed runs (:mod:`indexer.sse_hub`): it catches up by paging the index with the same read
+functions as ``GET /all``, ``/categories`` and ``/streams``, so it never shows a phantom nor an
+event those reads hide; at the head it joins the process's hub, where one reader per feed key
+reads the index once per index commit (woken by ``LISTEN/NOTIFY``, nothing polled) for all
+its subscribers. With no event for ``sse_heartbeat`` seconds a feed sends a comment line.
+
+Access (docs/http.md "Security"): the route is authorised like the read it follows (the access
+table of :mod:`kafkastore.auth_http`), and every event a feed sends first passes
+:func:`kafkastore.auth_http.stream_filter` for the subscriber: an event of a stream the caller
+may not read is never streamed on a category or ``$all`` feed, and a token that was revoked or
+expired ends the feed.
 
 Bounds: at most ``sse_max_subscribers`` feeds per process (beyond it 503 with ``Retry-After``);
-a connection holds one page (``sse_page_events`` events) plus the socket's buffer: a send that
-makes no progress for ``sse_send_timeout`` seconds disconnects the client, with a log line,
-rather than buffering for it. On SIGTERM/SIGINT every feed ends its response cleanly (a browser's
-EventSource then reconnects with ``Last-Event-ID``, to whichever process answers).
+a connection holds at most its mailbox at the hub (a few pages, shared with the other
+subscribers) or one page of its own, plus the socket's buffer: a send that makes no progress
+for ``sse_send_timeout`` seconds disconnects the client, with a log line, rather than buffering
+for it. On SIGTERM/SIGINT every feed ends its response cleanly (a browser's EventSource then
+reconnects with ``Last-Event-ID``, to whichever process answers).
 """
 
 from __future__ import annotations
@@ -26,21 +30,18 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncGenerator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from indexer import render
 from indexer.reads import AsyncReads
-from kafkastore import apidoc, apirules
+from indexer.sse_hub import Feed, Hub, follow
+from kafkastore import apidoc, apirules, auth_http
 from kafkastore.config import Settings
-from kafkastore.errors import InvalidRequest, StreamDeleted, StreamNotFound, Unavailable
-from kafkastore.records import RecordedEvent
+from kafkastore.errors import InvalidRequest, Unavailable
 from kafkastore.signals import stop_signals
 from kafkastore.streams import MAX_POSITION, MAX_POSITION_DIGITS, check_stream_id
 
@@ -49,7 +50,6 @@ logger = logging.getLogger("kafkastore.sse")
 router = APIRouter(tags=["subscriptions"])
 
 EVENT_STREAM = "text/event-stream"
-HEARTBEAT = b": heartbeat\n\n"
 LEAVE_TIMEOUT = 30.0
 """How long a feed whose client left may take to finish its read before it is cancelled."""
 RETRY_MS = 1000
@@ -59,27 +59,42 @@ _LAST_EVENT_ID = re.compile(rf"[0-9]{{1,{MAX_POSITION_DIGITS}}}")
 
 
 class Subscribers:
-    """The feeds of one process: a count under a limit, and the shutdown flag they watch."""
+    """The feeds of one process: a count under a limit, the shutdown flag they watch, and the
+    hub that serves them at the head (:mod:`indexer.sse_hub`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, reads: AsyncReads, settings: Settings) -> None:
         self.limit = limit
-        self.active = 0
         self.closing = asyncio.Event()
+        self.hub = Hub(reads, page_events=settings.sse_page_events, closing=self.closing)
+        self.wakes: set[asyncio.Event] = set()
+        """One per admitted feed: set to make it look at its stop conditions."""
+
+    @property
+    def active(self) -> int:
+        return len(self.wakes)
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Count one feed for the block; Unavailable (503) when the limit is reached."""
+    def admit(self) -> Iterator[asyncio.Event]:
+        """Count one feed for the block (its wake-up event); Unavailable (503) when the limit
+        is reached."""
         if self.closing.is_set():
             raise Unavailable("the server is shutting down", retry_after=1.0)
         if self.active >= self.limit:
             raise Unavailable(
                 f"too many live subscriptions on this process ({self.limit})", retry_after=5.0
             )
-        self.active += 1
+        wake = asyncio.Event()
+        self.wakes.add(wake)
         try:
-            yield
+            yield wake
         finally:
-            self.active -= 1
+            self.wakes.discard(wake)
+
+    def close(self) -> None:
+        """Shutdown: every feed ends at its next step, the hub's readers too."""
+        self.closing.set()
+        for wake in self.wakes:
+            wake.set()
 
     @contextlib.contextmanager
     def closing_on_stop(self) -> Iterator[None]:
@@ -91,93 +106,13 @@ class Subscribers:
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
         def on_stop(signum: int) -> None:
-            loop.call_soon_threadsafe(self.closing.set)
+            loop.call_soon_threadsafe(self.close)
             handler = previous.get(signal.Signals(signum))
             if callable(handler):
                 handler(signum, None)
 
         with stop_signals(on_stop):
             yield
-
-
-@dataclass(frozen=True, slots=True)
-class Feed:
-    """What one subscription follows: ``kind`` is "all", "category" or "stream"."""
-
-    kind: str
-    name: str
-    start: int
-    """The first global position (or version, for a stream) to send."""
-    types: tuple[str, ...] | None
-
-
-def message(feed_id: int, event: RecordedEvent) -> bytes:
-    """One SSE message: ``id:`` then ``data:`` (orjson output has no newline)."""
-    return b"id: %d\ndata: %s\n\n" % (feed_id, orjson.dumps(render.event_json(event)))
-
-
-async def _page(reads: AsyncReads, feed: Feed, at: int, limit: int) -> tuple[list[bytes], int]:
-    """The messages of one page from ``at`` and where the next page starts."""
-    if feed.kind == "stream":
-        try:
-            page = await reads.read_stream(feed.name, from_version=at, limit=limit)
-        except StreamNotFound:
-            return [], at  # not created yet: wait for it
-        wanted = set(feed.types) if feed.types else None
-        out = [message(e.version, e) for e in page.events if wanted is None or e.type in wanted]
-        return out, (page.events[-1].version + 1 if page.events else at)
-    if feed.kind == "category":
-        cpage = await reads.read_category(
-            feed.name, from_position=at, limit=limit, types=feed.types
-        )
-    else:
-        cpage = await reads.read_all(from_position=at, limit=limit, types=feed.types)
-    return [message(e.global_position or 0, e) for e in cpage.events], cpage.next_position or at
-
-
-async def messages(
-    reads: AsyncReads, feed: Feed, settings: Settings, stops: tuple[asyncio.Event, ...]
-) -> AsyncGenerator[bytes, None]:
-    """The feed's bytes: catch-up pages, then live pages as the index grows, heartbeats between;
-    ends when one of ``stops`` is set (shutdown, the client left) or the stream is deleted.
-    Never cancelled in the middle of a read (that would leave a pooled connection busy)."""
-    await reads.listen()
-    at = feed.start
-    idle = 0.0
-    loop = asyncio.get_running_loop()
-    while not any(stop.is_set() for stop in stops):
-        generation = reads.index_generation  # before the read: see the module docstring
-        try:
-            out, at = await _page(reads, feed, at, settings.sse_page_events)
-        except StreamDeleted:
-            yield b": stream deleted\n\n"
-            return
-        for chunk in out:
-            yield chunk
-        if out:
-            idle = 0.0
-            continue  # maybe more: read on before waiting
-        started = loop.time()
-        waited = await _wait(reads, generation, settings.sse_heartbeat - idle, stops)
-        idle += loop.time() - started
-        if not waited and idle >= settings.sse_heartbeat:
-            yield HEARTBEAT
-            idle = 0.0
-
-
-async def _wait(
-    reads: AsyncReads, generation: int, timeout: float, stops: tuple[asyncio.Event, ...]
-) -> bool:
-    """Wait for an index commit after ``generation``, a stop or ``timeout``; whether the
-    generation moved."""
-    notified = asyncio.ensure_future(reads.wait_for_index(generation, max(timeout, 0.0)))
-    waits = [asyncio.ensure_future(stop.wait()) for stop in stops]
-    try:
-        await asyncio.wait({notified, *waits}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (notified, *waits):
-            task.cancel()
-    return notified.done() and not notified.cancelled() and notified.result() != generation
 
 
 class EventStream(Response):
@@ -190,7 +125,7 @@ class EventStream(Response):
         self,
         chunks: AsyncGenerator[bytes, None],
         *,
-        left: asyncio.Event,
+        leave: Callable[[], None],
         send_timeout: float,
         peer: str,
     ) -> None:
@@ -198,8 +133,9 @@ class EventStream(Response):
         self.status_code = 200
         self.background = None
         self.chunks = chunks
-        self.left = left
-        """Set when the client disconnects; ``chunks`` must end soon after."""
+        self.leave = leave
+        """Called when the client disconnects; ``chunks`` must end soon after."""
+        self.left = False
         self.send_timeout = send_timeout
         self.peer = peer
 
@@ -220,14 +156,15 @@ class EventStream(Response):
         try:
             await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
             if gone.done():
-                self.left.set()  # the feed ends at its next step, not in a read
+                self.left = True
+                self.leave()  # the feed ends at its next step, not in a read
                 await asyncio.wait({pump}, timeout=LEAVE_TIMEOUT)
         finally:
             for task in (pump, gone):
                 task.cancel()
             await asyncio.wait({pump, gone})
             await self.chunks.aclose()
-        if pump.cancelled() or self.left.is_set():
+        if pump.cancelled() or self.left:
             return  # the client went away
         error = pump.exception()
         if error is not None:
@@ -278,33 +215,45 @@ def _resume(last_event_id: str | None, start: int) -> int:
 
 
 def _types(types: list[str] | None) -> tuple[str, ...] | None:
+    """The type filter as a feed key: sorted, without repeats (``?type=B&type=A`` and
+    ``?type=A&type=B`` share a reader)."""
     if types and any(not t for t in types):
         raise InvalidRequest("type must not be empty", fields=["type"])
-    return tuple(types) if types else None
+    return tuple(sorted(set(types))) if types else None
 
 
 async def _subscribe(request: Request, feed: Feed) -> EventStream:
     app = request.app
     subscribers: Subscribers = app.state.subscribers
     settings: Settings = app.state.settings
-    reads: AsyncReads = app.state.reads
     if not 1 <= feed.start <= MAX_POSITION:
         raise InvalidRequest(
             f"the start position must be 1-{MAX_POSITION}", fields=["from_position"]
         )
     admission = subscribers.admit()
-    admission.__enter__()
-    left = asyncio.Event()
+    wake = admission.__enter__()
+    left: list[bool] = []
+
+    def leave() -> None:
+        left.append(True)
+        wake.set()
 
     async def counted() -> AsyncGenerator[bytes, None]:
         try:
-            async for chunk in messages(reads, feed, settings, (subscribers.closing, left)):
+            async for chunk in follow(
+                subscribers.hub,
+                feed,
+                heartbeat=settings.sse_heartbeat,
+                wake=wake,
+                stopped=lambda: bool(left) or subscribers.closing.is_set(),
+                allowed=auth_http.stream_filter(request),
+            ):
                 yield chunk
         finally:
             admission.__exit__(None, None, None)
 
     peer = f"{request.client.host}:{request.client.port}" if request.client else "?"
-    return EventStream(counted(), left=left, send_timeout=settings.sse_send_timeout, peer=peer)
+    return EventStream(counted(), leave=leave, send_timeout=settings.sse_send_timeout, peer=peer)
 
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -222,6 +222,26 @@ class _Everything:
 _EVERYTHING = _Everything()
 
 
+def stream_filter(request: Request) -> Callable[[list[str]], Awaitable[Container[str]]] | None:
+    """For a long-lived response (a live subscription) of an authorised request: a function
+    giving the streams of a page its caller may read *now* (:func:`readable_streams`, ACL
+    changes included); it raises Unauthorized once the caller's token was revoked or expired.
+    None when auth is off or the route is open (everything may be sent)."""
+    principal: auth.Principal | None = getattr(request.state, "principal", None)
+    token = auth.bearer(request.headers.get("authorization"))
+    if principal is None or token is None:
+        return None
+    cache: authstore.TokenCache = request.app.state.auth_cache
+    checked_token: str = token
+
+    async def allowed(stream_ids: list[str]) -> Container[str]:
+        if await cache.authenticate(checked_token) != principal:
+            raise Unauthorized()
+        return await readable_streams(request, stream_ids)
+
+    return allowed
+
+
 async def _resources(request: Request, rule: Rule) -> list[auth.Resource]:
     params = request.path_params
     if rule.resource == "stream":

@@ -170,7 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
         reads = await AsyncReads.open(settings)
         app.state.reads = reads
         indexer_metrics.register_api_collectors(settings)
-        app.state.subscribers = Subscribers(settings.sse_max_subscribers)
+        app.state.subscribers = Subscribers(settings.sse_max_subscribers, reads, settings)
         if settings.auth_enabled:
             await app.state.auth_cache.start()
             await app.state.stream_acl_cache.start()
@@ -179,6 +179,8 @@ def create_app(settings: Settings) -> FastAPI:
             with app.state.subscribers.closing_on_stop():
                 yield
         finally:
+            app.state.subscribers.close()
+            await app.state.subscribers.hub.close()
             await app.state.auth_cache.close()
             if settings.auth_enabled:
                 await app.state.stream_acl_cache.close()
@@ -314,6 +316,10 @@ def create_app_from_env() -> FastAPI:
     return create_app(Settings.from_env())
 
 
+REQUEST_CONCURRENCY = 2048
+"""Connections a process serves at once besides its live subscriptions (uvicorn's limit)."""
+
+
 def serve(settings: Settings, *, workers: int = 1) -> int:
     """Run the HTTP API until SIGINT/SIGTERM (uvicorn shuts down gracefully)."""
     options: dict[str, Any] = {
@@ -325,8 +331,9 @@ def serve(settings: Settings, *, workers: int = 1) -> int:
         "http": "auto",
         "timeout_graceful_shutdown": 10,
         # Connections beyond this get 503 from uvicorn: with the writer's bounded queue
-        # (503 when full), memory stays bounded under any load.
-        "limit_concurrency": 2048,
+        # (503 when full), memory stays bounded under any load. Live subscriptions hold their
+        # connection for long (each bounded, and limited by sse_max_subscribers): on top.
+        "limit_concurrency": REQUEST_CONCURRENCY + settings.sse_max_subscribers,
     }
     if settings.tls_certfile:
         options["ssl_certfile"] = settings.tls_certfile

@@ -16,9 +16,22 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// With auth on (docs/http.md "Security") every request carries the bearer token the user signed
+// in with; it is kept in sessionStorage (this tab only, gone when it closes), never in the URL.
+const TOKEN_KEY = "kafkastore-token";
+const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
+const authHeaders = () => (token() ? { Authorization: "Bearer " + token() } : {});
+
+class Refused extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const init = Object.assign({}, options || {});
+  init.headers = Object.assign({}, init.headers || {}, authHeaders());
+  const response = await fetch(path, init);
   const body = await response.json();
+  if (response.status === 401 || response.status === 403) throw new Refused(response.status, body.message || response.statusText);
   if (!response.ok) throw new Error(body.message || response.statusText);
   return body;
 }
@@ -33,7 +46,37 @@ function show(...nodes) {
   main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
   main.dataset.page = page;
 }
-function fail(err) { show(h("p", { class: "error" }, "Error: " + err.message)); }
+function fail(err) {
+  if (err instanceof Refused && err.status === 401) return signIn(token() ? "That token is not valid (or no longer)." : null);
+  if (err instanceof Refused) return show(h("p", { class: "error", id: "forbidden" }, "Forbidden: " + err.message + " (your token does not grant this page)"));
+  show(h("p", { class: "error" }, "Error: " + err.message));
+}
+
+// The sign-in prompt (auth on, no valid token): the token goes to sessionStorage.
+function signIn(problem) {
+  page = "sign-in";
+  const input = h("input", { id: "token-input", type: "password", autocomplete: "off", placeholder: "kst_…", "aria-label": "Bearer token" });
+  const form = h("form", { id: "sign-in", class: "pager", onsubmit: (ev) => {
+    ev.preventDefault();
+    const value = input.value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    account();
+    route();
+  } }, input, h("button", {}, "Sign in"));
+  show(h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, "This server has authentication on. Paste a bearer token (from `kafkastore auth token create`, or the admin token `kafkastore dev --auth` printed). It is kept in this tab only."),
+    problem ? h("p", { class: "error" }, problem) : null, form);
+  input.focus();
+}
+
+// The header's account corner: "Sign out" once a token is set.
+function account() {
+  const corner = document.getElementById("account");
+  if (!token()) { corner.replaceChildren(); return; }
+  corner.replaceChildren(h("span", { class: "muted" }, "signed in "),
+    h("button", { id: "sign-out", onclick: () => { sessionStorage.removeItem(TOKEN_KEY); account(); route(); } }, "Sign out"));
+}
 
 function eventCard(e) {
   const data = "data" in e ? e.data : { data_base64: e.data_base64, content_type: e.content_type };
@@ -131,18 +174,82 @@ async function stream(id, params) {
     h("div", { id: "events" }, page.events.map(eventCard)));
 }
 
+// Server-Sent Events read with fetch() and a stream parser: what EventSource does, but able to
+// send the Authorization header (EventSource cannot). Reconnects after `retry` ms with
+// Last-Event-ID, as EventSource does; a 401/403 is final (shown, no retry).
+function fetchEventSource(url, handlers) {
+  const controller = new AbortController();
+  let lastId = null, retry = 1000, closed = false;
+  async function connect() {
+    const headers = Object.assign({ Accept: "text/event-stream" }, authHeaders());
+    if (lastId !== null) headers["Last-Event-ID"] = lastId;
+    const response = await fetch(url, { headers, signal: controller.signal, cache: "no-store" });
+    if (response.status === 401 || response.status === 403) {
+      const body = await response.json().catch(() => ({}));
+      closed = true;
+      throw new Refused(response.status, body.message || response.statusText);
+    }
+    if (!response.ok || !response.body) throw new Error("subscription answered " + response.status);
+    handlers.onopen();
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "", data = null, id = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
+        const line = buffer.slice(0, end);
+        buffer = buffer.slice(end + (buffer.startsWith("\r\n", end) ? 2 : 1));
+        if (line === "") {
+          if (id !== null) lastId = id;
+          if (data !== null) handlers.onmessage({ data, lastEventId: lastId });
+          data = null; id = null;
+        } else if (!line.startsWith(":")) {
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let v = colon < 0 ? "" : line.slice(colon + 1);
+          if (v.startsWith(" ")) v = v.slice(1);
+          if (field === "data") data = data === null ? v : data + "\n" + v;
+          else if (field === "id") id = v;
+          else if (field === "retry" && /^\d+$/.test(v)) retry = Number(v);
+        }
+      }
+    }
+  }
+  (async () => {
+    while (!closed) {
+      try { await connect(); } catch (err) {
+        if (controller.signal.aborted) return;
+        if (err instanceof Refused) { handlers.onrefused(err); return; }
+      }
+      if (closed || controller.signal.aborted) return;
+      handlers.onerror();
+      await new Promise((resolve) => setTimeout(resolve, retry));
+    }
+  })();
+  return { close: () => { closed = true; controller.abort(); } };
+}
+
 // $all or a category, live over Server-Sent Events; newest first, the last 100 kept.
 async function live(title, feed, startPosition) {
   const list = h("div", { id: "events" });
   const dot = h("span", { class: "live off", id: "live-dot" });
   show(h("h1", {}, dot, title), h("p", { class: "muted" }, "Live: new events appear at the top."), list);
-  const source = new EventSource(feed + (feed.includes("?") ? "&" : "?") + "from_position=" + startPosition);
-  source.onopen = () => dot.classList.remove("off");
-  source.onerror = () => dot.classList.add("off");
-  source.onmessage = (message) => {
+  const url = feed + (feed.includes("?") ? "&" : "?") + "from_position=" + startPosition;
+  const onmessage = (message) => {
     list.prepend(eventCard(JSON.parse(message.data)));
     while (list.children.length > 100) list.lastChild.remove();
   };
+  const onopen = () => dot.classList.remove("off");
+  const onerror = () => dot.classList.add("off");
+  let source;
+  if (token()) {
+    source = fetchEventSource(url, { onopen, onerror, onmessage, onrefused: (err) => { source.close(); fail(err); } });
+  } else {
+    source = new EventSource(url);
+    Object.assign(source, { onopen, onerror, onmessage });
+  }
   cleanup.push(() => source.close());
 }
 
@@ -226,4 +333,5 @@ document.getElementById("search").onsubmit = (ev) => {
   if (id) location.hash = "#/event/" + id;
 };
 window.addEventListener("hashchange", route);
+account();
 route();

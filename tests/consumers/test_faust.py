@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import faust
 
@@ -14,7 +15,7 @@ from tests.support.wire import ManualWriter
 
 
 def test_a_faust_agent_receives_committed_events_and_never_phantoms(
-    settings: Settings, writer: ManualWriter
+    settings: Settings, writer: ManualWriter, tmp_path: Path
 ) -> None:
     stream = unique("Order")
     produced = writer.append(stream, [("Placed", {"n": 1}), ("Paid", {"n": 2})])
@@ -28,6 +29,7 @@ def test_a_faust_agent_receives_committed_events_and_never_phantoms(
             unique("faust"),
             broker=broker_url(settings),
             store="memory://",
+            datadir=str(tmp_path / "faust"),  # not faust-<id>-data in the working directory
             web_enabled=False,
             autodiscover=False,
             consumer_auto_offset_reset="earliest",

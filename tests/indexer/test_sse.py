@@ -216,7 +216,7 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_a_client_that_stops_reading_is_cut_off_and_server_memory_stays_bounded(
+def test_a_client_that_stops_reading_is_cut_off_others_go_on_and_memory_stays_bounded(
     store_settings: Settings, stack: str, logs_dir: Path
 ) -> None:
     api, url = _serve(store_settings, logs_dir, "slow")
@@ -228,14 +228,35 @@ def test_a_client_that_stops_reading_is_cut_off_and_server_memory_stays_bounded(
         sock.connect((host, int(port)))
         sock.sendall(f"GET /subscribe/streams/{stream} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert b"200 OK" in sock.recv(1024)
+        # Two subscribers of the same feed that do read: the stalled one must not stall them.
+        fast: list[list[int]] = [[], []]
+        ready = threading.Barrier(3)
+
+        def follow(i: int) -> None:
+            with subscribe(f"{url}/subscribe/streams/{stream}", timeout=120) as feed:
+                ready.wait(30)
+                fast[i] = [int(m.id or 0) for m in events(feed, 300)]
+
+        readers = [threading.Thread(target=follow, args=(i,)) for i in range(2)]
+        for t in readers:
+            t.start()
+        ready.wait(30)
         assert api.pid is not None
         before = _rss_kib(api.pid)
         blob = "x" * 200_000
         # 60 MB of events for a client that reads none of them, appended from this process so
-        # that the server's memory is only what the subscription holds.
+        # that the server's memory is only what the subscriptions hold.
+        started = time.monotonic()
         with EventStore(store_settings).open() as store:
             for _ in range(30):
                 store.append(stream, [NewEvent(type="Big", data={"blob": blob})] * 10)
+        for t in readers:
+            t.join(120)
+        took = time.monotonic() - started
+        assert fast == [list(range(1, 301))] * 2  # everything, in order, while one stalls
+        # ... and before the stalled client was cut off (sse_send_timeout after it stalled):
+        # the shared reader never waited for it.
+        assert "too slow" not in api.log(200), f"the readers took {took:.1f} s"
         deadline = time.monotonic() + store_settings.sse_send_timeout + 30
         while "too slow" not in api.log(200) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -341,6 +362,27 @@ def test_tail_with_api_follows_a_category_from_the_beginning(stack: str) -> None
 
 def test_tail_with_api_starts_at_the_end_of_all(stack: str) -> None:
     stream = unique("TailEnd")
-    append(stack, stream, "Old")
-    lines = _tail_lines(stack, 1, "--type", "New", then=lambda: append(stack, stream, "New"))
-    assert lines[0].split()[1:4] == [stream, "v2", "New"]
+    append(stack, stream, "Old", "New")  # v2 is a "New" from before the tail started
+    httpx.get(f"{stack}/streams/{stream}", params={"min_version": 2}, timeout=30)  # indexed
+    appended = threading.Event()
+    done = threading.Event()
+
+    def keep_appending() -> None:
+        # The tail finds the end of $all, then subscribes: on a loaded machine that may take
+        # longer than any fixed pause, so a "New" event comes every 2 s until one is printed.
+        while not done.is_set():
+            append(stack, stream, "New")
+            appended.set()
+            done.wait(2.0)
+
+    writer = threading.Thread(target=keep_appending)
+    try:
+        lines = _tail_lines(stack, 1, "--type", "New", then=lambda: (writer.start(), None))
+    finally:
+        done.set()
+        if writer.is_alive():
+            writer.join(30)
+    assert appended.is_set()
+    name, version, kind = lines[0].split()[1:4]
+    assert (name, kind) == (stream, "New")
+    assert int(version.removeprefix("v")) >= 3  # not v2: it started at the end of $all

@@ -1,0 +1,287 @@
+"""Live subscriptions over HTTP (Server-Sent Events): delivery latency, and idle subscribers.
+
+``kafkastore_sse_latency``: 1-event appends at a fixed 100/s (open loop, in-process writer) while
+4 SSE clients follow ``/subscribe/all`` filtered to the workload's event type; latency is append
+acknowledged -> the event's message parsed by a client (every client, every event).
+
+``kafkastore_sse_idle``: a ``kafkastore serve`` of its own (subscriber limit raised, file
+descriptors raised to the hard limit) holds 2 000 (``--quick``) or 5 000 idle subscriptions of
+``/subscribe/all`` from the head; then one event is appended, five times, and each time the
+delivery to all of them is timed (ack -> the last client parsed it). Recorded: the subscribers
+held, the API's RSS before and with them, and the delivery times.
+
+The clients are raw asyncio streams (:class:`SseClient`): a connection costs one socket and a
+small buffer in the benchmark process, so the server, not the client, is what is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import resource
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from bench import drive, procfs
+from bench.context import Context, run_loop
+from bench.httpclient import Connection
+from bench.stats import summarize
+from kafkastore.records import NewEvent
+
+LATENCY_RATE = 100.0
+"""Appends per second of the latency workload (1 event each)."""
+LATENCY_SUBSCRIBERS = 4
+IDLE_SUBSCRIBERS = {True: 2000, False: 5000}
+IDLE_ROUNDS = 5
+CONNECT_CONCURRENCY = 100
+"""Connections being opened at once (the server's listen backlog is finite)."""
+DELIVERY_TIMEOUT = 120.0
+
+
+class SseClient:
+    """One ``GET`` of an event stream on a raw connection: HTTP/1.1 chunked body, SSE messages."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.host, self.port, self.path = host, port, path
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        """Connect and read the response head; raises unless it is 200."""
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._writer.write(
+            b"GET %s HTTP/1.1\r\nhost: %s:%d\r\naccept: text/event-stream\r\n\r\n"
+            % (self.path.encode(), self.host.encode(), self.port)
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        if status != b"200":
+            raise RuntimeError(f"subscription answered {status.decode()}: {head[:200]!r}")
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        assert self._reader is not None
+        while True:
+            size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            data = await self._reader.readexactly(size + 2)
+            if size == 0:
+                return
+            yield data[:-2]
+
+    async def messages(self) -> AsyncIterator[tuple[str | None, bytes]]:
+        """``(id, data)`` of every data message (comments and ``retry:`` skipped)."""
+        buffer = b""
+        async for chunk in self._chunks():
+            buffer += chunk
+            while b"\n\n" in buffer:
+                block, buffer = buffer.split(b"\n\n", 1)
+                ident: str | None = None
+                data: bytes | None = None
+                for line in block.split(b"\n"):
+                    if line.startswith(b"id: "):
+                        ident = line[4:].decode()
+                    elif line.startswith(b"data: "):
+                        data = line[6:]
+                if data is not None:
+                    yield ident, data
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._writer.wait_closed()
+
+
+def _head(api_url: str) -> int:
+    """The last global position of the index (``GET /all`` backwards would do as well)."""
+    body = httpx.get(f"{api_url}/console/api/overview", timeout=30).json()
+    return int(body["indexed_events"])
+
+
+def _target(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def latency(ctx: Context, name: str) -> dict[str, Any]:
+    """4 clients on ``/subscribe/all?type=...`` while 1-event appends run at 100/s."""
+    kind = f"SseProbe{ctx.env.run_id}"
+    host, port = _target(ctx.env.api_url)
+    store = ctx.astore()
+    acked: dict[int, float] = {}
+    received: list[dict[int, float]] = [{} for _ in range(LATENCY_SUBSCRIBERS)]
+    seq = itertools.count()
+
+    async def main() -> tuple[drive.Tally, dict[str, Any]]:
+        path = f"/subscribe/all?type={kind}&from_position={_head(ctx.env.api_url) + 1}"
+        clients = [SseClient(host, port, path) for _ in range(LATENCY_SUBSCRIBERS)]
+        for client in clients:
+            await client.open()
+
+        async def follow(i: int, client: SseClient) -> None:
+            async for _id, data in client.messages():
+                n = orjson.loads(data)["data"]["n"]
+                received[i][n] = time.perf_counter()
+
+        followers = [asyncio.create_task(follow(i, c)) for i, c in enumerate(clients)]
+        await asyncio.sleep(1.0)  # every client caught up and waits at the head
+        measure_from = time.perf_counter() + ctx.timing.warmup
+
+        async def op(i: int) -> int:
+            n = next(seq)
+            started = time.perf_counter()
+            await store.append(f"SseLatency-{n % 100}", [NewEvent(type=kind, data={"n": n})])
+            if started >= measure_from:
+                acked[n] = time.perf_counter()
+            return 1
+
+        probe = ctx.probe("api")
+        try:
+            tally, extra = await drive.run_open_loop(
+                ctx.progress, name, op=op, rate=LATENCY_RATE, timing=ctx.timing, probe=probe
+            )
+            deadline = time.perf_counter() + 30.0
+            while time.perf_counter() < deadline and any(
+                not acked.keys() <= got.keys() for got in received
+            ):
+                await asyncio.sleep(0.1)
+            return tally, extra
+        finally:
+            for task in followers:
+                task.cancel()
+            for client in clients:
+                await client.close()
+
+    tally, extra = run_loop(main())
+    result = drive.finish(tally, ctx.timing, extra)
+    lags = [(got[n] - t) * 1000.0 for got in received for n, t in acked.items() if n in got]
+    missing = sum(1 for got in received for n in acked if n not in got)
+    result.update(summarize(lags))
+    result.update(
+        {
+            "lag_definition": "append acknowledged (in-process writer) -> the event's SSE "
+            "message parsed by a client; every client, every event",
+            "append_latency": summarize(tally.latencies_ms),
+            "subscribers": LATENCY_SUBSCRIBERS,
+            "not_delivered": missing,
+            "concurrency": f"open loop, {LATENCY_RATE:.0f} appends/s of 1 event",
+            **ctx.settle(),
+        }
+    )
+    return result
+
+
+def _raise_file_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (inherited by the API started after it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def _rss_mb(pid: int) -> float | None:
+    status = procfs._status(pid)
+    value = status.get("VmRSS")
+    return round(float(value.split()[0]) / 1024.0, 1) if value else None
+
+
+def idle(ctx: Context, name: str) -> dict[str, Any]:
+    """N idle subscribers of ``/subscribe/all`` on one API process; one event to all of them."""
+    count = IDLE_SUBSCRIBERS[ctx.quick]
+    limit = _raise_file_limit()
+    if limit < count + 200:
+        raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too low for {count} connections")
+    api, url = ctx.env.start_api("api-sse-idle", KAFKASTORE_SSE_MAX_SUBSCRIBERS=str(count + 100))
+    kind = f"SseIdle{ctx.env.run_id}"
+    host, port = _target(url)
+    store = ctx.astore()
+    try:
+        rss_before = _rss_mb(api.pid)
+
+        async def main() -> dict[str, Any]:
+            path = f"/subscribe/all?type={kind}&from_position={_head(url) + 1}"
+            clients = [SseClient(host, port, path) for _ in range(count)]
+            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+            opened = time.perf_counter()
+
+            async def connect(client: SseClient) -> None:
+                async with gate:
+                    await client.open()
+
+            done = itertools.count(1)
+            with drive.bar(ctx.progress, f"{name}: connect", count) as advance:
+
+                async def counted(client: SseClient) -> None:
+                    await connect(client)
+                    advance(next(done))
+
+                await asyncio.gather(*(counted(c) for c in clients))
+            connect_s = time.perf_counter() - opened
+            streams = [c.messages() for c in clients]
+            await asyncio.sleep(3.0)  # every feed has caught up and waits at the head
+            rss_held = _rss_mb(api.pid)
+            deliveries: list[float] = []
+            firsts: list[float] = []
+            indexed: list[float] = []
+            probe = Connection(host, port)
+            for n in range(IDLE_ROUNDS):
+                # every client waits for its next message before the append
+                waits = [asyncio.ensure_future(anext(s)) for s in streams]
+                await asyncio.sleep(0.5)
+                stream = f"SseIdle-{n}"
+                await store.append(stream, [NewEvent(type=kind, data={"n": n})])
+                acked = time.perf_counter()
+
+                async def readable(stream: str = stream) -> float:
+                    # the index has it: what the feeds wait for (a long poll, one round trip)
+                    await probe.request("GET", f"/streams/{stream}?min_version=1&timeout_ms=60000")
+                    return time.perf_counter()
+
+                index_probe = asyncio.ensure_future(readable())
+                arrived: list[float] = []
+                for future in asyncio.as_completed(waits, timeout=DELIVERY_TIMEOUT):
+                    _id, data = await future
+                    assert orjson.loads(data)["data"]["n"] == n
+                    arrived.append(time.perf_counter())
+                indexed.append((await index_probe - acked) * 1000.0)
+                firsts.append((min(arrived) - acked) * 1000.0)
+                deliveries.append((max(arrived) - acked) * 1000.0)
+                await asyncio.sleep(1.0)
+            await probe.close()
+            for client in clients:
+                await client.close()
+            return {
+                "subscribers_held": count,
+                "connect_s": round(connect_s, 2),
+                "api_rss_mb_before": rss_before,
+                "api_rss_mb_with_subscribers": rss_held,
+                "indexed_ms": [round(x, 1) for x in indexed],
+                "first_delivery_ms": [round(x, 1) for x in firsts],
+                "all_delivered_ms": [round(x, 1) for x in deliveries],
+                "first_to_last_ms": [
+                    round(last - first, 1) for first, last in zip(firsts, deliveries, strict=True)
+                ],
+                **{f"all_delivered_{k}": v for k, v in summarize(deliveries).items()},
+            }
+
+        result = run_loop(main())
+    finally:
+        ctx.env.stop_service(api)
+    result.update(
+        {
+            "definition": "append acknowledged (in-process writer) -> the last of the idle "
+            "subscribers parsed the event's SSE message; indexed_ms: -> a long poll of the "
+            "main API answered with it (index lag + one round trip); first_to_last_ms: the "
+            "fan-out itself (server and these clients, on the same cores)",
+            "file_limit": limit,
+            "rounds": IDLE_ROUNDS,
+        }
+    )
+    return result

@@ -1,0 +1,187 @@
+"""Live subscriptions with auth on (docs/http.md "Security"): 401/403 like the reads they follow,
+per-stream read ACLs applied to every event a category or ``$all`` feed sends, and a revoked
+token ending a feed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dev.process import LOCALHOST, free_port
+from kafkastore import authstore, topic
+from kafkastore.config import Settings, settings_environ
+from tests.indexer.helpers import running_indexer
+from tests.indexer.sse_client import Message, events, subscribe
+from tests.support import ServiceProcess, unique
+
+
+@dataclass(frozen=True)
+class Secured:
+    url: str
+    tokens: dict[str, str]
+    category: str
+    """alice (and admins/ops) may read it, bob may not (a category default ACL)."""
+    names: dict[str, str]
+    log_path: Path
+
+
+@pytest.fixture(scope="module")
+def secured(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Iterator[Secured]:
+    category = unique("Vault").replace("-", "")
+    names = {who: f"{who}-{category}" for who in ("admin", "ops", "alice", "bob")}
+    settings = Settings.from_env(
+        {},
+        kafka=kafka_bootstrap,
+        database_url=database_url,
+        topic=unique("test"),
+        partitions=3,
+        indexer_group=unique("indexer"),
+        auth="on",
+        auth_category_acls=f'{{"{category}": {{"read": ["{names["alice"]}"]}}}}',
+    )
+    topic.ensure_topic(settings, partitions=3)
+    tokens: dict[str, str] = {}
+    for who, roles in (("admin", ("admin",)), ("ops", ("ops",)), ("alice", ()), ("bob", ())):
+        authstore.add_user(database_url, names[who], roles)
+        tokens[who] = authstore.create_token(database_url, names[who])[1]
+    port = free_port()
+    log_path = logs_dir / f"sse-auth-{category}.log"
+    proc = ServiceProcess(
+        "serve",
+        "--host",
+        LOCALHOST,
+        "--port",
+        str(port),
+        env=settings_environ(settings),
+        log_path=log_path,
+        ready_url=f"http://{LOCALHOST}:{port}/readyz",
+    )
+    with running_indexer(settings), proc:
+        yield Secured(f"http://{LOCALHOST}:{port}", tokens, category, names, log_path)
+
+
+def bearer(s: Secured, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {s.tokens[who]}"}
+
+
+def append(s: Secured, stream: str, *types: str) -> None:
+    body = {"events": [{"type": t, "data": {"t": t}} for t in types]}
+    answer = httpx.post(f"{s.url}/streams/{stream}", json=body, headers=bearer(s, "admin"))
+    assert answer.status_code == 201, answer.text
+
+
+def set_read_acl(s: Secured, stream: str, readers: list[str]) -> None:
+    answer = httpx.put(
+        f"{s.url}/streams/{stream}/metadata",
+        json={"expected_metadata_version": 0, "acl": {"read": readers}},
+        headers=bearer(s, "admin"),
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def status(s: Secured, path: str, who: str | None) -> httpx.Response:
+    """The answer's head (and its body unless it is the endless 200 event stream)."""
+    headers = bearer(s, who) if who else {}
+    with httpx.stream("GET", s.url + path, headers=headers, timeout=30) as answer:
+        if answer.status_code != 200:
+            answer.read()
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("path", "refused", "allowed"),
+    [
+        ("/subscribe/all", "alice", "ops"),
+        ("/subscribe/categories/{category}", "bob", "alice"),
+        ("/subscribe/streams/{category}-1", "bob", "alice"),
+    ],
+)
+def test_a_subscription_needs_what_the_same_read_needs(
+    secured: Secured, path: str, refused: str, allowed: str
+) -> None:
+    path = path.format(category=secured.category)
+    missing = status(secured, path, None)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert missing.json()["error"] == "unauthorized"
+    bad = httpx.get(secured.url + path, headers={"Authorization": "Bearer kst_nope"}, timeout=30)
+    assert bad.status_code == 401
+    forbidden = status(secured, path, refused)
+    assert (forbidden.status_code, forbidden.json()["error"]) == (403, "forbidden")
+    assert status(secured, path, allowed).status_code == 200
+    assert status(secured, path, "admin").status_code == 200
+
+
+def _follow(s: Secured, path: str, who: str, count: int, out: list[Message]) -> None:
+    with subscribe(s.url + path, headers=bearer(s, who), timeout=60) as feed:
+        out.extend(events(feed, count))
+
+
+def test_a_category_feed_leaves_out_the_events_of_streams_the_caller_may_not_read(
+    secured: Secured,
+) -> None:
+    category = unique("Shared").replace("-", "")  # readable by every authenticated user
+    private, public = f"{category}-private", f"{category}-public"
+    set_read_acl(secured, private, [secured.names["alice"]])
+    seen: dict[str, list[Message]] = {"alice": [], "bob": []}
+    followers = [
+        threading.Thread(
+            target=_follow,
+            args=(secured, f"/subscribe/categories/{category}", who, count, seen[who]),
+        )
+        for who, count in (("alice", 4), ("bob", 2))
+    ]
+    for t in followers:
+        t.start()
+    time.sleep(1.0)  # both at the head (the catch-up of an empty category)
+    append(secured, private, "Secret1")
+    append(secured, public, "Open1")
+    append(secured, private, "Secret2")
+    append(secured, public, "Open2")
+    for t in followers:
+        t.join(60)
+    assert [m.event["type"] for m in seen["alice"]] == ["Secret1", "Open1", "Secret2", "Open2"]
+    assert [m.event["type"] for m in seen["bob"]] == ["Open1", "Open2"]
+    assert {m.event["stream_id"] for m in seen["bob"]} == {public}
+
+
+def test_an_acl_change_applies_to_a_feed_already_open(secured: Secured) -> None:
+    category = unique("Turning").replace("-", "")
+    stream = f"{category}-1"
+    append(secured, stream, "Before")
+    got: list[Message] = []
+    follower = threading.Thread(
+        target=_follow, args=(secured, f"/subscribe/categories/{category}", "bob", 2, got)
+    )
+    follower.start()
+    time.sleep(1.0)
+    set_read_acl(secured, stream, [secured.names["alice"]])
+    time.sleep(1.5)  # auth_stream_acl_ttl (1 s) bounds it even without the notification
+    append(secured, stream, "Hidden")
+    append(secured, f"{category}-2", "Visible")
+    follower.join(60)
+    assert [m.event["type"] for m in got] == ["Before", "Visible"]
+
+
+def test_a_revoked_token_ends_the_feed(secured: Secured, database_url: str) -> None:
+    info, token = authstore.create_token(database_url, secured.names["alice"])
+    stream = f"{secured.category}-{unique('Revoked')}"
+    append(secured, stream, "First")
+    headers = {"Authorization": f"Bearer {token}"}
+    with subscribe(f"{secured.url}/subscribe/streams/{stream}", headers=headers) as feed:
+        (first,) = events(feed, 1)
+        authstore.revoke_token(database_url, info.id)
+        time.sleep(3.0)  # the token cache's bound (2 s)
+        append(secured, stream, "AfterRevocation")
+        rest: list[Any] = [m for m in feed if m.data is not None]  # ends: the server closes it
+    assert first.event["type"] == "First"
+    assert rest == []
+    log = secured.log_path.read_text()
+    assert "SSE subscription of" in log and "ended: a valid bearer token is required" in log
