@@ -53,9 +53,9 @@ EVENT_STREAM = "text/event-stream"
 LEAVE_TIMEOUT = 30.0
 """How long a feed whose client left may take to finish its read before it is cancelled."""
 RETRY_MS = 1000
+"""``retry:`` sent first: how long a browser waits before it reconnects."""
 _LAST_EVENT_ID = re.compile(rf"[0-9]{{1,{MAX_POSITION_DIGITS}}}")
 """A resumable id: at most 15 ASCII digits (a version or global position)."""
-"""``retry:`` sent first: how long a browser waits before it reconnects."""
 
 
 class Subscribers:
