@@ -13,8 +13,10 @@ New test directories need an ``__init__.py`` (see ``tests/__init__.py``).
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -25,6 +27,16 @@ from tests.support import ServiceProcess, settings_environment, unique
 from tests.support.services import ServiceUnavailable, SessionServices, session_workdir
 
 TEST_PARTITIONS = 3
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, ``kill``) stops the run like Ctrl-C: pytest then tears the session
+    fixtures down, so the session's Kafka and PostgreSQL stop instead of outliving it."""
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 def _unavailable(exc: ServiceUnavailable) -> None:
