@@ -18,23 +18,21 @@ Reads of many streams at once (a category, its live feed) are allowed by the cat
 :func:`readable_streams` then tells which of the streams met on a page the caller may read
 (the stream's own ACL may deny it), and the route leaves the others' events out of the page.
 
-Admin routes for users and tokens (role ``admin``): ``/auth/users`` and ``/auth/tokens``.
+The admin routes for users and tokens (role ``admin``) are :mod:`kafkastore.auth_admin`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, Security
+from fastapi import FastAPI, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 
-from kafkastore import apidoc, apirules, auth, authstore, streamacl
+from kafkastore import apidoc, auth, auth_admin, authstore, streamacl
 from kafkastore.config import Settings
 from kafkastore.errors import Forbidden, Unauthorized
 
@@ -270,7 +268,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
         @app.get("/openapi.json", include_in_schema=False)
         async def openapi() -> Response:
-            return _json(app.openapi())
+            return Response(orjson.dumps(app.openapi()), media_type="application/json")
 
     policy = auth.Policy.parse(settings.auth_default_acl, settings.auth_category_acls)
     app.state.auth_policy = policy
@@ -280,7 +278,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         cache = streamacl.StreamAclCache(settings.database_url, ttl=settings.auth_stream_acl_ttl)
         app.state.stream_acl_cache = cache
         app.state.stream_acl = cache.acls
-    app.include_router(router)
+    app.include_router(auth_admin.router)
     _document_refusals(app, settings)
 
 
@@ -314,131 +312,3 @@ def _document_refusals(app: FastAPI, settings: Settings) -> None:
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-# -- admin routes --
-
-# No prefix: the access table is keyed by the path a route declares.
-router = APIRouter(tags=["auth"])
-
-
-class NewUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # an unknown field is a 400, as on every route
-
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
-    roles: list[Literal["admin", "ops"]] = []
-
-
-class UserOut(BaseModel):
-    name: str
-    roles: list[str]
-    created_at: str
-
-
-class UsersOut(BaseModel):
-    users: list[UserOut]
-
-
-class NewToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
-    label: str = Field(default="", max_length=auth.MAX_LABEL, pattern="^[^\\x00]*$")
-    expires_in: float | None = Field(
-        default=None,
-        gt=0,
-        le=10 * 365 * 86400,
-        description="seconds until it expires (10 years at most)",
-    )
-
-
-class TokenOut(BaseModel):
-    id: str
-    user: str
-    label: str
-    created_at: str
-    expires_at: str | None
-    revoked_at: str | None
-
-
-class CreatedToken(TokenOut):
-    token: str = Field(description="the bearer token: shown this once, stored only as a hash")
-
-
-class TokensOut(BaseModel):
-    tokens: list[TokenOut]
-
-
-_BAD_TEXT = (
-    "invalid_request: a bad name, roles, label, expires_in or token id, or an unknown query "
-    "parameter"
-)
-_BAD = apidoc.errors(400, text={400: _BAD_TEXT})
-_NO_SUCH = apidoc.errors(
-    400, 404, text={400: _BAD_TEXT, 404: "not_found: no such user or token id"}
-)
-_TAKEN = apidoc.errors(
-    400, 409, text={400: _BAD_TEXT, 409: "already_exists: a user of this name exists"}
-)
-UserName = Annotated[str, Path(json_schema_extra=apirules.USER_NAME)]
-TokenId = Annotated[str, Path(json_schema_extra=apirules.TOKEN_ID)]
-
-
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
-def _url(request: Request) -> str:
-    settings: Settings = request.app.state.settings
-    return settings.database_url
-
-
-@router.post("/auth/users", status_code=201, response_model=UserOut, responses=_TAKEN)
-async def add_user(request: Request, body: NewUser) -> Response:
-    """Create a user with roles (``admin``, ``ops``; none for a plain user)."""
-    user = await asyncio.to_thread(authstore.add_user, _url(request), body.name, tuple(body.roles))
-    return _json(user.to_json(), 201)
-
-
-@router.get("/auth/users", response_model=UsersOut, responses=_BAD)
-async def list_users(request: Request) -> Response:
-    """Every user and their roles."""
-    users = await asyncio.to_thread(authstore.list_users, _url(request))
-    return _json({"users": [u.to_json() for u in users]})
-
-
-@router.delete("/auth/users/{name}", status_code=204, responses=_NO_SUCH)
-async def remove_user(request: Request, name: UserName) -> Response:
-    """Delete a user and every token of theirs."""
-    await asyncio.to_thread(authstore.remove_user, _url(request), name)
-    return Response(status_code=204)
-
-
-@router.post("/auth/tokens", status_code=201, response_model=CreatedToken, responses=_NO_SUCH)
-async def create_token(request: Request, body: NewToken) -> Response:
-    """A new bearer token for a user; the answer is the only place the token ever appears."""
-    info, token = await asyncio.to_thread(
-        authstore.create_token,
-        _url(request),
-        body.user,
-        label=body.label,
-        expires_in=body.expires_in,
-    )
-    return _json({**info.to_json(), "token": token}, 201)
-
-
-@router.get("/auth/tokens", response_model=TokensOut, responses=_BAD)
-async def list_tokens(
-    request: Request,
-    user: Annotated[str | None, Query(json_schema_extra=apirules.USER_NAME)] = None,
-) -> Response:
-    """Every token (id, user, label, times), never a secret or a hash."""
-    tokens = await asyncio.to_thread(authstore.list_tokens, _url(request), user)
-    return _json({"tokens": [t.to_json() for t in tokens]})
-
-
-@router.delete("/auth/tokens/{token_id}", status_code=204, responses=_NO_SUCH)
-async def revoke_token(request: Request, token_id: TokenId) -> Response:
-    """Revoke a token: it stops working within the cache bound (2 s)."""
-    await asyncio.to_thread(authstore.revoke_token, _url(request), token_id)
-    return Response(status_code=204)

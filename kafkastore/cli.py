@@ -6,7 +6,8 @@ stderr which stack it talks to when that is not the default one. A subcommand of
 settings flags it uses (:data:`SETTINGS_FLAGS`).
 
 Our errors are printed as one line and end the command with an exit code of
-:data:`EXIT_CODES` (docs/cli.md has the same table); tracebacks are for bugs.
+:data:`~kafkastore.exitcodes.EXIT_CODES` (docs/cli.md has the same table); tracebacks are for
+bugs.
 """
 
 from __future__ import annotations
@@ -15,127 +16,15 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 from kafkastore.config import Settings
-from kafkastore.errors import (
-    AlreadyExists,
-    AppendConflicts,
-    ConfigurationError,
-    DuplicateEventId,
-    Forbidden,
-    IntegrityError,
-    InvalidRequest,
-    KafkaStoreError,
-    NotFound,
-    OutcomeUnknown,
-    PayloadTooLarge,
-    SchemaError,
-    SnapshotAboveHead,
-    SnapshotNotFound,
-    StreamDeleted,
-    StreamNotFound,
-    TruncateAboveHead,
-    Unauthorized,
-    Unavailable,
-    UnsupportedMediaType,
-    WrongExpectedVersion,
-    WrongMetadataVersion,
-)
+from kafkastore.errors import KafkaStoreError
+from kafkastore.exitcodes import EXIT_CODES, EXIT_INTERRUPTED, exit_code_of
 from kafkastore.target import Target, resolve
 
 Handler = Callable[[argparse.Namespace, Settings], int]
-
-
-@dataclass(frozen=True, slots=True)
-class ExitCode:
-    """One exit status of ``kafkastore``, and the errors that end a command with it."""
-
-    code: int
-    """The process exit status."""
-    name: str
-    """A short name (docs/cli.md)."""
-    meaning: str
-    """When a command exits with it."""
-    errors: tuple[type[KafkaStoreError], ...] = ()
-    """Our errors that map to it (subclasses included, most specific first)."""
-
-
-EXIT_CODES: tuple[ExitCode, ...] = (
-    ExitCode(0, "ok", "the command did what it was asked"),
-    ExitCode(
-        1,
-        "failed",
-        "the command ran and the answer is no: a conflict (wrong expected version, duplicate"
-        " event id, stale metadata version, snapshot or truncate_before above the head), a"
-        " missing or deleted stream or snapshot, an audit or a verification that found"
-        " problems, a missing topic,"
-        " a dev stack already running",
-        (
-            WrongExpectedVersion,
-            AppendConflicts,
-            DuplicateEventId,
-            StreamNotFound,
-            StreamDeleted,
-            IntegrityError,
-            WrongMetadataVersion,
-            SnapshotAboveHead,
-            TruncateAboveHead,
-            SnapshotNotFound,
-        ),
-    ),
-    ExitCode(
-        2,
-        "usage",
-        "bad arguments or input: unknown options, invalid JSON, bad names or expected version,"
-        " a payload over a limit, contradictory settings; nothing was done",
-        (
-            NotFound,
-            AlreadyExists,
-            InvalidRequest,
-            UnsupportedMediaType,
-            PayloadTooLarge,
-            ConfigurationError,
-        ),
-    ),
-    ExitCode(
-        3,
-        "unavailable",
-        "Kafka, PostgreSQL or the HTTP API could not be reached or timed out, or the schema is"
-        " not migrated; nothing was appended; retry later",
-        (Unavailable, SchemaError),
-    ),
-    ExitCode(
-        4,
-        "outcome unknown",
-        "an append whose COMMIT reply was lost and could not be settled: retry with the same"
-        " event ids (answered idempotently)",
-        (OutcomeUnknown,),
-    ),
-    ExitCode(
-        5,
-        "refused",
-        "the HTTP API refused the credentials (unauthorized) or the right (forbidden)",
-        (Unauthorized, Forbidden),
-    ),
-    ExitCode(130, "interrupted", "stopped by Ctrl-C (SIGINT)"),
-)
-"""Every exit status of ``kafkastore``."""
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNKNOWN, EXIT_REFUSED, EXIT_INTERRUPTED = (
-    e.code for e in EXIT_CODES
-)
-
-
-def exit_code_of(error: KafkaStoreError) -> int:
-    """The exit status for ``error``: its most specific class in :data:`EXIT_CODES`."""
-    by_class = {cls: e.code for e in EXIT_CODES for cls in e.errors}
-    for cls in type(error).__mro__:
-        if cls in by_class:
-            return by_class[cls]
-    return EXIT_FAILED
 
 
 SETTINGS_FLAGS: dict[str, tuple[str, str]] = {

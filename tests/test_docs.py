@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 from dev import docs
-from kafkastore.cli import EXIT_CODES, build_parser, subparsers
+from kafkastore.cli import build_parser, subparsers
 from kafkastore.config import ENV_PREFIX, Settings
+from kafkastore.exitcodes import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -15,9 +15,10 @@ import pytest
 
 from dev.process import free_port
 from kafkastore import cli, commands
-from kafkastore.cli import EXIT_CODES, SETTINGS_FLAGS, build_parser, exit_code_of, subparsers
+from kafkastore.cli import SETTINGS_FLAGS, build_parser, subparsers
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError, OutcomeUnknown, Unavailable
+from kafkastore.exitcodes import EXIT_CODES, exit_code_of
 from tests.support import settings_environment, unique
 
 
