@@ -58,7 +58,10 @@ def test_the_short_schedule_of_process_faults_keeps_every_guarantee(
     # Enough happened for the verdict to mean something: appends acknowledged during every
     # fault, every one of them read back, and the faults really hit.
     assert all(by_name[n].acknowledged > 0 for n in by_name if n != "between faults")
-    assert verdict.counts["all_read"] >= verdict.counts["acknowledged_events"] > 100
+    # Every acknowledged event is read back, but for those the WAL-losing crash took: the
+    # synchronous_commit=off it runs with allows that loss (counted apart, never a phantom).
+    readable = verdict.counts["acknowledged_events"] - verdict.counts["lost_by_setting"]
+    assert verdict.counts["all_read"] >= readable > 100
     assert verdict.counts["delivered"] == verdict.counts["all_read"]
     assert by_name["kill-partition-leader"].notes.get("leader_moved_s") is not None
     assert by_name["kill-indexer"].notes.get("resumed_after_restart_s") is not None
