@@ -3,6 +3,14 @@
 An event is *real* iff the commit marker of its ``ce_pgwrite`` is visible and lists that event
 id at that stream and version. Everything else is a *phantom* and is never shown to anyone.
 
+A real event is real at one place only: the partition and offset its marker records (the
+delivery report the writer waited for). The idempotent producer does not rule out a second copy
+of a batch: when a produce request's reply is lost, librdkafka may resend the batch under a
+bumped epoch, which the broker cannot recognise as a retry, so the log holds the same events
+(same write id, ids, versions) twice. Only the copy at the marker's offset is real; the other
+is a phantom (``copy``), or the indexer and every subscription would deliver the events twice.
+A marker without offsets (none recorded) leaves the place unchecked.
+
 Resolution, for a batch of events:
 
 1. One query for the markers of every write id of the batch (the fast path: a committed write
@@ -60,11 +68,13 @@ class PhantomReason(enum.Enum):
     NOT_IN_MARKER = "not_in_marker"
     FOREIGN_CLUSTER = "foreign_cluster"
     MALFORMED = "malformed"
+    COPY = "copy"
+    """Another copy of a real event (a resent batch): not at the offset its marker records."""
 
 
-# Step 1 and 3. The ordinality of event_ids gives each id's version within the write.
+# Step 1 and 3. The ordinality of event_ids gives each id's version (and offset) within the write.
 MARKERS = """
-SELECT a.write_id, a.stream_id, a.from_version, a.event_ids
+SELECT a.write_id, a.stream_id, a.from_version, a.event_ids, a.partition, a.offsets
 FROM appends a
 WHERE a.write_id = ANY(%s::uuid[])
 """
@@ -103,9 +113,11 @@ def running_xids(conn: psycopg.Connection, xids: Iterable[int]) -> set[int]:
 
 @dataclass(frozen=True, slots=True)
 class _Write:
-    """What a committed write stored: (stream_id, version) -> event id."""
+    """What a committed write stored: (stream_id, version) -> event id, and where the writer's
+    delivery report put it, (partition, offset), when the marker recorded it."""
 
     events: dict[tuple[str, int], UUID]
+    places: dict[tuple[str, int], tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +218,11 @@ class VerdictResolver:
             return Judgement(Verdict.PHANTOM, PhantomReason.FOREIGN_CLUSTER)
         write = writes.get(event.write_id)
         if write is not None:
-            if write.events.get((event.stream_id, event.version)) == event.event_id:
+            key = (event.stream_id, event.version)
+            if write.events.get(key) == event.event_id:
+                place = write.places.get(key)
+                if place is not None and place != (event.partition, event.offset):
+                    return Judgement(Verdict.PHANTOM, PhantomReason.COPY)
                 return REAL
             # A committed write that does not list this event: a forged or copied header.
             return Judgement(Verdict.PHANTOM, PhantomReason.NOT_IN_MARKER)
@@ -219,16 +235,19 @@ class VerdictResolver:
     ) -> set[UUID]:
         """Put the markers found in ``writes``; return the write ids that have none."""
         wanted = set(write_ids)
-        found: dict[UUID, dict[tuple[str, int], UUID]] = {}
+        found: dict[UUID, _Write] = {}
         self.queries += 1
         with pg.translated():
             rows = conn.execute(MARKERS, (list(wanted),)).fetchall()
-        for write_id, stream_id, from_version, event_ids in rows:
-            events = found.setdefault(write_id, {})
+        for write_id, stream_id, from_version, event_ids, partition, offsets in rows:
+            write = found.setdefault(write_id, _Write({}, {}))
             for i, event_id in enumerate(event_ids):
-                events[(stream_id, from_version + i)] = event_id
-        for write_id, events in found.items():
-            writes[write_id] = _Write(events)
+                key = (stream_id, from_version + i)
+                write.events[key] = event_id
+                offset = offsets[i] if offsets is not None and i < len(offsets) else None
+                if partition is not None and offset is not None:
+                    write.places[key] = (partition, offset)
+        writes.update(found)
         return wanted - found.keys()
 
     def _remember(self, writes: dict[UUID, _Write]) -> None:

@@ -35,6 +35,9 @@ logger = logging.getLogger("kafkastore.verify")
 READY_TIMEOUT = 90.0
 PARTITIONS = 3
 CONSUMER_GROUP = "verify-projection"
+"""The prefix of the projection's group; each run's group is ``<prefix>-<run>``: the clusters
+outlive runs, and a static member of an earlier run's group (same slot, same
+``group.instance.id``) would otherwise hold its partitions."""
 
 
 @dataclass(slots=True)
@@ -88,6 +91,8 @@ class Environment:
     api_url: str
     logs: Path
     services: dict[str, Service] = field(default_factory=dict)
+    consumer_group: str = CONSUMER_GROUP
+    """The run's projection group (:func:`new_run` gives each run its own)."""
 
     def service_env(self, **extra: str) -> dict[str, str]:
         s = self.settings
@@ -105,10 +110,10 @@ class Environment:
         service.start()
         return service
 
-    def add_consumer(self, name: str) -> Service:
-        """One more process of the exactly-once projection's group (:mod:`verify.consumer`)."""
+    def add_consumer(self, name: str, **env: str) -> Service:
+        """One more process of the run's exactly-once projection group (:mod:`verify.consumer`)."""
         return self.add_service(
-            name, [sys.executable, "-m", "verify.consumer", "--group", CONSUMER_GROUP]
+            name, [sys.executable, "-m", "verify.consumer", "--group", self.consumer_group], **env
         )
 
     def close(self, *, keep: bool = False) -> None:
@@ -161,6 +166,7 @@ def new_run(env: Environment) -> None:
         replication_factor=min(3, len(env.cluster.nodes)),
         indexer_group=f"verify-indexer-{run}",
     )
+    env.consumer_group = f"{CONSUMER_GROUP}-{run}"
     port = free_port()
     env.api_url = f"http://{LOCALHOST}:{port}"
     schema.migrate(env.settings.database_url)

@@ -1,7 +1,11 @@
 """``kafkastore verify``: start the topology, run a schedule, check it, write the report.
 
-The short schedule (the default; the one ``make test`` runs) injects each fault once; ``--long``
-(``make verify``) runs every fault in several rounds with more writers, and writes its report to
+The short schedule (the default; the one ``make test`` runs) injects each process fault once
+(:func:`process_faults`, on :mod:`verify.environment`'s topology). ``--long`` (``make verify``)
+runs every process fault in several rounds with more writers, then a second part on the proxied
+topology of :mod:`verify.network` (toxiproxy per client role, a synchronous PostgreSQL standby):
+the network cuts in several rounds and, last, the failover to the standby
+(:func:`network_faults`); it writes one report of both parts to
 ``verify/results/long.{md,json}`` (the figures the README links). Exit status 0 when the checker
 found no violation, 1 when it found one (the history and the services' logs are then kept).
 """
@@ -14,12 +18,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kafkastore.client import EventStore
 from kafkastore.manifest import dev_home
-from verify import environment, faults, report
+from verify import environment, faults, network, report
 from verify.environment import Environment
 from verify.nemesis import Nemesis, NoFault
+from verify.netfaults import (
+    KAFKA_MOMENTS,
+    PG_MOMENTS,
+    CutWriterKafka,
+    CutWriterPostgres,
+    FailoverPostgres,
+)
 from verify.schedule import Result, Schedule
 from verify.workload import AppendWorkload, StoreFactory, WorkloadConfig
 
@@ -44,6 +56,21 @@ def process_faults(env: Environment) -> list[Nemesis]:
         faults.KillConsumer(env),
         faults.CrashPostgres(env),
     ]
+
+
+def network_cuts(topology: network.Topology) -> list[Nemesis]:
+    """Every network cut once, at each of its moments, after a control phase."""
+    return [
+        NoFault(),
+        *(CutWriterKafka(topology, moment=m) for m in KAFKA_MOMENTS),
+        *(CutWriterPostgres(topology, moment=m) for m in PG_MOMENTS),
+    ]
+
+
+def network_faults(topology: network.Topology, count: int) -> list[Nemesis]:
+    """``count`` rounds of the network cuts, then the PostgreSQL failover: last, because once
+    promoted the standby runs alone (the topology has no synchronous standby left to lose)."""
+    return [*rounds(lambda: network_cuts(topology), count), FailoverPostgres(topology)]
 
 
 def rounds(make: Callable[[], list[Nemesis]], count: int) -> list[Nemesis]:
@@ -99,7 +126,25 @@ def run(options: VerifyOptions) -> int:
     seed = options.seed if options.seed is not None else int(time.time()) % 100_000
     kind = "long" if options.long else "short"
     home = dev_home() / "verify" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    _say(f"{kind} schedule, seed {seed}; starting 3 Kafka nodes and PostgreSQL under {home}")
+    config = LONG if options.long else SHORT
+    started = time.monotonic()
+    parts = [_process_part(home / "process", options, seed, config)]
+    if options.long:
+        parts.append(_network_part(home / "network", options, seed, config))
+    data = report.combine(parts, kind=kind, seed=seed, seconds=time.monotonic() - started)
+    directory = options.output or (RESULTS if options.long else home)
+    json_path, md_path = report.write(data, directory, kind)
+    _say(f"report: {md_path} and {json_path}")
+    ok = bool(data["ok"])
+    if options.keep or not ok:
+        _say(f"kept the history and the logs in {home}")
+    return 0 if ok else 1
+
+
+def _process_part(
+    home: Path, options: VerifyOptions, seed: int, config: WorkloadConfig
+) -> dict[str, Any]:
+    _say(f"process faults, seed {seed}; starting 3 Kafka nodes and PostgreSQL under {home}")
     env = environment.start(home)
     ok = False
     try:
@@ -108,23 +153,47 @@ def run(options: VerifyOptions) -> int:
             if options.long
             else process_faults(env)
         )
-        _say("faults: " + ", ".join(n.name for n in nemeses))
-        result = run_schedule(
-            env,
-            nemeses,
-            config=LONG if options.long else SHORT,
-            seed=seed,
-            history_path=home / "history.jsonl",
-            progress=_say,
-        )
+        result = _run_part(env, nemeses, home, seed, config)
         ok = result.verdict.ok
-        data = report.as_json(result, kind=kind, settings=env.settings)
-        directory = options.output or (RESULTS if options.long else home)
-        json_path, md_path = report.write(data, directory, kind)
-        _say(result.verdict.summary())
-        _say(f"report: {md_path} and {json_path}")
+        return report.as_json(result, kind="process faults", settings=env.settings)
     finally:
         env.close(keep=options.keep or not ok)
-        if options.keep or not ok:
-            _say(f"kept the history and the logs in {home}")
-    return 0 if ok else 1
+
+
+def _network_part(
+    home: Path, options: VerifyOptions, seed: int, config: WorkloadConfig
+) -> dict[str, Any]:
+    _say(
+        f"network faults and failover, seed {seed}; starting toxiproxy, 3 Kafka nodes and a"
+        f" PostgreSQL primary with its synchronous standby under {home}"
+    )
+    topology = network.start(home)
+    ok = False
+    try:
+        env = network.new_run(topology)
+        try:
+            result = _run_part(env, network_faults(topology, LONG_ROUNDS), home, seed, config)
+        finally:
+            network.end_run(env)
+        ok = result.verdict.ok
+        return report.as_json(
+            result, kind="network faults and failover", settings=env.settings, proxied=True
+        )
+    finally:
+        topology.close(keep=options.keep or not ok)
+
+
+def _run_part(
+    env: Environment, nemeses: list[Nemesis], home: Path, seed: int, config: WorkloadConfig
+) -> Result:
+    _say("faults: " + ", ".join(n.name for n in nemeses))
+    result = run_schedule(
+        env,
+        nemeses,
+        config=config,
+        seed=seed,
+        history_path=home / "history.jsonl",
+        progress=_say,
+    )
+    _say(result.verdict.summary())
+    return result

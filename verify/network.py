@@ -236,19 +236,9 @@ def new_run(topology: Topology) -> Environment:
             ],
         )
         services.wait_http_ok(f"{env.api_url}/readyz", timeout=environment.READY_TIMEOUT)
-        env.add_service(
-            "consumer",
-            # A group of the run's own: the topology outlives runs, and a static member of an
-            # earlier run's group (same slot, same group.instance.id) would hold its partitions.
-            [
-                sys.executable,
-                "-m",
-                "verify.consumer",
-                "--group",
-                f"{environment.CONSUMER_GROUP}-{base.topic}",
-            ],
-            **on_readers,
-        )
+        # A group of the run's own (see environment.CONSUMER_GROUP).
+        env.consumer_group = f"{environment.CONSUMER_GROUP}-{base.topic}"
+        env.add_consumer("consumer", **on_readers)
     except BaseException:
         end_run(env)
         raise

@@ -76,6 +76,26 @@ def test_a_marker_that_does_not_list_the_event_makes_it_a_phantom(settings: Sett
     assert judged[forged.event_id].reason is PhantomReason.NOT_IN_MARKER
 
 
+def test_a_second_copy_of_a_real_event_at_another_offset_is_a_phantom(
+    settings: Settings,
+) -> None:
+    # What a batch resent under a bumped producer epoch leaves in the log (the broker cannot
+    # tell it from a new batch): the same headers, ids and versions at a later offset. Only
+    # the copy at the offset its marker records is real.
+    with ManualWriter(settings) as writer:
+        produced = writer.append(unique("Copied"), [("A", {"n": 1})])
+        (original,) = read_topic(settings)
+        copy = original._replace(offset=original.offset + 7)
+        with pg.connect(settings.database_url, autocommit=True) as conn:
+            first, second = VerdictResolver(writer.sysid).judge(conn, [original, copy])
+            again = VerdictResolver(writer.sysid).judge(conn, [copy, original])
+    assert original.offset == produced[0].offset
+    assert first.verdict is Verdict.REAL
+    assert second.verdict is Verdict.PHANTOM
+    assert second.reason is PhantomReason.COPY
+    assert [j.verdict for j in again] == [Verdict.PHANTOM, Verdict.REAL]
+
+
 def test_an_event_from_another_cluster_is_a_phantom(settings: Settings) -> None:
     with ManualWriter(settings) as writer:
         writer.phantom_foreign(unique("Foreign"), ("A", {}))
