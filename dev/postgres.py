@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dev.process import LOCALHOST, StackError, free_port, terminate, wait_gone
+from dev.process import LOCALHOST, StackError, apt_install, free_port, terminate, wait_gone
 from kafkastore import pg
 from kafkastore.errors import Unavailable
 from kafkastore.retry import Backoff
@@ -109,13 +109,7 @@ def ensure_installed(*, log_path: Path | None = None) -> Path:
             "server package (Debian/Ubuntu: sudo apt-get install postgresql)"
         )
     env = {**_base_env(), "DEBIAN_FRONTEND": "noninteractive"}
-    with open(log_path or os.devnull, "ab") as out:
-        install = [apt, "install", "-y", "--no-install-recommends", "postgresql"]
-        for cmd in ([apt, "update"], install):
-            if subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
-            ).returncode:
-                raise StackError(f"{' '.join(cmd)} failed", log=log_path)
+    apt_install(apt, "postgresql", env=env, log_path=log_path)
     bindir = find_bindir()
     if bindir is None:
         raise StackError("installed postgresql but found no initdb", log=log_path)

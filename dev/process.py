@@ -107,6 +107,37 @@ def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     return child_environ(overrides)
 
 
+def apt_install(apt: str, package: str, *, env: Mapping[str, str], log_path: Path | None) -> None:
+    """``apt-get update`` then ``apt-get install -y --no-install-recommends package`` with
+    ``env`` (which should set ``DEBIAN_FRONTEND=noninteractive``), their output appended to
+    ``log_path`` (dropped when it is None); StackError naming the command that failed."""
+    with open(log_path or os.devnull, "ab") as out:
+        for cmd in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", package]):
+            if subprocess.run(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(env), check=False
+            ).returncode:
+                raise StackError(f"{' '.join(cmd)} failed", log=log_path)
+
+
+def spawn_logged(
+    argv: list[str], *, env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start a service process: no stdin, its output (stdout and stderr) appended to
+    ``log_path`` (its folder made), our environment plus ``env`` (:func:`child_environment`),
+    and a process group of its own, so that a Ctrl-C meant for its parent does not kill it
+    before the parent stops it (with SIGTERM, itself)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_environment(env),
+            start_new_session=True,
+        )
+
+
 def tail(path: Path | None, lines: int = 40) -> str:
     if path is None:
         return ""

@@ -28,6 +28,7 @@ import httpx
 from dev.process import (
     LOCALHOST,
     StackError,
+    apt_install,
     child_environment,
     free_port,
     port_accepts,
@@ -67,15 +68,7 @@ def _install_go(log_path: Path) -> str:
             "(Debian/Ubuntu: sudo apt-get install golang-go)"
         )
     env = child_environment({"DEBIAN_FRONTEND": "noninteractive"})
-    with log_path.open("ab") as out:
-        for cmd in (
-            [apt, "update"],
-            [apt, "install", "-y", "--no-install-recommends", "golang-go"],
-        ):
-            if subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
-            ).returncode:
-                raise StackError(f"{' '.join(cmd)} failed", log=log_path)
+    apt_install(apt, "golang-go", env=env, log_path=log_path)
     go = _go()
     if go is None:
         raise StackError("installed golang-go but found no go command", log=log_path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from psycopg import sql as psql
 
 from dev import kafka_cluster, postgres, services
-from dev.process import LOCALHOST, child_environment, free_port, terminate
+from dev.process import LOCALHOST, free_port, spawn_logged, terminate
 from kafkastore import kafka, pg, schema, topic
 from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError
@@ -56,16 +56,7 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=child_environment(self.env),
-                start_new_session=True,
-            )
+        self.proc = spawn_logged(self.argv, env=self.env, log_path=self.log_path)
         self.starts += 1
 
     def kill(self) -> None:

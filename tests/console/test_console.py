@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from consumers.subscription import RetryPolicy, Subscription
-from dev.process import LOCALHOST, free_port
-from kafkastore import topic
 from kafkastore.config import Settings
 from kafkastore.records import RecordedEvent
 from tests.console.handlers import marker
-from tests.support import ServiceProcess, settings_environment, unique
+from tests.support import unique
 from tests.support.browser import headless_chromium
+from tests.support.serving import serving
+from tests.support.topics import own_settings
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".kafkastore" / "console-screenshots"
 WAIT = 15.0
@@ -30,16 +30,9 @@ WAIT = 15.0
 @pytest.fixture(scope="module")
 def console_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings]:
     group = unique("billing")
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
-        dlq_handlers={group: "tests.console.handlers:remember"},
+    settings = own_settings(
+        kafka_bootstrap, database_url, dlq_handlers={group: "tests.console.handlers:remember"}
     )
-    topic.ensure_topic(settings, partitions=3)
     yield settings
     from confluent_kafka.admin import AdminClient
 
@@ -51,24 +44,12 @@ def console_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settin
 @pytest.fixture(scope="module")
 def api(console_settings: Settings, logs_dir: Path) -> Iterator[str]:
     """An indexer and ``kafkastore serve`` for this module; the API's base URL."""
-    env = settings_environment(console_settings)
-    indexer = ServiceProcess(
-        "indexer", env=env, log_path=logs_dir / f"console-indexer-{console_settings.topic}.log"
-    ).start()
-    port = free_port()
-    server = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        env=env,
-        log_path=logs_dir / f"console-api-{port}.log",
-        ready_url=f"http://{LOCALHOST}:{port}/readyz",
-    ).start()
-    yield f"http://{LOCALHOST}:{port}"
-    server.stop()
-    indexer.stop()
+    with serving(
+        console_settings,
+        logs_dir / f"console-api-{console_settings.topic}.log",
+        indexer_log=logs_dir / f"console-indexer-{console_settings.topic}.log",
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.process import LOCALHOST, free_port
-from kafkastore import authstore, topic
-from kafkastore.config import Settings, settings_environ
 from tests.console.test_console import SCREENSHOTS, shown, text_of, wait_until
-from tests.indexer.helpers import running_indexer
-from tests.support import ServiceProcess, unique
+from tests.support import unique
 from tests.support.browser import headless_chromium
+from tests.support.serving import serving, users_with_tokens
+from tests.support.topics import own_settings
 
 
 @pytest.fixture(scope="module")
@@ -26,34 +24,10 @@ def secured(
     kafka_bootstrap: str, database_url: str, logs_dir: Path
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """``kafkastore serve`` with auth on and an indexer; its URL and tokens by role."""
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
-        auth="on",
-    )
-    topic.ensure_topic(settings, partitions=3)
-    tokens = {}
-    for who, roles in (("admin", ("admin",)), ("plain", ())):
-        name = unique(f"console-{who}")
-        authstore.add_user(database_url, name, roles)
-        tokens[who] = authstore.create_token(database_url, name)[1]
-    port = free_port()
-    proc = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        env=settings_environ(settings),
-        log_path=logs_dir / f"console-auth-{port}.log",
-        ready_url=f"http://{LOCALHOST}:{port}/readyz",
-    )
-    with running_indexer(settings), proc:
-        yield f"http://{LOCALHOST}:{port}", tokens
+    settings = own_settings(kafka_bootstrap, database_url, auth="on")
+    tokens = users_with_tokens(database_url, {"admin": ("admin",), "plain": ()}, unique("console"))
+    with serving(settings, logs_dir / f"console-auth-{settings.topic}.log") as url:
+        yield url, tokens
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.process import LOCALHOST, free_port
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
 from kafkastore.records import NewEvent
 from tests.indexer.sse_client import events, subscribe
-from tests.support import ServiceProcess, settings_environment, unique
+from tests.support import ServiceProcess, unique
+from tests.support.serving import serve_process, serving
 from tests.support.topics import module_settings
 from tests.support.wire import ManualWriter
 
@@ -29,33 +29,19 @@ def store_settings(kafka_bootstrap: str, database_url: str) -> Iterator[Settings
 
 
 def _serve(settings: Settings, logs_dir: Path, name: str, *args: str) -> tuple[ServiceProcess, str]:
-    port = free_port()
-    proc = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        *args,
-        env=settings_environment(settings),
-        log_path=logs_dir / f"sse-{name}-{port}.log",
-        ready_url=f"http://{LOCALHOST}:{port}/readyz",
-    )
-    return proc.start(), f"http://{LOCALHOST}:{port}"
+    proc, url = serve_process(settings, logs_dir / f"sse-{name}-{settings.topic}.log", *args)
+    return proc.start(), url
 
 
 @pytest.fixture(scope="module")
 def stack(store_settings: Settings, logs_dir: Path) -> Iterator[str]:
     """An indexer and an API with the default settings; the API's base URL."""
-    indexer = ServiceProcess(
-        "indexer",
-        env=settings_environment(store_settings),
-        log_path=logs_dir / f"sse-indexer-{store_settings.topic}.log",
-    ).start()
-    api, url = _serve(store_settings, logs_dir, "api")
-    yield url
-    api.stop()
-    indexer.stop()
+    with serving(
+        store_settings,
+        logs_dir / f"sse-api-{store_settings.topic}.log",
+        indexer_log=logs_dir / f"sse-indexer-{store_settings.topic}.log",
+    ) as url:
+        yield url
 
 
 def append(url: str, stream: str, *types: str, data: Any = None) -> dict[str, Any]:

@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.process import LOCALHOST, free_port
-from kafkastore import authstore, topic
-from kafkastore.config import Settings, settings_environ
-from tests.indexer.helpers import running_indexer
+from kafkastore import authstore
 from tests.indexer.sse_client import Message, events, subscribe
-from tests.support import ServiceProcess, unique
+from tests.support import unique
+from tests.support.serving import CALLERS, serving, users_with_tokens
+from tests.support.topics import own_settings
 
 
 @dataclass(frozen=True)
@@ -35,36 +34,17 @@ class Secured:
 @pytest.fixture(scope="module")
 def secured(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Iterator[Secured]:
     category = unique("Vault").replace("-", "")
-    names = {who: f"{who}-{category}" for who in ("admin", "ops", "alice", "bob")}
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
+    names = {who: f"{who}-{category}" for who in CALLERS}
+    settings = own_settings(
+        kafka_bootstrap,
+        database_url,
         auth="on",
         auth_category_acls=f'{{"{category}": {{"read": ["{names["alice"]}"]}}}}',
     )
-    topic.ensure_topic(settings, partitions=3)
-    tokens: dict[str, str] = {}
-    for who, roles in (("admin", ("admin",)), ("ops", ("ops",)), ("alice", ()), ("bob", ())):
-        authstore.add_user(database_url, names[who], roles)
-        tokens[who] = authstore.create_token(database_url, names[who])[1]
-    port = free_port()
+    tokens = users_with_tokens(database_url, CALLERS, category)
     log_path = logs_dir / f"sse-auth-{category}.log"
-    proc = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        env=settings_environ(settings),
-        log_path=log_path,
-        ready_url=f"http://{LOCALHOST}:{port}/readyz",
-    )
-    with running_indexer(settings), proc:
-        yield Secured(f"http://{LOCALHOST}:{port}", tokens, category, names, log_path)
+    with serving(settings, log_path) as url:
+        yield Secured(url, tokens, category, names, log_path)
 
 
 def bearer(s: Secured, who: str) -> dict[str, str]:

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.process import LOCALHOST, free_port
-from kafkastore import authstore, topic
+from kafkastore import authstore
 from kafkastore.config import Settings, settings_environ
-from tests.indexer.helpers import running_indexer
-from tests.support import ServiceProcess, unique
+from tests.support import unique
+from tests.support.serving import CALLERS, serving, spoiled_tokens, users_with_tokens
+from tests.support.topics import own_settings
 
 UNAUTHORIZED = {"error": "unauthorized", "message": "a valid bearer token is required"}
 FORBIDDEN = {"error": "forbidden", "message": "access denied"}
@@ -37,41 +37,19 @@ class Secured:
 @pytest.fixture(scope="module")
 def secured(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Iterator[Secured]:
     category = unique("Secret").replace("-", "")
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
+    settings = own_settings(
+        kafka_bootstrap,
+        database_url,
         auth="on",
         auth_category_acls=f'{{"{category}": {{"read": ["alice-{category}"], '
         f'"write": ["alice-{category}"]}}}}',
     )
-    topic.ensure_topic(settings, partitions=3)
-    tokens: dict[str, str] = {}
-    for who, roles in (("admin", ("admin",)), ("ops", ("ops",)), ("alice", ()), ("bob", ())):
-        name = f"{who}-{category}"
-        authstore.add_user(database_url, name, roles)
-        tokens[who] = authstore.create_token(database_url, name)[1]
-    info, tokens["revoked"] = authstore.create_token(database_url, f"alice-{category}")
-    authstore.revoke_token(database_url, info.id)
-    tokens["expired"] = authstore.create_token(database_url, f"alice-{category}", expires_in=1)[1]
-    port = free_port()
+    tokens = users_with_tokens(database_url, CALLERS, category)
+    tokens.update(spoiled_tokens(database_url, f"alice-{category}"))
     log_path = logs_dir / f"auth-serve-{category}.log"
-    proc = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        env=settings_environ(settings),
-        log_path=log_path,
-        ready_url=f"http://{LOCALHOST}:{port}/readyz",
-    )
-    with running_indexer(settings), proc:
+    with serving(settings, log_path) as url:
         time.sleep(1.0)  # the expired token is past its expiry
-        yield Secured(f"http://{LOCALHOST}:{port}", settings, tokens, category, log_path)
+        yield Secured(url, settings, tokens, category, log_path)
 
 
 def _call(

@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.process import LOCALHOST, free_port
-from kafkastore import auth, authstore, topic
+from kafkastore import auth, authstore
 from kafkastore.config import Settings, settings_environ
 from tests.kafkastore.test_auth_http import FORBIDDEN, UNAUTHORIZED
-from tests.support import ServiceProcess, unique
+from tests.support import unique
+from tests.support.serving import CALLERS, serving, spoiled_tokens, users_with_tokens
+from tests.support.topics import own_settings
 
 BAD = "kst_0123456789ab." + "A" * 43
 
@@ -43,45 +44,21 @@ def served(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Iterator[
     """``kafkastore serve`` and ``kafkastore indexer`` (own processes, own logs) with auth on."""
     tag = unique("m").replace("-", "")
     locked = f"Locked{tag}"
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
+    settings = own_settings(
+        kafka_bootstrap,
+        database_url,
         auth="on",
         auth_category_acls=f'{{"{locked}": {{"read": ["alice-{tag}"]}}}}',
         dlq_handlers={"nobody": "json:loads"},  # a group without dead letters: replays nothing
     )
-    topic.ensure_topic(settings, partitions=3)
-    tokens: dict[str, str] = {}
-    users: dict[str, str] = {}
-    for who, roles in (("admin", ("admin",)), ("ops", ("ops",)), ("alice", ()), ("bob", ())):
-        users[who] = f"{who}-{tag}"
-        authstore.add_user(database_url, users[who], roles)
-        tokens[who] = authstore.create_token(database_url, users[who])[1]
-    info, tokens["revoked"] = authstore.create_token(database_url, users["alice"])
-    authstore.revoke_token(database_url, info.id)
-    tokens["expired"] = authstore.create_token(database_url, users["alice"], expires_in=1)[1]
-    port = free_port()
-    env = settings_environ(settings)
+    users = {who: f"{who}-{tag}" for who in CALLERS}
+    tokens = users_with_tokens(database_url, CALLERS, tag)
+    tokens.update(spoiled_tokens(database_url, users["alice"]))
     api_log, indexer_log = logs_dir / f"matrix-serve-{tag}.log", logs_dir / f"matrix-ix-{tag}.log"
-    api = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        env=env,
-        log_path=api_log,
-        ready_url=f"http://{LOCALHOST}:{port}/readyz",
-    )
-    indexer = ServiceProcess("indexer", env=env, log_path=indexer_log, ready_line="assigned")
-    with indexer, api:
+    with serving(settings, api_log, indexer_log=indexer_log) as url:
         time.sleep(1.0)  # the expired token is past its expiry
         yield Served(
-            f"http://{LOCALHOST}:{port}",
+            url,
             settings,
             tokens,
             users,

@@ -17,12 +17,10 @@ for. Their error answers are checked by ``test_openapi.py`` and ``tests/indexer/
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +28,12 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.process import LOCALHOST, free_port
-from kafkastore import authstore, schema, topic
-from kafkastore.config import Settings, settings_environ
-from tests.indexer.helpers import running_indexer
-from tests.support import ServiceProcess, unique
+from kafkastore import schema
+from kafkastore.config import Settings
+from tests.support import unique
 from tests.support.databases import temporary_database
+from tests.support.serving import serving, users_with_tokens
+from tests.support.topics import own_settings
 
 pytestmark = pytest.mark.timeout(1500)  # the module fixture runs everything, within RUN_TIMEOUT
 
@@ -199,39 +197,6 @@ def assert_clean(run: Run) -> None:
     assert run.cases >= 3 * len(run.operations), run.figures()
 
 
-@contextlib.contextmanager
-def serving(settings: Settings, logs_dir: Path, name: str) -> Iterator[str]:
-    """``kafkastore serve`` with ``settings``, and an indexer; yields the base URL."""
-    port = free_port()
-    proc = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        env=settings_environ(settings),
-        log_path=logs_dir / f"schemathesis-{name}.log",
-        ready_url=f"http://{LOCALHOST}:{port}/readyz",
-    )
-    with running_indexer(settings), proc:
-        yield f"http://{LOCALHOST}:{port}"
-
-
-def _settings(kafka_bootstrap: str, database_url: str, **overrides: Any) -> Settings:
-    """Settings with a topic and an indexer group of their own."""
-    settings = Settings.from_env(
-        {},
-        kafka=kafka_bootstrap,
-        database_url=database_url,
-        topic=unique("test"),
-        partitions=3,
-        indexer_group=unique("indexer"),
-        **overrides,
-    )
-    topic.ensure_topic(settings, partitions=3)
-    return settings
-
-
 @dataclass
 class Runs:
     done: dict[str, Run]
@@ -254,8 +219,8 @@ def runs(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Runs:
         schema.migrate(off_db)
         schema.migrate(on_db)
         return _run_all(
-            _settings(kafka_bootstrap, off_db),
-            _settings(kafka_bootstrap, on_db, auth="on"),
+            own_settings(kafka_bootstrap, off_db),
+            own_settings(kafka_bootstrap, on_db, auth="on"),
             logs_dir,
             work,
         )
@@ -264,13 +229,10 @@ def runs(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Runs:
 def _run_all(off: Settings, on: Settings, logs_dir: Path, work: Path) -> Runs:
     # Each app has a database of its own: the auth-off run adds and deletes users too, and it
     # must not delete the auth-on run's admin (nor leave its streams in the session's database).
-    tokens = {}
-    for who, roles in (("admin", ("admin",)), ("plain", ())):
-        name = unique(f"fuzz-{who}")
-        authstore.add_user(on.database_url, name, roles)
-        tokens[who] = authstore.create_token(on.database_url, name)[1]
+    tokens = users_with_tokens(on.database_url, {"admin": ("admin",), "plain": ()}, unique("fuzz"))
     on_exclude = f"{EXCLUDED}|^/auth/(users/[{{]name[}}]|tokens/[{{]token_id[}}])$"
-    with serving(off, logs_dir, "off") as off_url, serving(on, logs_dir, "on") as on_url:
+    off_log, on_log = logs_dir / "schemathesis-off.log", logs_dir / "schemathesis-on.log"
+    with serving(off, off_log) as off_url, serving(on, on_log) as on_url:
         started = {
             "auth off": start_schemathesis(off_url, work / "off"),
             "auth on, admin": start_schemathesis(

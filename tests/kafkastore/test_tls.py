@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dev.process import LOCALHOST, free_port
-from kafkastore.config import Settings, running_in_ci, settings_environ
-from tests.support import ServiceProcess
+from dev.process import LOCALHOST
+from kafkastore.config import Settings, running_in_ci
+from tests.support.serving import serve_process
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
@@ -54,20 +54,13 @@ def test_with_a_certificate_and_key_the_api_answers_https_only(
 ) -> None:
     cert, key = _self_signed(tmp_path)
     settings = make_settings(tls_certfile=str(cert), tls_keyfile=str(key))
-    port = free_port()
-    proc = ServiceProcess(
-        "serve",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        env=settings_environ(settings),
-        log_path=logs_dir / f"tls-{port}.log",
-        ready_line="Uvicorn running on https://",
+    proc, url = serve_process(
+        settings, logs_dir / f"tls-{settings.topic}.log", ready_line="Uvicorn running on https://"
     )
+    assert url.startswith("https://")
     with proc:
         verified = ssl.create_default_context(cafile=str(cert))
-        answer = httpx.get(f"https://{LOCALHOST}:{port}/healthz", verify=verified, timeout=10)
+        answer = httpx.get(f"{url}/healthz", verify=verified, timeout=10)
         assert answer.status_code == 200
         with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://{LOCALHOST}:{port}/healthz", timeout=5)
+            httpx.get(f"{url.replace('https://', 'http://')}/healthz", timeout=5)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from dev.process import child_environment, tail, terminate
+from dev.process import spawn_logged, tail, terminate
 from kafkastore.config import Settings, settings_environ
 
 
@@ -59,18 +59,8 @@ class ServiceProcess:
         """Start and wait until ready; raise with the log's tail when it exits or times out."""
         if self._proc is not None:
             return self
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self._proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=child_environment(self.env),
-                # Its own process group: a Ctrl-C on pytest must not kill it before teardown
-                # stops it (teardown sends SIGTERM itself).
-                start_new_session=True,
-            )
+        # Its own process group: a Ctrl-C on pytest must not kill it before teardown stops it.
+        self._proc = spawn_logged(self.argv, env=self.env, log_path=self.log_path)
         try:
             self.wait_ready()
         except BaseException:
