@@ -16,7 +16,8 @@ import pytest
 from dev.process import free_port
 from kafkastore.client import _settings
 from kafkastore.errors import ConfigurationError
-from kafkastore.manifest import FILE_NAME, Manifest
+from kafkastore.manifest import FILE_NAME, Manifest, is_stack_process, pid_alive, pid_cmdline
+from kafkastore.retry import Backoff
 from kafkastore.target import find_manifest, resolve
 
 
@@ -33,9 +34,23 @@ def stack_process() -> Iterator[int]:
     """A live process whose command line looks like each of the stack's processes."""
     argv = [sys.executable, "-c", "import time; time.sleep(120)", "kafka.Kafka", "postgres"]
     proc = subprocess.Popen([*argv, "kafkastore"])
+    for _ in Backoff(initial=0.01, maximum=0.1).attempts(timeout=10.0):
+        if all(is_stack_process(name, proc.pid) for name in ("kafka", "postgres", "api")):
+            break
+    else:
+        pytest.fail(f"the stand-in process never showed its command line: {_state(proc.pid)}")
     yield proc.pid
     proc.kill()
     proc.wait()
+
+
+def _state(pid: int) -> str:
+    """What a failed liveness check saw of ``pid``: alive, its state and command line."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError as exc:
+        stat = repr(exc)
+    return f"pid {pid} alive={pid_alive(pid)} state={stat} cmdline={pid_cmdline(pid)!r}"
 
 
 def _checkout(root: Path, pid: int) -> Manifest:
@@ -63,6 +78,7 @@ def test_the_running_dev_stack_of_the_checkout_is_used_before_the_defaults(
     target = resolve(cwd=inside)
 
     assert find_manifest(inside) == tmp_path / ".kafkastore" / FILE_NAME
+    assert target.stack is not None, f"stack not taken as running: {_state(stack_process)}"
     assert (target.settings.kafka, target.settings.database_url, target.settings.api_url) == (
         manifest.kafka,
         manifest.database_url,
