@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import psycopg
@@ -29,7 +30,7 @@ class PhantomRecord(NamedTuple):
     """Why it is not real (no marker, another cluster, malformed, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PartitionBatch:
     """The settled messages of one partition from one poll, in offset order."""
 
@@ -41,15 +42,19 @@ class PartitionBatch:
     """Offset the batch starts at (what the stored checkpoint must equal)."""
     next_offset: int
     """Offset to store after applying it (last settled message + 1)."""
-    events: tuple[RecordedEvent, ...]
-    """Real events only, in offset order."""
+    wire: tuple[WireEvent, ...]
+    """Real events only, decoded from the wire, in offset order."""
     phantoms: tuple[PhantomRecord, ...]
     """Messages judged phantoms (or malformed), in offset order."""
-    wire: tuple[WireEvent, ...] = ()
-    """The decoded messages of ``events`` (same order)."""
     messages: tuple[Message, ...] = ()
-    """The Kafka messages of ``events`` (same order): key, value and headers as produced
+    """The Kafka messages of ``wire`` (same order): key, value and headers as produced
     (dead letters copy them)."""
+
+    @cached_property
+    def events(self) -> tuple[RecordedEvent, ...]:
+        """The real events as handlers get them (JSON payloads parsed), built on first use:
+        the indexer copies the payload bytes and never asks for them."""
+        return tuple(w.recorded() for w in self.wire)
 
 
 BatchHandler = Callable[[psycopg.Connection, Sequence[PartitionBatch]], None]

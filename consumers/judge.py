@@ -18,7 +18,6 @@ from confluent_kafka import Message
 from consumers.batches import PartitionBatch, PhantomRecord
 from kafkastore import codec
 from kafkastore.codec import WireEvent
-from kafkastore.records import RecordedEvent
 from kafkastore.verdict import PhantomReason, Verdict, VerdictResolver
 
 __all__ = ["Held", "Judged", "judge"]
@@ -64,7 +63,9 @@ def judge(
     starts at ``positions[p]`` when known, else at its first message."""
     decoded: dict[int, list[WireEvent | None]] = {}
     wires: list[WireEvent] = []
+    starts: dict[int, int] = {}
     for p, msgs in by_partition.items():
+        starts[p] = len(wires)
         row: list[WireEvent | None] = []
         for msg in msgs:
             try:
@@ -79,14 +80,14 @@ def judge(
             wires.append(event)
         decoded[p] = row
     judgements = resolver.judge_until_settled(conn, wires, timeout=timeout)
-    verdicts = {(w.partition, w.offset): j for w, j in zip(wires, judgements, strict=True)}
     batches: list[PartitionBatch] = []
     held: list[Held] = []
     for p, msgs in by_partition.items():
-        events: list[RecordedEvent] = []
         real: list[WireEvent] = []
         real_messages: list[Message] = []
         phantoms: list[PhantomRecord] = []
+        # This partition's judgements, in the order its decoded messages meet them again.
+        verdicts = iter(judgements[starts[p] :])
         first = positions.get(p, _offset(msgs[0]))
         next_offset = first
         for msg, wire in zip(msgs, decoded[p], strict=True):
@@ -94,13 +95,12 @@ def judge(
             if wire is None:
                 phantoms.append(PhantomRecord(p, offset, None, PhantomReason.MALFORMED))
             else:
-                judgement = verdicts[(p, offset)]
+                judgement = next(verdicts)
                 if judgement.verdict is Verdict.PENDING:
                     # Never move past a message whose writer may still commit.
                     held.append(Held(p, offset, wire.xid))
                     break
                 if judgement.verdict is Verdict.REAL:
-                    events.append(wire.recorded())
                     real.append(wire)
                     real_messages.append(msg)
                 else:
@@ -115,9 +115,8 @@ def judge(
                 partition=p,
                 first_offset=first,
                 next_offset=next_offset,
-                events=tuple(events),
-                phantoms=tuple(phantoms),
                 wire=tuple(real),
+                phantoms=tuple(phantoms),
                 messages=tuple(real_messages),
             )
         )

@@ -101,9 +101,9 @@ class LoopStats:
                 st.position = b.next_offset
                 if st.held_offset is not None and b.next_offset > st.held_offset:
                     st.held_offset, st.held_xid = None, None
-                st.events += len(b.events)
+                st.events += len(b.wire)
                 st.phantoms += len(b.phantoms)
-                self._events += len(b.events)
+                self._events += len(b.wire)
                 self._phantoms += len(b.phantoms)
             self._rate.append((now, self._events))
 

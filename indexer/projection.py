@@ -22,10 +22,12 @@ What it does, per transaction:
    every position below p (the holder of p-1 committed before the holder of p got the lock).
    A transaction without real events never takes the lock, so phantom-only batches do not
    serialise the instances.
-Before step 2, events that no read may show now are dropped (kafkastore.lifecycle.hidden: the
+Before step 3, events that no read may show now are dropped (kafkastore.lifecycle.HIDDEN: the
 stream's retention and deletion, decided in SQL by the rule every read uses, and the versions
-the scavenger removed for good): an indexer that re-reads old offsets never brings a scavenged
-or deleted event back. They get no global position (holes in positions are allowed; docs/http.md).
+the scavenger removed for good; asked only for the streams step 2's probe flags as having such
+rules or removed versions, so a batch of plain streams costs no per-event query): an indexer
+that re-reads old offsets never brings a scavenged or deleted event back. They get no global
+position (holes in positions are allowed; docs/http.md).
 
 4. Record phantoms in ``phantoms`` (for the audit) and ``NOTIFY kafkastore_index`` with the new
    high-water mark; PostgreSQL delivers notifications only at COMMIT, in commit order.
@@ -39,14 +41,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
-import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
 from consumers.runtime import PhantomRecord
 from kafkastore import lifecycle, pg
+from kafkastore.codec import WireEvent
 from kafkastore.errors import IntegrityError
-from kafkastore.records import RecordedEvent
 from kafkastore.streams import category_of
 
 logger = logging.getLogger("kafkastore.indexer")
@@ -63,7 +64,7 @@ class BatchLike(Protocol):
     @property
     def partition(self) -> int: ...
     @property
-    def events(self) -> Sequence[RecordedEvent]: ...
+    def wire(self) -> Sequence[WireEvent]: ...
     @property
     def phantoms(self) -> Sequence[PhantomRecord]: ...
 
@@ -82,9 +83,16 @@ class Applied:
     """The new high-water mark, or None when no row was written."""
 
 
-# Highest indexed version of each stream of the batch (a backward scan of the unique index).
+# Per stream of the batch: its highest indexed version (a backward scan of the unique index),
+# and whether anything may hide some of its events - lifecycle metadata or a tombstone (the
+# predicate of the streams_lifecycle index) or versions the scavenger removed. Only the events
+# of those streams are checked one by one (lifecycle.HIDDEN); most batches have none.
 INDEXED_HEADS = """
-SELECT s, (SELECT max(version) FROM events e WHERE e.stream_id = s)
+SELECT s, (SELECT max(version) FROM events e WHERE e.stream_id = s),
+       EXISTS (SELECT 1 FROM streams t
+               WHERE t.stream_id = s AND (t.deleted OR t.truncate_before IS NOT NULL
+                                          OR t.max_count IS NOT NULL OR t.max_age IS NOT NULL))
+       OR EXISTS (SELECT 1 FROM scavenged g WHERE g.stream_id = s)
 FROM unnest(%s::text[]) AS s
 """
 
@@ -131,38 +139,49 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
     Every event of ``batches`` must be real (judged by the verdict rule); batches are applied in
     the given order and each batch's events in offset order, which is version order per stream.
     """
-    events: list[RecordedEvent] = []
+    events: list[WireEvent] = []
     seen: dict[tuple[str, int], UUID] = {}
     duplicates = 0
     for batch in batches:
-        for event in batch.events:
+        for event in batch.wire:
             key = (event.stream_id, event.version)
             other = seen.get(key)
             if other is None:
-                seen[key] = event.id
+                seen[key] = event.event_id
                 events.append(event)
-            elif other == event.id:
+            elif other == event.event_id:
                 duplicates += 1
             else:
                 raise IntegrityError(
                     f"two real events at {event.stream_id!r} version {event.version}: "
-                    f"{other} and {event.id}"
+                    f"{other} and {event.event_id}"
                 )
     phantoms = _store_phantoms(conn, batches)
     if not events:
         return Applied(0, duplicates, phantoms, None)
     streams = list(dict.fromkeys(e.stream_id for e in events))
-    # One round trip: what is hidden, the indexed heads of the batch's streams, the head lock.
+    # One round trip: the indexed heads of the batch's streams (and which may hide events), the
+    # head lock; a second one only for the events of streams with lifecycle rules.
     with pg.translated(), conn.pipeline():
-        hidden = conn.execute(lifecycle.HIDDEN, lifecycle.hidden_params(events))
         heads = conn.execute(INDEXED_HEADS, (streams,))
         head = conn.execute(LOCK_HEAD)
     with pg.translated():
-        gone = {(s, int(v)) for s, v in hidden.fetchall()}
-        indexed_heads = heads.fetchall()
+        rows = heads.fetchall()
+        indexed_heads = [(s, h) for s, h, _ in rows]
         row = head.fetchone()
     if row is None:
         raise IntegrityError("index_head is empty: the schema is damaged")
+    ruled = {s for s, _, may_hide in rows if may_hide}
+    gone: set[tuple[str, int]] = set()
+    if ruled:
+        checked = [e for e in events if e.stream_id in ruled]
+        params = (
+            [e.stream_id for e in checked],
+            [e.version for e in checked],
+            [e.time for e in checked],
+        )
+        with pg.translated():
+            gone = {(s, int(v)) for s, v in conn.execute(lifecycle.HIDDEN, params).fetchall()}
     if gone:
         events = [e for e in events if (e.stream_id, e.version) not in gone]
         _remember_skipped(conn, gone)
@@ -181,7 +200,7 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
     return Applied(len(fresh), duplicates, phantoms, last)
 
 
-def _copy(conn: psycopg.Connection, fresh: Sequence[RecordedEvent], first: int) -> None:
+def _copy(conn: psycopg.Connection, fresh: Sequence[WireEvent], first: int) -> None:
     categories: dict[str, str] = {}
     with conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
         copy.set_types(COPY_TYPES)
@@ -197,12 +216,12 @@ def _copy(conn: psycopg.Connection, fresh: Sequence[RecordedEvent], first: int) 
                     e.stream_id,
                     category,
                     e.version,
-                    e.id,
+                    e.event_id,
                     e.type,
-                    e.raw,
+                    e.value,
                     e.content_type,
-                    _jsonb(e.metadata),
-                    e.created_at,
+                    _jsonb(e.metadata_json),
+                    e.time,
                     e.partition,
                     e.offset,
                     e.write_id,
@@ -249,13 +268,19 @@ def _remember_skipped(conn: psycopg.Connection, gone: set[tuple[str, int]]) -> N
         conn.execute(FORGET_HIDDEN, {"streams": streams, "below": [top[s] for s in streams]})
 
 
-def _jsonb(metadata: dict[str, Any] | None) -> Jsonb | None:
-    return Jsonb(metadata, dumps=orjson.dumps) if metadata else None
+def _jsonb(metadata_json: bytes | None) -> Jsonb | None:
+    """The metadata as it came off the wire (a JSON object, checked by the decoder): PostgreSQL
+    parses the bytes; nothing is decoded and encoded again in Python."""
+    return Jsonb(metadata_json, dumps=_as_is) if metadata_json else None
+
+
+def _as_is(document: bytes) -> bytes:
+    return document
 
 
 def _drop_indexed(
-    conn: psycopg.Connection, events: list[RecordedEvent], indexed_heads: Sequence[Any]
-) -> list[RecordedEvent]:
+    conn: psycopg.Connection, events: list[WireEvent], indexed_heads: Sequence[Any]
+) -> list[WireEvent]:
     """``events`` without those already indexed; IntegrityError on a different indexed event.
 
     ``indexed_heads`` are the rows of INDEXED_HEADS for (at least) the streams of ``events``.
@@ -290,8 +315,10 @@ def _drop_indexed(
     conflicts = []
     for e in candidates:
         have = indexed.get((e.stream_id, e.version))
-        if have is not None and have != e.id:
-            conflicts.append(f"{e.stream_id!r} v{e.version}: indexed {have}, Kafka has {e.id}")
+        if have is not None and have != e.event_id:
+            conflicts.append(
+                f"{e.stream_id!r} v{e.version}: indexed {have}, Kafka has {e.event_id}"
+            )
     if conflicts:
         raise IntegrityError("index conflicts: " + "; ".join(conflicts[:20]))
     return [e for e in events if (e.stream_id, e.version) not in indexed]

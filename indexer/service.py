@@ -127,8 +127,8 @@ class Indexer:
         for b in batches:
             for p in b.phantoms:
                 metrics.PHANTOMS_SKIPPED.labels(p.reason.value).inc()
-            if b.events:
-                age = (now - b.events[-1].created_at).total_seconds()
+            if b.wire:
+                age = (now - b.wire[-1].time).total_seconds()
                 metrics.LAG_SECONDS.labels(str(b.partition)).set(max(0.0, age))
 
     def _scavenge(self) -> None:

@@ -124,8 +124,8 @@ def parse_metadata(document: Mapping[str, Any]) -> MetadataUpdate:
     )
 
 
-def hidden_params(events: Iterable[RecordedEvent]) -> tuple[list[str], list[int], list[Any]]:
-    """The parameters of :data:`HIDDEN` for ``events`` (for callers that pipeline it)."""
+def hidden(conn: psycopg.Connection, events: Iterable[RecordedEvent]) -> set[tuple[str, int]]:
+    """``(stream_id, version)`` of the given events that no read may show now (one query)."""
     streams: list[str] = []
     versions: list[int] = []
     times: list[Any] = []
@@ -133,14 +133,8 @@ def hidden_params(events: Iterable[RecordedEvent]) -> tuple[list[str], list[int]
         streams.append(e.stream_id)
         versions.append(e.version)
         times.append(e.created_at)
-    return streams, versions, times
-
-
-def hidden(conn: psycopg.Connection, events: Iterable[RecordedEvent]) -> set[tuple[str, int]]:
-    """``(stream_id, version)`` of the given events that no read may show now (one query)."""
-    params = hidden_params(events)
-    if not params[0]:
+    if not streams:
         return set()
     with pg.translated():
-        rows = conn.execute(HIDDEN, params).fetchall()
+        rows = conn.execute(HIDDEN, (streams, versions, times)).fetchall()
     return {(s, int(v)) for s, v in rows}

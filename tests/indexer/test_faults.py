@@ -19,8 +19,9 @@ from consumers.checkpoints import PgCheckpoints
 from consumers.runtime import PartitionBatch
 from indexer import audit, projection
 from kafkastore.client import EventStore
+from kafkastore.codec import WireEvent
 from kafkastore.config import Settings
-from kafkastore.records import NewEvent, RecordedEvent
+from kafkastore.records import NewEvent
 from tests.indexer.helpers import indexed, running_indexer, wait_for_count
 from tests.support import unique
 from tests.support.process import ServiceProcess
@@ -208,19 +209,21 @@ def test_a_stale_indexer_instance_is_fenced_by_checkpoints_that_moved_on(
 
 def _batch(topic: str, produced: list[Produced]) -> PartitionBatch:
     events = tuple(
-        RecordedEvent(
-            id=p.event_id,
+        WireEvent(
+            event_id=p.event_id,
             stream_id=p.stream_id,
             version=p.version,
             type=p.type,
-            data=p.data,
-            raw=orjson.dumps(p.data),
-            metadata={},
-            created_at=datetime.now(UTC),
-            partition=p.partition,
-            offset=p.offset,
+            content_type="application/json",
+            time=datetime.now(UTC),
             write_id=p.write_id,
             xid=1,
+            sysid="1",
+            metadata={},
+            metadata_json=None,
+            value=orjson.dumps(p.data),
+            partition=p.partition,
+            offset=p.offset,
         )
         for p in produced
     )

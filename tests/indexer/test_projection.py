@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
@@ -16,7 +17,7 @@ from consumers.runtime import PhantomRecord
 from indexer import projection
 from kafkastore.codec import WireEvent
 from kafkastore.errors import IntegrityError
-from kafkastore.records import BINARY_CONTENT_TYPE, RecordedEvent
+from kafkastore.records import BINARY_CONTENT_TYPE
 from kafkastore.streams import category_of
 from kafkastore.verdict import PhantomReason
 
@@ -25,27 +26,29 @@ from kafkastore.verdict import PhantomReason
 class Batch:
     topic: str
     partition: int
-    events: Sequence[RecordedEvent]
+    wire: Sequence[WireEvent]
     phantoms: Sequence[PhantomRecord] = field(default=())
 
 
 def event(
     stream_id: str, version: int, offset: int, *, raw: bytes = b'{"n":1}', **kw: Any
-) -> RecordedEvent:
-    return RecordedEvent(
-        id=kw.get("id", uuid.uuid4()),
+) -> WireEvent:
+    metadata = kw.get("metadata", {})
+    return WireEvent(
+        event_id=kw.get("id", uuid.uuid4()),
         stream_id=stream_id,
         version=version,
         type=kw.get("type", "Happened"),
-        data=None,
-        raw=raw,
-        metadata=kw.get("metadata", {}),
-        created_at=datetime.now(UTC),
-        partition=kw.get("partition", 0),
-        offset=offset,
         content_type=kw.get("content_type", "application/json"),
+        time=datetime.now(UTC),
         write_id=uuid.uuid4(),
         xid=1000 + offset,
+        sysid="1",
+        metadata=metadata,
+        metadata_json=orjson.dumps(metadata) if metadata else None,
+        value=raw,
+        partition=kw.get("partition", 0),
+        offset=offset,
     )
 
 
@@ -98,7 +101,7 @@ def test_exact_duplicates_are_absorbed_without_using_positions(own_database: str
     assert (again.indexed, again.duplicates, again.last_position) == (1, 2, 2)
     with psycopg.connect(own_database) as conn:
         rows = conn.execute("SELECT global_position, event_id FROM events ORDER BY 1").fetchall()
-    assert rows == [(1, e1.id), (2, e2.id)]
+    assert rows == [(1, e1.event_id), (2, e2.event_id)]
 
 
 def test_a_different_event_at_an_indexed_version_is_an_integrity_error(database_url: str) -> None:
@@ -169,4 +172,4 @@ def test_indexed_rows_carry_the_category_of_the_one_rule(own_database: str, shap
     with psycopg.connect(own_database) as conn:
         row = conn.execute("SELECT category FROM events WHERE stream_id = %s", (s,)).fetchone()
     assert row is not None
-    assert row[0] == category_of(s) == e.category
+    assert row[0] == category_of(s) == e.recorded().category
