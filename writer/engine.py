@@ -34,14 +34,18 @@ class Writer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._ready = threading.Condition(lock)
+        """Workers wait here for work; one is woken per unit queued (not every worker)."""
+        self._room = threading.Condition(lock)
+        """Callers wait here for room under backpressure; woken as batches finish."""
         self._queue: deque[tuple[Unit, Future[list[AppendResult]]]] = deque()
         self._bytes = 0
         self._closing = False
         self._opened = False
         self._threads: list[threading.Thread] = []
         self._idle = 0
-        """Workers waiting for work (guarded by ``_cond``)."""
+        """Workers waiting for work (guarded by the lock of ``_ready`` and ``_room``)."""
         self._producer: SharedProducer | None = None
         self.sysid = ""
         self.batches = 0
@@ -68,15 +72,16 @@ class Writer:
         """Finish the queued batches (bounded by ``timeout``), then fail what is left."""
         if not self._opened or self._closing:
             return
-        with self._cond:
+        with self._ready:
             self._closing = True
-            self._cond.notify_all()
+            self._ready.notify_all()
+            self._room.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._producer is not None:
             self._producer.close()
-        with self._cond:
+        with self._ready:
             leftover = list(self._queue)
             self._queue.clear()
         for _, future in leftover:
@@ -105,7 +110,7 @@ class Writer:
         max_queued = self.settings.batch_max_appends * self.settings.max_inflight_batches * 4
         timeout = self.settings.backpressure_timeout if wait is None else wait
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._room:
             while self._bytes > 0 and (
                 self._bytes + size > limit or len(self._queue) >= max_queued
             ):
@@ -117,12 +122,12 @@ class Writer:
                         "the writer is at capacity (in-flight bytes or queue full)",
                         retry_after=1.0,
                     )
-                self._cond.wait(remaining)
+                self._room.wait(remaining)
             if self._closing:
                 raise Unavailable("the writer is closing")
             self._bytes += size
             self._queue.append((unit, future))
-            self._cond.notify_all()
+            self._ready.notify()
         return future
 
     def submit_deletion(self, deletion: Deletion) -> Future[list[AppendResult]]:
@@ -132,11 +137,11 @@ class Writer:
             raise Unavailable("the writer is not open")
         unit = Unit((), False, 0, deletion)
         future: Future[list[AppendResult]] = Future()
-        with self._cond:
+        with self._ready:
             if self._closing:
                 raise Unavailable("the writer is closing")
             self._queue.append((unit, future))
-            self._cond.notify_all()
+            self._ready.notify()
         return future
 
     def _take(self) -> list[tuple[Unit, Future[list[AppendResult]]]]:
@@ -144,12 +149,12 @@ class Writer:
         another worker is idle: it would take whatever arrives meanwhile at once, so lingering
         would only delay this batch - a lone append at light load goes without waiting)."""
         settings = self.settings
-        with self._cond:
+        with self._ready:
             while True:
                 self._idle += 1
                 try:
                     while not self._queue and not self._closing:
-                        self._cond.wait(0.5)
+                        self._ready.wait(0.5)
                 finally:
                     self._idle -= 1
                 if not self._queue:
@@ -161,7 +166,7 @@ class Writer:
                     and not self._closing
                     and (remaining := deadline - time.monotonic()) > 0
                 ):
-                    self._cond.wait(remaining)
+                    self._ready.wait(remaining)
                 taken: list[tuple[Unit, Future[list[AppendResult]]]] = []
                 events = 0
                 while self._queue and len(taken) < settings.batch_max_appends:
@@ -173,7 +178,7 @@ class Writer:
                     taken.append((unit, future))
                     events += count
                 if self._queue:
-                    self._cond.notify_all()
+                    self._ready.notify()  # what this batch left: the next idle worker
                 if taken:
                     return taken
 
@@ -184,11 +189,11 @@ class Writer:
                 if not taken:
                     return
                 settled = runner.run([unit for unit, _ in taken])
-                with self._cond:
+                with self._room:
                     self._bytes -= sum(unit.size for unit, _ in taken)
                     self.batches += 1
                     self.appends += len(taken)
-                    self._cond.notify_all()
+                    self._room.notify_all()
                 for (_, future), outcome in zip(taken, settled, strict=True):
                     if isinstance(outcome, KafkaStoreError):
                         future.set_exception(outcome)
