@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psycopg
 import psycopg.errors
@@ -142,6 +142,31 @@ def set_session_timeouts(
                 sql.Literal(name), sql.Literal(f"{int(seconds * 1000)}ms")
             )
         )
+
+
+WAIT_SHARED = "SELECT count(pg_advisory_xact_lock_shared(%s, k)) FROM unnest(%s::int4[]) AS k"
+
+
+def wait_for_advisory_locks(
+    conn: psycopg.Connection, space: int, keys: Sequence[int], timeout: float
+) -> bool:
+    """Wait at most ``timeout`` seconds until no session holds any of the transaction-scoped
+    advisory locks ``(space, key)`` exclusively; True when all were free (or freed) in time.
+
+    ``conn`` must be in autocommit mode: the wait runs in a transaction of its own (one
+    pipelined round trip) and takes the locks shared, released at once by its COMMIT. False on
+    ``lock_timeout``; other failures raise ours, like :func:`translated`.
+    """
+    limit = f"{max(1, int(timeout * 1000))}ms"
+    try:
+        with translated(), conn.pipeline(), conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (limit,))
+            conn.execute(WAIT_SHARED, (space, list(keys)))
+    except Unavailable as exc:
+        if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+            return False
+        raise
+    return True
 
 
 # -- writer transaction helpers --

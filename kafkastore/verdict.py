@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,17 @@ FROM unnest(%s::xid8[]) AS x
 WRITER_MAY_RUN = frozenset({"in progress", "future"})
 """The answers of XID_STATUS that mean the writer may still commit: wait, then ask again."""
 
+WRITER_LOCK_SPACE = 0x6B617877  # "kaxw"
+"""The classid of the advisory lock a writer holds on its own xid for the whole transaction
+(writer.sql.CURRENT_XID): waiting for it to be free is waiting for that writer's COMMIT or
+ROLLBACK, without polling."""
+
+
+def writer_lock_key(xid: int) -> int:
+    """The objid of writer ``xid``'s lock: its low 31 bits (two running xids never share them:
+    PostgreSQL keeps every live xid within 2**31 of the newest)."""
+    return xid & 0x7FFFFFFF
+
 
 def running_xids(conn: psycopg.Connection, xids: Iterable[int]) -> set[int]:
     """Those of ``xids`` whose writer may still commit (step 2, a statement of its own)."""
@@ -156,8 +168,12 @@ class VerdictResolver:
         """
         writes: dict[UUID, _Write] = {}
         unknown: set[UUID] = set()
+        last: UUID | None = None
         for e in events:
             w = e.write_id
+            if w is last:
+                continue  # the events of one write come in a run (one decoded UUID object)
+            last = w
             if e.sysid != self.sysid or w in writes or w in unknown:
                 continue
             cached = self._committed.get(w)
@@ -196,12 +212,28 @@ class VerdictResolver:
         Judgements still PENDING at the deadline are returned as such: the caller must stop
         before the first of them and try again later.
         """
-        judgements: list[Judgement] = []
-        for _ in Backoff(initial=poll, maximum=max_poll).attempts(timeout=timeout):
+        deadline = time.monotonic() + timeout
+        delays = Backoff(initial=poll, maximum=max_poll).delays()
+        waited: set[int] = set()
+        while True:
             judgements = self.judge(conn, events)
-            if not any(j.verdict is Verdict.PENDING for j in judgements):
-                break
-        return judgements
+            xids = {
+                e.xid
+                for e, j in zip(events, judgements, strict=True)
+                if j.verdict is Verdict.PENDING
+            }
+            remaining = deadline - time.monotonic()
+            if not xids or remaining <= 0:
+                return judgements
+            # Wait on the writers' own locks (free at their COMMIT or ROLLBACK), then judge again
+            # at once. A writer that holds none (an older version) leaves only polling.
+            fresh = xids - waited
+            waited |= fresh
+            if fresh and pg.wait_for_advisory_locks(
+                conn, WRITER_LOCK_SPACE, sorted({writer_lock_key(x) for x in fresh}), remaining
+            ):
+                continue
+            time.sleep(max(0.0, min(next(delays), deadline - time.monotonic())))
 
     def _judge_one(
         self, event: WireEvent, writes: dict[UUID, _Write], pending: set[UUID]

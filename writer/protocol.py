@@ -49,7 +49,7 @@ from kafkastore.config import Settings
 from kafkastore.errors import KafkaStoreError, OutcomeUnknown, Unavailable
 from kafkastore.retry import Backoff
 from kafkastore.streams import category_of
-from kafkastore.verdict import running_xids
+from kafkastore.verdict import WRITER_LOCK_SPACE, running_xids
 from writer import faults, sql
 from writer.decide import (
     Decision,
@@ -134,7 +134,7 @@ class BatchRunner:
         with pg.translated():
             with conn.pipeline():
                 heads = conn.execute(sql.LOCK_STREAMS, (streams, [category_of(s) for s in streams]))
-                xid = conn.execute(sql.CURRENT_XID)
+                xid = conn.execute(sql.CURRENT_XID, (WRITER_LOCK_SPACE,))
                 found = None
                 if supplied:
                     ids = {"space": sql.EVENT_ID_LOCK_SPACE, "ids": supplied}

@@ -13,7 +13,14 @@ ON CONFLICT (stream_id) DO UPDATE SET updated_at = s.updated_at
 RETURNING stream_id, version, deleted, soft_deleted
 """
 
-CURRENT_XID = "SELECT pg_current_xact_id()::text"
+# The transaction's xid, and a transaction-scoped advisory lock named by it (kafkastore.verdict:
+# WRITER_LOCK_SPACE, writer_lock_key), taken before anything is produced and held until COMMIT or
+# ROLLBACK: a consumer that meets one of this write's messages before the commit waits on the
+# lock instead of polling the xid's status.
+CURRENT_XID = """
+SELECT x::text, pg_advisory_xact_lock(%s, (x::text::bigint & 2147483647)::int4)
+FROM pg_current_xact_id() AS x
+"""
 
 # Client-supplied event ids are locked (transaction-scoped advisory locks, in one global order,
 # after the stream locks) before they are looked up: two concurrent appends reusing one id on

@@ -8,11 +8,14 @@ import time
 import psycopg
 
 from kafkastore import pg
+from kafkastore.client import EventStore
 from kafkastore.config import Settings
+from kafkastore.records import NewEvent
 from kafkastore.verdict import PhantomReason, Verdict, VerdictResolver
 from tests.support import unique
 from tests.support.wire import ManualWriter
 from tests.writer.topic_reader import read_topic
+from writer import faults
 
 
 def _judge(settings: Settings, writer: ManualWriter) -> dict[tuple[str, int, str], Verdict]:
@@ -182,3 +185,43 @@ def test_a_committed_write_evicted_from_the_cache_mid_batch_stays_real(settings:
             batch = [events[first[0].event_id], events[third[0].event_id]]
             judged = resolver.judge(conn, batch)
     assert [j.verdict for j in judged] == [Verdict.REAL, Verdict.REAL]
+
+
+def test_a_consumer_waits_on_the_writers_lock_instead_of_polling(settings: Settings) -> None:
+    # The real writer holds an advisory lock on its xid until COMMIT: judging one of its events
+    # before the commit waits on that lock, then judges once more - no xid-status polling while
+    # the writer waits (polling would re-run the marker and xid queries every few ms).
+    stream = unique("Locked")
+    acked, release = threading.Event(), threading.Event()
+
+    def hold(step: str) -> None:
+        if step == "acked":
+            acked.set()
+            release.wait(10)
+
+    with (
+        faults.injected(hold),
+        EventStore(settings) as store,
+        pg.connect(settings.database_url, autocommit=True) as conn,
+    ):
+        appended = threading.Thread(target=store.append, args=(stream, [NewEvent("A", {})]))
+        appended.start()
+        assert acked.wait(10), "the append never reached the acked step"
+        events = [e for e in read_topic(settings) if e.stream_id == stream]
+        assert len(events) == 1
+        resolver = VerdictResolver(pg.system_identifier(conn))
+        results: list[Verdict] = []
+        judging = threading.Thread(
+            target=lambda: results.extend(
+                j.verdict for j in resolver.judge_until_settled(conn, events, timeout=10)
+            )
+        )
+        judging.start()
+        time.sleep(0.8)
+        assert not results, "the verdict must wait while the writer runs"
+        release.set()
+        judging.join(10)
+        appended.join(10)
+    assert results == [Verdict.REAL]
+    # markers + xid status + markers again (step 3), the lock wait, then the markers once more.
+    assert resolver.queries <= 4, resolver.queries
