@@ -24,6 +24,10 @@ __all__ = ["Held", "Judged", "judge"]
 
 logger = logging.getLogger("kafkastore.consumers")
 
+# Members bound once: an Enum member looked up on its class runs Python code (enum.property)
+# each time, and these are compared once per message.
+_PENDING, _REAL = Verdict.PENDING, Verdict.REAL
+
 
 class Held(NamedTuple):
     """A partition stopped before a message whose writer may still commit."""
@@ -96,11 +100,11 @@ def judge(
                 phantoms.append(PhantomRecord(p, offset, None, PhantomReason.MALFORMED))
             else:
                 judgement = next(verdicts)
-                if judgement.verdict is Verdict.PENDING:
+                if judgement.verdict is _PENDING:
                     # Never move past a message whose writer may still commit.
                     held.append(Held(p, offset, wire.xid))
                     break
-                if judgement.verdict is Verdict.REAL:
+                if judgement.verdict is _REAL:
                     real.append(wire)
                     real_messages.append(msg)
                 else:

@@ -142,6 +142,7 @@ class Judgement:
 
 REAL = Judgement(Verdict.REAL)
 PENDING = Judgement(Verdict.PENDING)
+_PENDING = Verdict.PENDING  # bound once (see consumers.judge)
 
 
 class VerdictResolver:
@@ -217,11 +218,7 @@ class VerdictResolver:
         waited: set[int] = set()
         while True:
             judgements = self.judge(conn, events)
-            xids = {
-                e.xid
-                for e, j in zip(events, judgements, strict=True)
-                if j.verdict is Verdict.PENDING
-            }
+            xids = {e.xid for e, j in zip(events, judgements, strict=True) if j.verdict is _PENDING}
             remaining = deadline - time.monotonic()
             if not xids or remaining <= 0:
                 return judgements
