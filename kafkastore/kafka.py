@@ -13,7 +13,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from kafkastore.config import Settings
 from kafkastore.errors import ConfigurationError, KafkaStoreError, Unavailable
@@ -118,6 +122,24 @@ def translated() -> Iterator[None]:
         ours = translate(exc)
         assert ours is not None  # translate maps every KafkaException
         raise ours from exc
+
+
+def topic_configs(client: AdminClient, topic: str, *, timeout: float) -> dict[str, Any] | None:
+    """The configuration entries of ``topic``; None when the broker asked does not know it yet
+    (a topic just created reaches each broker's metadata a moment later). Other failures raise
+    ours (:data:`ERRORS`)."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    with translated():
+        try:
+            configs: dict[str, Any] = client.describe_configs([resource])[resource].result(
+                timeout=timeout
+            )
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return None
+            raise
+    return configs
 
 
 def create_topic(client: AdminClient, new: NewTopic, *, timeout: float) -> bool:

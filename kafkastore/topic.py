@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka.admin import ConfigResource, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from kafkastore import kafka
 from kafkastore.config import Settings
@@ -65,9 +65,10 @@ def describe_topic(settings: Settings, *, timeout: float = 10.0) -> TopicInfo | 
     if topic is None or topic.error is not None or not topic.partitions:
         return None
     replicas = len(next(iter(topic.partitions.values())).replicas)
-    resource = ConfigResource(ConfigResource.Type.TOPIC, settings.topic)
     with _admin_call(f"cannot read the configuration of {settings.topic!r}"):
-        configs = client.describe_configs([resource])[resource].result(timeout=timeout)
+        configs = kafka.topic_configs(client, settings.topic, timeout=timeout)
+    if configs is None:
+        return None  # listed by one broker, not yet known to the one describing it
     return TopicInfo(
         name=settings.topic,
         partitions=len(topic.partitions),

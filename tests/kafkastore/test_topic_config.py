@@ -3,12 +3,14 @@ AdminClient."""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Callable
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from kafkastore import topic
+from kafkastore import kafka, topic
 from kafkastore.config import Settings
 from kafkastore.errors import ConfigurationError
 
@@ -50,3 +52,16 @@ def test_a_different_partition_count_for_an_existing_topic_is_refused(settings: 
         topic.ensure_topic(settings, partitions=5)
 
     assert _broker_view(settings)[0] == 3
+
+
+def test_a_topic_the_broker_does_not_know_yet_reads_as_missing_not_as_an_outage(
+    settings: Settings,
+) -> None:
+    # Right after a create, the broker that answers describe_configs may not know the topic yet
+    # (three brokers: it failed `make test` once as "Kafka unavailable"); ensure_topic waits.
+    client = kafka.admin(settings)
+    missing = f"never-created-{uuid.uuid4().hex}"
+
+    assert kafka.topic_configs(client, missing, timeout=10) is None
+    assert kafka.topic_configs(client, settings.topic, timeout=10) is not None
+    assert topic.describe_topic(dataclasses.replace(settings, topic=missing)) is None
