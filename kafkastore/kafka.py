@@ -135,8 +135,7 @@ def topic_configs(client: AdminClient, topic: str, *, timeout: float) -> dict[st
                 timeout=timeout
             )
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            if _code_of(exc) == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 return None
             raise
     return configs
@@ -152,11 +151,16 @@ def create_topic(client: AdminClient, new: NewTopic, *, timeout: float) -> bool:
         try:
             future.result(timeout=timeout)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            if _code_of(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
                 return False
             raise
     return True
+
+
+def _code_of(exc: KafkaException) -> int | None:
+    """The Kafka error code an admin future's exception carries (None without one)."""
+    error = exc.args[0] if exc.args else None
+    return error.code() if isinstance(error, KafkaError) else None
 
 
 def check_reachable(settings: Settings, timeout: float = 5.0) -> int:
