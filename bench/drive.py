@@ -114,13 +114,14 @@ def finish(tally: Tally, timing: Timing, extra: Mapping[str, Any]) -> dict[str, 
 @contextmanager
 def bar(progress: Progress, name: str, total: float) -> Iterator[Callable[..., None]]:
     task = progress.add_task(name, total=total, status="")
-    last = {"status": ""}
+    last = ""
     if not console.is_terminal:
         # No live bar when stderr is a file or a pipe (make bench | tee): a line per workload.
         console.print(f"{name} ...")
 
     def update(completed: float, status: str = "") -> None:
-        last["status"] = status
+        nonlocal last
+        last = status
         progress.update(task, completed=min(completed, total), status=status)
 
     started = time.monotonic()
@@ -130,7 +131,7 @@ def bar(progress: Progress, name: str, total: float) -> Iterator[Callable[..., N
         progress.update(task, completed=total)
         if not console.is_terminal:
             took = time.monotonic() - started
-            console.print(f"{name} done in {took:.0f} s {last['status']}".rstrip())
+            console.print(f"{name} done in {took:.0f} s {last}".rstrip())
 
 
 def run_threads(

@@ -166,12 +166,11 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
         heads = conn.execute(INDEXED_HEADS, (streams,))
         head = conn.execute(LOCK_HEAD)
     with pg.translated():
-        rows = heads.fetchall()
-        indexed_heads = [(s, h) for s, h, _ in rows]
+        indexed_heads = heads.fetchall()
         row = head.fetchone()
     if row is None:
         raise IntegrityError("index_head is empty: the schema is damaged")
-    ruled = {s for s, _, may_hide in rows if may_hide}
+    ruled = {s for s, _, may_hide in indexed_heads if may_hide}
     gone: set[tuple[str, int]] = set()
     if ruled:
         checked = [e for e in events if e.stream_id in ruled]
@@ -291,7 +290,7 @@ def _drop_indexed(
     for e in events:
         if e.version < lowest.get(e.stream_id, e.version + 1):
             lowest[e.stream_id] = e.version
-    heads = [(s, head) for s, head in indexed_heads if s in lowest]
+    heads = [(s, head) for s, head, _ in indexed_heads if s in lowest]
     overlapping = {s for s, head in heads if head is not None and head >= lowest[s]}
     for s, head in heads:
         if head is not None and head + 1 < lowest[s]:

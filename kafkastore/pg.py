@@ -158,14 +158,13 @@ def wait_for_advisory_locks(
     ``lock_timeout``; other failures raise ours, like :func:`translated`.
     """
     limit = f"{max(1, int(timeout * 1000))}ms"
-    try:
-        with translated(), conn.pipeline(), conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (limit,))
-            conn.execute(WAIT_SHARED, (space, list(keys)))
-    except Unavailable as exc:
-        if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+    with translated():
+        try:
+            with conn.pipeline(), conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (limit,))
+                conn.execute(WAIT_SHARED, (space, list(keys)))
+        except psycopg.errors.LockNotAvailable:
             return False
-        raise
     return True
 
 

@@ -11,7 +11,13 @@ from kafkastore import pg
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
 from kafkastore.records import NewEvent
-from kafkastore.verdict import PhantomReason, Verdict, VerdictResolver
+from kafkastore.verdict import (
+    WRITER_LOCK_SPACE,
+    PhantomReason,
+    Verdict,
+    VerdictResolver,
+    writer_lock_key,
+)
 from tests.support import unique
 from tests.support.wire import ManualWriter
 from tests.writer.topic_reader import read_topic
@@ -225,3 +231,21 @@ def test_a_consumer_waits_on_the_writers_lock_instead_of_polling(settings: Setti
     assert results == [Verdict.REAL]
     # markers + xid status + markers again (step 3), the lock wait, then the markers once more.
     assert resolver.queries <= 4, resolver.queries
+
+
+def test_the_wait_on_a_writer_lock_gives_up_at_its_timeout_and_leaves_the_session_clean(
+    settings: Settings,
+) -> None:
+    # A writer that outlives the verdict's wait: the wait says so (False) instead of raising,
+    # and the consumer's connection keeps no transaction and no lock_timeout of the wait's.
+    key = writer_lock_key(2**40 + 12345)
+    with (
+        pg.connect(settings.database_url) as writer,
+        pg.connect(settings.database_url, autocommit=True) as conn,
+    ):
+        writer.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITER_LOCK_SPACE, key))
+        assert not pg.wait_for_advisory_locks(conn, WRITER_LOCK_SPACE, [key], 0.3)
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("0",)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        writer.commit()
+        assert pg.wait_for_advisory_locks(conn, WRITER_LOCK_SPACE, [key], 5.0)

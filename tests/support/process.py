@@ -59,7 +59,6 @@ class ServiceProcess:
         """Start and wait until ready; raise with the log's tail when it exits or times out."""
         if self._proc is not None:
             return self
-        # Its own process group: a Ctrl-C on pytest must not kill it before teardown stops it.
         self._proc = spawn_logged(self.argv, env=self.env, log_path=self.log_path)
         try:
             self.wait_ready()
