@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import psycopg
 from confluent_kafka import Message
@@ -14,7 +14,7 @@ from kafkastore.codec import WireEvent
 from kafkastore.records import RecordedEvent
 from kafkastore.verdict import PhantomReason
 
-__all__ = ["BatchHandler", "PartitionBatch", "PhantomRecord"]
+__all__ = ["BatchHandler", "PartitionBatch", "PhantomRecord", "StagedHandler"]
 
 
 class PhantomRecord(NamedTuple):
@@ -58,4 +58,26 @@ class PartitionBatch:
 
 
 BatchHandler = Callable[[psycopg.Connection, Sequence[PartitionBatch]], None]
+
+
+@runtime_checkable
+class StagedHandler(Protocol):
+    """A :data:`BatchHandler` whose first and last statements ride in the exactly-once
+    runtime's own round trips: :meth:`begin` queues statements right after the checkpoint
+    locks (BEGIN's round trip), :meth:`end` queues statements before the checkpoints advance
+    and COMMIT (the last round trip). Both run in pipeline mode: they queue, they read nothing.
+    """
+
+    def begin(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
+        """Queue the transaction's first statements for ``batches`` (a superset of what
+        ``__call__`` then gets: fenced partitions are dropped after the locks)."""
+
+    def __call__(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
+        """Handle the batches (the results of :meth:`begin`'s statements are readable)."""
+
+    def end(self, conn: psycopg.Connection) -> None:
+        """Queue the transaction's last statements (after a ``__call__``, or none at all
+        when every partition was fenced)."""
+
+
 """``handler(conn, batches)``: runs in a transaction on ``conn``; must not commit it."""

@@ -15,7 +15,7 @@ second one sees the first one's advanced offset and is fenced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 import psycopg
@@ -104,6 +104,7 @@ class PgCheckpoints:
             raise ValueError("subscription_checkpoints needs a group")
         self.table: CheckpointTable = table
         self.group = group
+        self._seen: set[tuple[str, int]] = set()
 
     def __repr__(self) -> str:
         return f"PgCheckpoints(table={self.table!r}, group={self.group!r})"
@@ -121,17 +122,51 @@ class PgCheckpoints:
         return {int(p): int(o) for p, o in rows}
 
     def lock(
-        self, conn: psycopg.Connection, topic: str, starts: Mapping[int, int]
+        self,
+        conn: psycopg.Connection,
+        topic: str,
+        starts: Mapping[int, int],
+        *,
+        then: Callable[[psycopg.Connection], None] | None = None,
     ) -> dict[int, int]:
         """Lock the rows of these partitions (creating missing ones at ``starts``) for the rest
-        of the caller's transaction; return the stored offsets."""
+        of the caller's transaction; return the stored offsets. ``then`` queues more statements
+        in the same round trip, after the locks (pipeline mode).
+
+        A row this instance has locked before is not inserted again (one statement less per
+        batch); should it be gone since (a reset), it is created in a second round trip.
+        """
         if not starts:
             return {}
         partitions = sorted(starts)
-        params = self._params(topic, partitions=partitions, offsets=[starts[p] for p in partitions])
+        unseen = [p for p in partitions if (topic, p) not in self._seen]
+        stored = self._lock(conn, topic, partitions, starts, create=unseen, then=then)
+        gone = [p for p in partitions if p not in stored and p not in unseen]
+        if gone:
+            stored.update(self._lock(conn, topic, gone, starts, create=gone))
+        self._seen.update((topic, p) for p in stored)
+        return stored
+
+    def _lock(
+        self,
+        conn: psycopg.Connection,
+        topic: str,
+        partitions: list[int],
+        starts: Mapping[int, int],
+        *,
+        create: list[int],
+        then: Callable[[psycopg.Connection], None] | None = None,
+    ) -> dict[int, int]:
         with pg.translated(), conn.pipeline():  # one round trip
-            conn.execute(sql.SQL(_INSERT_MISSING[self.table]), params)
-            rows = conn.execute(sql.SQL(_LOCK[self.table]), params).fetchall()
+            if create:
+                offsets = [starts[p] for p in create]
+                inserted = self._params(topic, partitions=create, offsets=offsets)
+                conn.execute(sql.SQL(_INSERT_MISSING[self.table]), inserted)
+            locked = self._params(topic, partitions=partitions)
+            cur = conn.execute(sql.SQL(_LOCK[self.table]), locked)
+            if then is not None:
+                then(conn)
+            rows = cur.fetchall()
         return {int(p): int(o) for p, o in rows}
 
     def lock_and_check(

@@ -31,6 +31,7 @@ Around this module: the value types it hands on (:mod:`consumers.batches`), step
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -39,7 +40,7 @@ import psycopg
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
 
 from consumers import membership
-from consumers.batches import BatchHandler, PartitionBatch, PhantomRecord
+from consumers.batches import BatchHandler, PartitionBatch, PhantomRecord, StagedHandler
 from consumers.checkpoints import PgCheckpoints
 from consumers.judge import judge
 from consumers.loopstats import LoopStats
@@ -317,16 +318,21 @@ class BatchLoop:
         # BEGIN and the checkpoint locks in one round trip, the new checkpoints and COMMIT in
         # another (pipelined); the handler runs between the two, outside pipeline mode. (Not
         # conn.transaction(): a transaction begun in pipeline mode keeps the pipeline on.)
+        # A StagedHandler's first and last statements ride in these two round trips.
+        staged = handler if isinstance(handler, StagedHandler) else None
+        begin = None if staged is None else functools.partial(staged.begin, batches=batches)
         try:
             with pg.translated():
                 with conn.pipeline():
                     conn.execute("BEGIN")
-                    stored = self.checkpoints.lock(conn, self.topic, starts)
+                    stored = self.checkpoints.lock(conn, self.topic, starts, then=begin)
                 fenced = {p for p, first in starts.items() if stored.get(p) != first}
                 valid = [b for b in batches if b.partition not in fenced]
                 if valid:
                     handler(conn, valid)
                 with conn.pipeline():
+                    if staged is not None:
+                        staged.end(conn)
                     if valid:
                         self.checkpoints.advance(
                             conn, self.topic, {b.partition: b.next_offset for b in valid}

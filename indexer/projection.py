@@ -14,7 +14,8 @@ What it does, per transaction:
    re-delivery after checkpoints were reset, or two topics indexed into one database by mistake).
    Exact duplicates ``(stream_id, version, event_id)`` are absorbed (already indexed); anything
    else raises IntegrityError, which rolls the transaction back: loud, never silent.
-3. Lock ``index_head`` (``SELECT ... FOR UPDATE``, in the round trip of step 2's probe), give
+3. Lock ``index_head`` (``SELECT ... FOR UPDATE``, in the round trip of step 2's probe: both are
+   queued by :func:`begin` in the runtime's round trip of the checkpoint locks), give
    the new rows ``last_position + 1 .. last_position + n`` in batch order and COPY them into
    ``events``.
    The row lock is held until COMMIT, so every indexer instance hands out positions in commit
@@ -30,7 +31,8 @@ that re-reads old offsets never brings a scavenged or deleted event back. They g
 position (holes in positions are allowed; docs/http.md).
 
 4. Record phantoms in ``phantoms`` (for the audit) and ``NOTIFY kafkastore_index`` with the new
-   high-water mark; PostgreSQL delivers notifications only at COMMIT, in commit order.
+   high-water mark (:func:`advance_head`, pipelined with the checkpoints and COMMIT);
+   PostgreSQL delivers notifications only at COMMIT, in commit order.
 """
 
 from __future__ import annotations
@@ -133,46 +135,56 @@ ON CONFLICT (topic, partition, "offset") DO NOTHING
 """
 
 
-def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """Step 2's probe and step 3's lock, queued by :func:`begin` (None: no real event)."""
+
+    heads: psycopg.Cursor[Any] | None
+    head: psycopg.Cursor[Any] | None
+
+
+NOTHING_BEGUN = Begun(None, None)
+
+
+def begin(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Begun:
+    """Queue step 2's probe of the batches' streams and step 3's head lock (for the caller's
+    round trip, in pipeline mode). A transaction without real events takes no lock."""
+    streams = list(dict.fromkeys(e.stream_id for b in batches for e in b.wire))
+    if not streams:
+        return NOTHING_BEGUN
+    return Begun(conn.execute(INDEXED_HEADS, (streams,)), conn.execute(LOCK_HEAD))
+
+
+def apply(
+    conn: psycopg.Connection, batches: Sequence[BatchLike], begun: Begun | None = None
+) -> Applied:
     """Index the real events and record the phantoms of ``batches`` in the caller's transaction.
 
     Every event of ``batches`` must be real (judged by the verdict rule); batches are applied in
     the given order and each batch's events in offset order, which is version order per stream.
+
+    ``begun``: what :func:`begin` queued for (a superset of) these batches in an earlier round
+    trip; the caller then moves the head itself (:func:`advance_head`, e.g. pipelined with its
+    COMMIT). Without it, the probe and lock take a round trip here and the head is moved here.
     """
-    events: list[WireEvent] = []
-    seen: dict[tuple[str, int], UUID] = {}
-    duplicates = 0
-    for batch in batches:
-        for event in batch.wire:
-            key = (event.stream_id, event.version)
-            other = seen.get(key)
-            if other is None:
-                seen[key] = event.event_id
-                events.append(event)
-            elif other == event.event_id:
-                duplicates += 1
-            else:
-                raise IntegrityError(
-                    f"two real events at {event.stream_id!r} version {event.version}: "
-                    f"{other} and {event.event_id}"
-                )
+    events, duplicates = _unique(batches)
     phantoms = _store_phantoms(conn, batches)
     if not events:
         return Applied(0, duplicates, phantoms, None)
-    streams = list(dict.fromkeys(e.stream_id for e in events))
-    # One round trip: the indexed heads of the batch's streams (and which may hide events), the
-    # head lock; a second one only for the events of streams with lifecycle rules.
-    with pg.translated(), conn.pipeline():
-        heads = conn.execute(INDEXED_HEADS, (streams,))
-        head = conn.execute(LOCK_HEAD)
+    advance = begun is None
+    if begun is None or begun.heads is None or begun.head is None:
+        with pg.translated(), conn.pipeline():
+            begun = begin(conn, batches)
+    assert begun.heads is not None and begun.head is not None
     with pg.translated():
-        indexed_heads = heads.fetchall()
-        row = head.fetchone()
+        indexed_heads = begun.heads.fetchall()
+        row = begun.head.fetchone()
     if row is None:
         raise IntegrityError("index_head is empty: the schema is damaged")
     ruled = {s for s, _, may_hide in indexed_heads if may_hide}
     gone: set[tuple[str, int]] = set()
     if ruled:
+        # A round trip only for the events of streams with lifecycle rules.
         checked = [e for e in events if e.stream_id in ruled]
         params = (
             [e.stream_id for e in checked],
@@ -191,12 +203,41 @@ def apply(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Applied:
     if not fresh:
         return Applied(0, duplicates, phantoms, None)
     first = int(row[0]) + 1
-    last = first + len(fresh) - 1
+    applied = Applied(len(fresh), duplicates, phantoms, first + len(fresh) - 1)
     with pg.translated():
         # COPY costs less Python per row than any INSERT, even for one event (measured).
         _copy(conn, fresh, first)
-        conn.execute(ADVANCE_HEAD, (last,))
-    return Applied(len(fresh), duplicates, phantoms, last)
+        if advance:
+            advance_head(conn, applied)
+    return applied
+
+
+def advance_head(conn: psycopg.Connection, applied: Applied) -> None:
+    """Move ``index_head`` to what :func:`apply` wrote and notify (delivered at COMMIT)."""
+    if applied.last_position is not None:
+        conn.execute(ADVANCE_HEAD, (applied.last_position,))
+
+
+def _unique(batches: Sequence[BatchLike]) -> tuple[list[WireEvent], int]:
+    """Step 1: the batches' events without exact duplicates, and how many were dropped."""
+    events: list[WireEvent] = []
+    seen: dict[tuple[str, int], UUID] = {}
+    duplicates = 0
+    for batch in batches:
+        for event in batch.wire:
+            key = (event.stream_id, event.version)
+            other = seen.get(key)
+            if other is None:
+                seen[key] = event.event_id
+                events.append(event)
+            elif other == event.event_id:
+                duplicates += 1
+            else:
+                raise IntegrityError(
+                    f"two real events at {event.stream_id!r} version {event.version}: "
+                    f"{other} and {event.event_id}"
+                )
+    return events, duplicates
 
 
 def _copy(conn: psycopg.Connection, fresh: Sequence[WireEvent], first: int) -> None:

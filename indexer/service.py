@@ -102,7 +102,7 @@ class Indexer:
             if self._stop.is_set():
                 break
             try:
-                loop.run(self._handle)
+                loop.run(_Staged(self))
             except Unavailable as exc:
                 delay = next(delays)
                 logger.warning("indexer: %s; restarting in %.1fs", exc.message, delay)
@@ -113,9 +113,14 @@ class Indexer:
             scavenger.join(timeout=10.0)
         logger.info("indexer stopped: %d events indexed, %d phantoms", self.indexed, self.phantoms)
 
-    def _handle(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
+    def _handle(
+        self,
+        conn: psycopg.Connection,
+        batches: Sequence[PartitionBatch],
+        begun: projection.Begun | None,
+    ) -> projection.Applied:
         started = time.perf_counter()
-        applied = projection.apply(conn, batches)
+        applied = projection.apply(conn, batches, begun)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         # Counted before COMMIT: a rolled-back batch is counted again when re-applied, so these
         # are "work done" counters, not the index size (which is index_head.last_position).
@@ -130,6 +135,7 @@ class Indexer:
             if b.wire:
                 age = (now - b.wire[-1].time).total_seconds()
                 metrics.LAG_SECONDS.labels(str(b.partition)).set(max(0.0, age))
+        return applied
 
     def _scavenge(self) -> None:
         """Background passes of the scavenger (indexer.scavenge), every ``scavenge_interval``;
@@ -230,6 +236,29 @@ class Indexer:
             elif p in self._alarmed:
                 self._alarmed.discard(p)
                 logger.info("partition %s of %r moves again", p, self.settings.topic)
+
+
+class _Staged:
+    """The indexer's handler, staged (consumers.batches.StagedHandler): the probe and head lock
+    ride in the round trip of the checkpoint locks, the head's advance in that of COMMIT. A
+    transaction of one small batch then takes four round trips: the locks, COPY (two), COMMIT."""
+
+    def __init__(self, indexer: Indexer) -> None:
+        self._indexer = indexer
+        self._begun: projection.Begun | None = None
+        self._applied: projection.Applied | None = None
+
+    def begin(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
+        self._begun = projection.begin(conn, batches)
+        self._applied = None
+
+    def __call__(self, conn: psycopg.Connection, batches: Sequence[PartitionBatch]) -> None:
+        self._applied = self._indexer._handle(conn, batches, self._begun)
+
+    def end(self, conn: psycopg.Connection) -> None:
+        applied, self._applied, self._begun = self._applied, None, None
+        if applied is not None:
+            projection.advance_head(conn, applied)
 
 
 def run(settings: Settings) -> int:

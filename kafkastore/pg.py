@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -147,25 +148,35 @@ def set_session_timeouts(
 WAIT_SHARED = "SELECT count(pg_advisory_xact_lock_shared(%s, k)) FROM unnest(%s::int4[]) AS k"
 
 
-def wait_for_advisory_locks(
-    conn: psycopg.Connection, space: int, keys: Sequence[int], timeout: float
-) -> bool:
+def after_advisory_locks(
+    conn: psycopg.Connection,
+    space: int,
+    keys: Sequence[int],
+    timeout: float,
+    *,
+    then: tuple[str, Sequence[Any]],
+) -> list[Any] | None:
     """Wait at most ``timeout`` seconds until no session holds any of the transaction-scoped
-    advisory locks ``(space, key)`` exclusively; True when all were free (or freed) in time.
+    advisory locks ``(space, key)`` exclusively, then run ``then`` (a query and its
+    parameters); its rows, or None when a lock was still held at ``lock_timeout``.
 
-    ``conn`` must be in autocommit mode: the wait runs in a transaction of its own (one
-    pipelined round trip) and takes the locks shared, released at once by its COMMIT. False on
-    ``lock_timeout``; other failures raise ours, like :func:`translated`.
+    One pipelined round trip, in a transaction of its own (``conn`` must be in autocommit
+    mode): the locks are taken shared and released by its COMMIT. The query is a statement of
+    its own after the wait, so at READ COMMITTED its snapshot sees what the lock holders
+    committed (PostgreSQL releases a transaction's locks after its commit is visible). Other
+    failures raise ours, like :func:`translated`.
     """
     limit = f"{max(1, int(timeout * 1000))}ms"
+    query, params = then
     with translated():
         try:
             with conn.pipeline(), conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (limit,))
                 conn.execute(WAIT_SHARED, (space, list(keys)))
+                cur = conn.execute(query, params)
         except psycopg.errors.LockNotAvailable:
-            return False
-    return True
+            return None
+        return cur.fetchall()
 
 
 # -- writer transaction helpers --

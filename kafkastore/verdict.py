@@ -15,7 +15,12 @@ Resolution, for a batch of events:
 
 1. One query for the markers of every write id of the batch (the fast path: a committed write
    settles all its events at once).
-2. For the write ids without a marker, ask in its own statement whether the writer may still
+1b. When the caller may wait (:meth:`VerdictResolver.judge_until_settled`): wait for the writers
+   of the write ids without a marker on their own locks (a writer holds an advisory lock on its
+   xid from its first statement to COMMIT or ROLLBACK) and read their markers again, in one
+   round trip. A consumer usually meets an event while its writer still waits for the other
+   acks, so this is the common path at low rates: two round trips, no polling.
+2. For the write ids still without a marker, ask in its own statement whether the writer may still
    run: ``pg_xact_status(xid)``, guarded against "future" xids. ``in progress`` means the
    writer holds its transaction open (it is waiting for its acks) -> *pending*: the caller waits
    and must not move past the event.
@@ -42,6 +47,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -110,6 +116,12 @@ WRITER_LOCK_SPACE = 0x6B617877  # "kaxw"
 ROLLBACK, without polling."""
 
 
+WAIT_KEYS_MAX = 256
+"""At most this many writer locks are waited for in one look (each takes a slot of the shared
+lock table until the wait's COMMIT); more writes without a marker are mostly phantoms of old
+offsets, which step 2 settles without waiting."""
+
+
 def writer_lock_key(xid: int) -> int:
     """The objid of writer ``xid``'s lock: its low 31 bits (two running xids never share them:
     PostgreSQL keeps every live xid within 2**31 of the newest)."""
@@ -160,12 +172,15 @@ class VerdictResolver:
         self._phantom_writes: OrderedDict[UUID, None] = OrderedDict()
         self.queries = 0
 
-    def judge(self, conn: psycopg.Connection, events: Sequence[WireEvent]) -> list[Judgement]:
-        """One judgement per event, in order. Runs at most three statements.
+    def judge(
+        self, conn: psycopg.Connection, events: Sequence[WireEvent], *, wait: float = 0.0
+    ) -> list[Judgement]:
+        """One judgement per event, in order. Runs at most four statements.
 
-        The writes this batch needs are gathered in a map of its own before anything is added to
-        the cache: loading new markers may evict old ones from the (bounded) cache, and a write
-        evicted mid-call must not turn its events into phantoms.
+        ``wait`` > 0: the writers of events without a marker are waited for (step 1b) at most
+        ``wait`` seconds. The writes this batch needs are gathered in a map of its own before
+        anything is added to the cache: loading new markers may evict old ones from the
+        (bounded) cache, and a write evicted mid-call must not turn its events into phantoms.
         """
         writes: dict[UUID, _Write] = {}
         unknown: set[UUID] = set()
@@ -186,6 +201,8 @@ class VerdictResolver:
         pending: set[UUID] = set()
         if unknown:
             missing = self._load_markers(conn, unknown, writes)
+            if missing and wait > 0:
+                missing = self._wait_for_writers(conn, missing, events, writes, wait)
             if missing:
                 xids = {e.write_id: e.xid for e in events if e.write_id in missing}
                 running = self._running_xids(conn, set(xids.values()))
@@ -210,27 +227,21 @@ class VerdictResolver:
     ) -> list[Judgement]:
         """Like :meth:`judge`, waiting (bounded) while writers are still running.
 
-        Judgements still PENDING at the deadline are returned as such: the caller must stop
-        before the first of them and try again later.
+        The first look waits on the writers' own locks (step 1b); a writer that holds none (an
+        older version) or outlives that wait leaves only polling. Judgements still PENDING at
+        the deadline are returned as such: the caller must stop before the first of them and
+        try again later.
         """
         deadline = time.monotonic() + timeout
+        judgements = self.judge(conn, events, wait=timeout)
         delays = Backoff(initial=poll, maximum=max_poll).delays()
-        waited: set[int] = set()
-        while True:
-            judgements = self.judge(conn, events)
-            xids = {e.xid for e, j in zip(events, judgements, strict=True) if j.verdict is _PENDING}
+        while any(j.verdict is _PENDING for j in judgements):
             remaining = deadline - time.monotonic()
-            if not xids or remaining <= 0:
-                return judgements
-            # Wait on the writers' own locks (free at their COMMIT or ROLLBACK), then judge again
-            # at once. A writer that holds none (an older version) leaves only polling.
-            fresh = xids - waited
-            waited |= fresh
-            if fresh and pg.wait_for_advisory_locks(
-                conn, WRITER_LOCK_SPACE, sorted({writer_lock_key(x) for x in fresh}), remaining
-            ):
-                continue
-            time.sleep(max(0.0, min(next(delays), deadline - time.monotonic())))
+            if remaining <= 0:
+                break
+            time.sleep(min(next(delays), remaining))
+            judgements = self.judge(conn, events)
+        return judgements
 
     def _judge_one(
         self, event: WireEvent, writes: dict[UUID, _Write], pending: set[UUID]
@@ -264,10 +275,37 @@ class VerdictResolver:
     ) -> set[UUID]:
         """Put the markers found in ``writes``; return the write ids that have none."""
         wanted = set(write_ids)
-        found: dict[UUID, _Write] = {}
         self.queries += 1
         with pg.translated():
             rows = conn.execute(MARKERS, (list(wanted),)).fetchall()
+        return wanted - self._add_markers(rows, writes)
+
+    def _wait_for_writers(
+        self,
+        conn: psycopg.Connection,
+        missing: set[UUID],
+        events: Sequence[WireEvent],
+        writes: dict[UUID, _Write],
+        wait: float,
+    ) -> set[UUID]:
+        """Step 1b: wait for the writers of ``missing`` on their locks, then load their markers
+        (one round trip); return the write ids still without one (all of them when a writer
+        outlived ``wait``)."""
+        keys = sorted({writer_lock_key(e.xid) for e in events if e.write_id in missing})
+        if len(keys) > WAIT_KEYS_MAX:
+            return missing  # mostly phantoms (a re-read of old offsets): step 2 settles them
+        self.queries += 1
+        rows = pg.after_advisory_locks(
+            conn, WRITER_LOCK_SPACE, keys, wait, then=(MARKERS, (list(missing),))
+        )
+        if rows is None:
+            return missing
+        return missing - self._add_markers(rows, writes)
+
+    @staticmethod
+    def _add_markers(rows: Iterable[Sequence[Any]], writes: dict[UUID, _Write]) -> set[UUID]:
+        """Put the writes of MARKERS rows in ``writes``; return their write ids."""
+        found: dict[UUID, _Write] = {}
         for write_id, stream_id, from_version, event_ids, partition, offsets in rows:
             write = found.setdefault(write_id, _Write({}, {}))
             for i, event_id in enumerate(event_ids):
@@ -277,7 +315,7 @@ class VerdictResolver:
                 if partition is not None and offset is not None:
                     write.places[key] = (partition, offset)
         writes.update(found)
-        return wanted - found.keys()
+        return set(found)
 
     def _remember(self, writes: dict[UUID, _Write]) -> None:
         """Cache committed writes (settled for good), least recently used evicted first."""

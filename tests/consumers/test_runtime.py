@@ -217,3 +217,30 @@ def test_a_loop_that_could_not_reach_postgres_can_be_run_again() -> None:
         except Unavailable:
             continue
         raise AssertionError("run() without PostgreSQL returned")
+
+
+def test_checkpoint_rows_are_inserted_once_and_recreated_when_reset_meanwhile(
+    settings: Settings,
+) -> None:
+    # A row this instance locked before is not inserted again: the batch's first round trip
+    # is the lock alone. Should the row be gone since (a reset), lock() creates it again
+    # instead of reporting the partition as fenced.
+    group, topic = _group(), unique("topic")
+    checkpoints = PgCheckpoints(table="subscription_checkpoints", group=group)
+    with pg.connect(settings.database_url) as conn:
+        assert checkpoints.lock(conn, topic, {0: 5, 1: 7}) == {0: 5, 1: 7}
+        checkpoints.advance(conn, topic, {0: 9})
+        conn.commit()
+        # ``then`` queues a statement in the same round trip; its result is read afterwards.
+        queued: list[psycopg.Cursor[tuple[int]]] = []
+        stored = checkpoints.lock(
+            conn, topic, {0: 9, 1: 7}, then=lambda c: queued.append(c.execute("SELECT 42"))
+        )
+        assert stored == {0: 9, 1: 7}
+        assert [cur.fetchone() for cur in queued] == [(42,)]
+        conn.commit()
+        checkpoints.reset(conn, topic)
+        conn.commit()
+        assert checkpoints.lock(conn, topic, {0: 3, 1: 4}) == {0: 3, 1: 4}
+        conn.commit()
+        assert checkpoints.load(conn, topic, [0, 1]) == {0: 3, 1: 4}

@@ -229,14 +229,14 @@ def test_a_consumer_waits_on_the_writers_lock_instead_of_polling(settings: Setti
         judging.join(10)
         appended.join(10)
     assert results == [Verdict.REAL]
-    # markers + xid status + markers again (step 3), the lock wait, then the markers once more.
-    assert resolver.queries <= 4, resolver.queries
+    # The markers, then the wait on the writer's lock and the markers again in one round trip.
+    assert resolver.queries == 2, resolver.queries
 
 
 def test_the_wait_on_a_writer_lock_gives_up_at_its_timeout_and_leaves_the_session_clean(
     settings: Settings,
 ) -> None:
-    # A writer that outlives the verdict's wait: the wait says so (False) instead of raising,
+    # A writer that outlives the verdict's wait: the wait says so (None) instead of raising,
     # and the consumer's connection keeps no transaction and no lock_timeout of the wait's.
     key = writer_lock_key(2**40 + 12345)
     with (
@@ -244,8 +244,14 @@ def test_the_wait_on_a_writer_lock_gives_up_at_its_timeout_and_leaves_the_sessio
         pg.connect(settings.database_url, autocommit=True) as conn,
     ):
         writer.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITER_LOCK_SPACE, key))
-        assert not pg.wait_for_advisory_locks(conn, WRITER_LOCK_SPACE, [key], 0.3)
+        assert (
+            pg.after_advisory_locks(conn, WRITER_LOCK_SPACE, [key], 0.3, then=("SELECT 1", ()))
+            is None
+        )
         assert conn.execute("SHOW lock_timeout").fetchone() == ("0",)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         writer.commit()
-        assert pg.wait_for_advisory_locks(conn, WRITER_LOCK_SPACE, [key], 5.0)
+        rows = pg.after_advisory_locks(
+            conn, WRITER_LOCK_SPACE, [key], 5.0, then=("SELECT %s", (7,))
+        )
+        assert rows == [(7,)]
