@@ -161,9 +161,9 @@ class PgCheckpoints:
             if create:
                 offsets = [starts[p] for p in create]
                 inserted = self._params(topic, partitions=create, offsets=offsets)
-                conn.execute(sql.SQL(_INSERT_MISSING[self.table]), inserted)
+                pg.execute(conn, _INSERT_MISSING[self.table], inserted)
             locked = self._params(topic, partitions=partitions)
-            cur = conn.execute(sql.SQL(_LOCK[self.table]), locked)
+            cur = pg.execute(conn, _LOCK[self.table], locked)
             if then is not None:
                 then(conn)
             rows = cur.fetchall()
@@ -188,7 +188,7 @@ class PgCheckpoints:
             topic, partitions=partitions, offsets=[next_offsets[p] for p in partitions]
         )
         with pg.translated():
-            conn.execute(sql.SQL(_ADVANCE[self.table]), params)
+            pg.execute(conn, _ADVANCE[self.table], params)
 
     def reset(self, conn: psycopg.Connection, topic: str) -> None:
         """Forget every stored offset of this group and topic (a projection rebuild)."""

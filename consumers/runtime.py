@@ -324,7 +324,7 @@ class BatchLoop:
         try:
             with pg.translated():
                 with conn.pipeline():
-                    conn.execute("BEGIN")
+                    pg.execute(conn, "BEGIN")
                     stored = self.checkpoints.lock(conn, self.topic, starts, then=begin)
                 fenced = {p for p, first in starts.items() if stored.get(p) != first}
                 valid = [b for b in batches if b.partition not in fenced]
@@ -337,7 +337,7 @@ class BatchLoop:
                         self.checkpoints.advance(
                             conn, self.topic, {b.partition: b.next_offset for b in valid}
                         )
-                    conn.execute("COMMIT")
+                    pg.execute(conn, "COMMIT")
         except BaseException:
             pg.discard(conn)  # ROLLBACK (a connection too broken for that is closed)
             raise

@@ -152,7 +152,7 @@ def begin(conn: psycopg.Connection, batches: Sequence[BatchLike]) -> Begun:
     streams = list(dict.fromkeys(e.stream_id for b in batches for e in b.wire))
     if not streams:
         return NOTHING_BEGUN
-    return Begun(conn.execute(INDEXED_HEADS, (streams,)), conn.execute(LOCK_HEAD))
+    return Begun(pg.execute(conn, INDEXED_HEADS, (streams,)), pg.execute(conn, LOCK_HEAD))
 
 
 def apply(
@@ -215,7 +215,7 @@ def apply(
 def advance_head(conn: psycopg.Connection, applied: Applied) -> None:
     """Move ``index_head`` to what :func:`apply` wrote and notify (delivered at COMMIT)."""
     if applied.last_position is not None:
-        conn.execute(ADVANCE_HEAD, (applied.last_position,))
+        pg.execute(conn, ADVANCE_HEAD, (applied.last_position,))
 
 
 def _unique(batches: Sequence[BatchLike]) -> tuple[list[WireEvent], int]:

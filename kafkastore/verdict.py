@@ -131,7 +131,7 @@ def writer_lock_key(xid: int) -> int:
 def running_xids(conn: psycopg.Connection, xids: Iterable[int]) -> set[int]:
     """Those of ``xids`` whose writer may still commit (step 2, a statement of its own)."""
     with pg.translated():
-        rows = conn.execute(XID_STATUS, ([str(x) for x in xids],)).fetchall()
+        rows = pg.execute(conn, XID_STATUS, ([str(x) for x in xids],)).fetchall()
     return {int(x) for x, status in rows if status in WRITER_MAY_RUN}
 
 
@@ -277,7 +277,7 @@ class VerdictResolver:
         wanted = set(write_ids)
         self.queries += 1
         with pg.translated():
-            rows = conn.execute(MARKERS, (list(wanted),)).fetchall()
+            rows = pg.execute(conn, MARKERS, (list(wanted),)).fetchall()
         return wanted - self._add_markers(rows, writes)
 
     def _wait_for_writers(

@@ -133,13 +133,15 @@ class BatchRunner:
         supplied = [e.id for u in units for a in u.appends if a.supplied_ids for e in a.events]
         with pg.translated():
             with conn.pipeline():
-                heads = conn.execute(sql.LOCK_STREAMS, (streams, [category_of(s) for s in streams]))
-                xid = conn.execute(sql.CURRENT_XID, (WRITER_LOCK_SPACE,))
+                heads = pg.execute(
+                    conn, sql.LOCK_STREAMS, (streams, [category_of(s) for s in streams])
+                )
+                xid = pg.execute(conn, sql.CURRENT_XID, (WRITER_LOCK_SPACE,))
                 found = None
                 if supplied:
                     ids = {"space": sql.EVENT_ID_LOCK_SPACE, "ids": supplied}
-                    conn.execute(sql.LOCK_EVENT_IDS, ids)
-                    found = conn.execute(sql.FIND_EVENT_IDS, ids)
+                    pg.execute(conn, sql.LOCK_EVENT_IDS, ids)
+                    found = pg.execute(conn, sql.FIND_EVENT_IDS, ids)
             xid_row = xid.fetchone()
             assert xid_row is not None
             return (
@@ -156,10 +158,11 @@ class BatchRunner:
         faults.step("before_commit")
         try:
             with pg.commit_translated(), conn.pipeline():
-                conn.execute(
-                    sql.UPDATE_HEADS, (list(decision.heads), list(decision.heads.values()))
+                pg.execute(
+                    conn, sql.UPDATE_HEADS, (list(decision.heads), list(decision.heads.values()))
                 )
-                conn.execute(
+                pg.execute(
+                    conn,
                     sql.INSERT_MARKERS,
                     {
                         "write_id": delivered.write_id,
