@@ -83,7 +83,7 @@ class Connection(psycopg.Connection[Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.statement_cursors: dict[str, psycopg.Cursor[Any]] = {}
+        self.statement_cursors: dict[tuple[str, bool], psycopg.Cursor[Any]] = {}
 
 
 def connect(database_url: str, *, autocommit: bool = False, **kwargs: object) -> psycopg.Connection:
@@ -93,7 +93,12 @@ def connect(database_url: str, *, autocommit: bool = False, **kwargs: object) ->
 
 
 def execute(
-    conn: psycopg.Connection, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    conn: psycopg.Connection,
+    query: str,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+    *,
+    binary: bool = False,
+    prepare: bool | None = None,
 ) -> psycopg.Cursor[Any]:
     """``conn.execute(query, params)`` on a cursor kept for ``query`` (connections of
     :func:`connect`; others get a new cursor, as ``conn.execute`` does).
@@ -101,15 +106,17 @@ def execute(
     A cursor keeps its adapters: the dumpers of its parameters, arrays included, which a new
     cursor finds again by inspecting the values (about 50 us of CPU per statement on a small
     machine, measured). Its result is that of the last execution: read it before ``query``
-    runs again on ``conn``.
+    runs again on ``conn``. ``binary``: results in binary format (arrays cost less to send and
+    to load); ``prepare`` as psycopg's.
     """
     if not isinstance(conn, Connection):
-        return conn.execute(query, params)
+        return conn.cursor(binary=binary).execute(query, params, prepare=prepare)
+    key = (query, binary)
     cursors = conn.statement_cursors
-    cur = cursors.get(query)
+    cur = cursors.get(key)
     if cur is None or cur.closed:
-        cur = cursors[query] = conn.cursor()
-    cur.execute(query, params)
+        cur = cursors[key] = conn.cursor(binary=binary)
+    cur.execute(query, params, prepare=prepare)
     return cur
 
 
@@ -185,10 +192,13 @@ def after_advisory_locks(
     timeout: float,
     *,
     then: tuple[str, Sequence[Any]],
+    binary: bool = False,
+    prepare: bool | None = None,
 ) -> list[Any] | None:
     """Wait at most ``timeout`` seconds until no session holds any of the transaction-scoped
     advisory locks ``(space, key)`` exclusively, then run ``then`` (a query and its
-    parameters); its rows, or None when a lock was still held at ``lock_timeout``.
+    parameters, run as :func:`execute` runs it with ``binary`` and ``prepare``); its rows, or
+    None when a lock was still held at ``lock_timeout``.
 
     One pipelined round trip, in a transaction of its own (``conn`` must be in autocommit
     mode): the locks are taken shared and released by its COMMIT. The query is a statement of
@@ -203,7 +213,7 @@ def after_advisory_locks(
             with conn.pipeline(), conn.transaction():
                 execute(conn, LOCAL_LOCK_TIMEOUT, (limit,))
                 execute(conn, WAIT_SHARED, (space, list(keys)))
-                cur = execute(conn, query, params)
+                cur = execute(conn, query, params, binary=binary, prepare=prepare)
         except psycopg.errors.LockNotAvailable:
             return None
         return cur.fetchall()

