@@ -111,6 +111,17 @@ def thread_groups(pid: int) -> dict[str, int]:
     return out
 
 
+def compiler_ticks(pid: int) -> int:
+    """CPU ticks of a JVM's JIT compiler threads (``C1 CompilerThre``, ``C2 CompilerThre``)."""
+    ticks = 0
+    with contextlib.suppress(OSError):
+        for name in os.listdir(f"/proc/{pid}/task"):
+            thread = _thread_ticks(pid, int(name))
+            if thread is not None and "CompilerThre" in thread[0]:
+                ticks += thread[1]
+    return ticks
+
+
 def split_seconds(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
     """Seconds of CPU of each thread group between two :func:`thread_groups` readings."""
     d = {k: max(after.get(k, 0) - before.get(k, 0), 0) / CLK_TCK for k in after}

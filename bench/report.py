@@ -150,6 +150,16 @@ def markdown(doc: Mapping[str, Any]) -> str:
         "Broker, database, services and benchmark clients share these cores.",
         "",
     ]
+    warmed = run.get("stack_warm_up")
+    if warmed:
+        jit = warmed.get("broker_jit_cores")
+        out += [
+            f"Before the first workload the stack was warmed up for {warmed.get('seconds')} s "
+            "(pipelined appends, then one-event HTTP appends until the broker's JIT compiler "
+            f"threads were quiet: {'-' if jit is None else f'{jit:.3f}'} cores in the last "
+            "window), as a broker that has run for a while is.",
+            "",
+        ]
     if run.get("notes"):
         out += [f"> {note}" for note in run["notes"]] + [""]
     rows = []

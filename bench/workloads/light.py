@@ -45,11 +45,14 @@ def idle(ctx: Context, name: str) -> dict[str, Any]:
     }
 
 
-def http_trickle(ctx: Context, name: str, *, rate: float) -> dict[str, Any]:
-    """One-event ``POST /streams/{id}`` started at a fixed ``rate`` (open loop)."""
+def http_trickle(
+    ctx: Context, name: str, *, rate: float, prefix: str | None = None
+) -> dict[str, Any]:
+    """One-event ``POST /streams/{id}`` started at a fixed ``rate`` (open loop), to streams of
+    their own (``prefix``; one per rate by default)."""
     url = urlsplit(ctx.env.api_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    owned = OwnedStreams(stream_ids(f"light{rate:.0f}", STREAMS))
+    owned = OwnedStreams(stream_ids(prefix or f"light{rate:.0f}", STREAMS))
     seq = itertools.count()
 
     async def main() -> tuple[drive.Tally, dict[str, Any]]:
