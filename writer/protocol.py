@@ -14,7 +14,7 @@
 
 Deletes (soft and hard, docs/http.md "Stream lifecycle") are units of the same batches: their
 streams are locked in step 2 with the appends', decided in arrival order in step 3, and their
-head rows written in step 5 after UPDATE_HEADS. A delete produces nothing to Kafka (the topic
+head rows written in step 5 after the new heads. A delete produces nothing to Kafka (the topic
 stays append-only; what is hidden is decided at read time from the head row), so a batch of
 deletions only skips step 4 and commits at once.
 
@@ -159,12 +159,11 @@ class BatchRunner:
         try:
             with pg.commit_translated(), conn.pipeline():
                 pg.execute(
-                    conn, sql.UPDATE_HEADS, (list(decision.heads), list(decision.heads.values()))
-                )
-                pg.execute(
                     conn,
-                    sql.INSERT_MARKERS,
+                    sql.COMMIT_WRITE,
                     {
+                        "heads": list(decision.heads),
+                        "versions": list(decision.heads.values()),
                         "write_id": delivered.write_id,
                         "xid": str(xid),
                         "ids": [e.id for a in decision.produce_order for e in a.append.events],
@@ -229,8 +228,8 @@ class BatchRunner:
 
 
 def _apply_deletions(conn: psycopg.Connection, decision: Decision) -> None:
-    """The deleted streams' final states (after UPDATE_HEADS: a delete that follows an append
-    in the batch wins) and the snapshots of tombstoned ones removed."""
+    """The deleted streams' final states (after COMMIT_WRITE's heads: a delete that follows an
+    append in the batch wins) and the snapshots of tombstoned ones removed."""
     rows = list(decision.deletions.values())
     if not rows:
         return

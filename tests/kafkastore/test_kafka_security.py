@@ -71,6 +71,10 @@ def _produce(
         if isinstance(cause, KafkaException) and isinstance(cause.args[0], KafkaError):
             return cause.args[0]
         raise
+    finally:
+        # Now, not when collected: a refused producer kept alive past the module's broker
+        # logs "Connection refused" for the rest of the session.
+        producer.close()
     return (
         next((e for e in errors if e is not None), None)
         if errors
