@@ -58,6 +58,7 @@ class PartitionBatch:
 
 
 BatchHandler = Callable[[psycopg.Connection, Sequence[PartitionBatch]], None]
+"""``handler(conn, batches)``: runs in a transaction on ``conn``; must not commit it."""
 
 
 @runtime_checkable
@@ -78,6 +79,3 @@ class StagedHandler(Protocol):
     def end(self, conn: psycopg.Connection) -> None:
         """Queue the transaction's last statements (after a ``__call__``, or none at all
         when every partition was fenced)."""
-
-
-"""``handler(conn, batches)``: runs in a transaction on ``conn``; must not commit it."""
