@@ -206,10 +206,11 @@ def test_a_client_that_stops_reading_is_cut_off_others_go_on_and_memory_stays_bo
     store_settings: Settings, stack: str, logs_dir: Path
 ) -> None:
     api, url = _serve(store_settings, logs_dir, "slow")
+    stalled: socket.socket | None = None
     try:
         stream = unique("Big")
         host, port = url.removeprefix("http://").split(":")
-        sock = socket.socket()
+        sock = stalled = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect((host, int(port)))
         sock.sendall(f"GET /subscribe/streams/{stream} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -248,9 +249,14 @@ def test_a_client_that_stops_reading_is_cut_off_others_go_on_and_memory_stays_bo
             time.sleep(0.5)
         assert "too slow" in api.log(200)
         growth_mib = (_rss_kib(api.pid) - before) / 1024
-        assert growth_mib < 30, f"the server grew by {growth_mib:.0f} MiB"
-        sock.close()
+        # Bounded: three mailboxes of at most 4 MiB (indexer.sse_hub.MAILBOX_BYTES), a page in
+        # flight (up to ~20 MB of these events) and the allocator's slack: measured 3 MiB on a
+        # quiet machine, 31 MiB in a loaded CI run.
+        # Buffering what the stalled client never read would hold the 57 MiB appended.
+        assert growth_mib < 40, f"the server grew by {growth_mib:.0f} MiB"
     finally:
+        if stalled is not None:
+            stalled.close()  # also when an assertion failed: no socket left to the collector
         api.stop()
 
 
