@@ -222,9 +222,10 @@ def test_a_loop_that_could_not_reach_postgres_can_be_run_again() -> None:
 def test_checkpoint_rows_are_inserted_once_and_recreated_when_reset_meanwhile(
     settings: Settings,
 ) -> None:
-    # A row this instance locked before is not inserted again: the batch's first round trip
-    # is the lock alone. Should the row be gone since (a reset), lock() creates it again
-    # instead of reporting the partition as fenced.
+    # A row this instance locked before is not inserted again (not observable from here: an
+    # insert of an existing row does nothing). What is checked: should the row be gone since
+    # (a reset), lock() creates it again instead of reporting the partition as fenced, and
+    # ``then`` rides in the lock's round trip.
     group, topic = _group(), unique("topic")
     checkpoints = PgCheckpoints(table="subscription_checkpoints", group=group)
     with pg.connect(settings.database_url) as conn:

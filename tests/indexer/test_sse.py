@@ -213,11 +213,11 @@ def test_a_client_that_stops_reading_is_cut_off_others_go_on_and_memory_stays_bo
     try:
         stream = unique("Big")
         host, port = url.removeprefix("http://").split(":")
-        sock = stalled = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect((host, int(port)))
-        sock.sendall(f"GET /subscribe/streams/{stream} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        assert b"200 OK" in sock.recv(1024)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((host, int(port)))
+        stalled.sendall(f"GET /subscribe/streams/{stream} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert b"200 OK" in stalled.recv(1024)
         # Two subscribers of the same feed that do read: the stalled one must not stall them.
         fast: list[list[int]] = [[], []]
         ready = threading.Barrier(3)

@@ -3,7 +3,6 @@ AdminClient."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Callable
 
@@ -64,4 +63,4 @@ def test_a_topic_the_broker_does_not_know_yet_reads_as_missing_not_as_an_outage(
 
     assert kafka.topic_configs(client, missing, timeout=10) is None
     assert kafka.topic_configs(client, settings.topic, timeout=10) is not None
-    assert topic.describe_topic(dataclasses.replace(settings, topic=missing)) is None
+    assert topic.describe_topic(settings.replace(topic=missing)) is None
