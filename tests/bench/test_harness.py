@@ -336,3 +336,33 @@ def test_the_scale_out_section_says_whether_the_cores_were_the_bound() -> None:
     assert "Cores were left idle" in sections.scaleout_why(idle)
     text = "\n".join(sections.scaleout({"kafkastore_scaleout": {**idle, "gain": 1.8}}))
     assert "**1.80x**" in text
+
+
+def test_compare_puts_two_runs_side_by_side_with_after_over_before(tmp_path: Path) -> None:
+    from bench import compare
+
+    before = {"run": {"started_at": "T1"}, "results": _results()}
+    after_results = {k: dict(v) for k, v in _results().items()}
+    after_results["kafkastore_indexer_catchup"]["events_per_s"] = 18_000.0
+    after_results["kafkastore_append_inproc"]["cpu_us_per_event"] = {"total": 100.0}
+    before["results"]["kafkastore_append_inproc"]["cpu_us_per_event"] = {"total": 400.0}
+    step = {"offered_events_per_s": 5000.0, "append_p50_ms": 16.0, "append_p99_ms": 64.0}
+    before["results"]["kafkastore_sustained"] = {"steps": [{**step, "sustained": True}]}
+    after_results["kafkastore_sustained"] = {"steps": [{**step, "append_p99_ms": 101.0}]}
+    after = {"run": {"started_at": "T2"}, "results": after_results}
+    paths = [tmp_path / "before.json", tmp_path / "after.json"]
+    for path, doc in zip(paths, (before, after), strict=True):
+        path.write_bytes(orjson.dumps(doc))
+    out = tmp_path / "compare.md"
+    assert compare.main([str(paths[0]), str(paths[1]), "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "run T1" in text and "run T2" in text
+    catchup = next(line for line in text.splitlines() if line.startswith("| indexer catch-up"))
+    assert "9,000.000 (missed)" in catchup and "18,000.000 (missed)" in catchup
+    assert catchup.endswith("| 2.00 |")
+    appends = next(line for line in text.splitlines() if "`kafkastore_append_inproc`" in line)
+    cells = [cell.strip() for cell in appends.strip("|").split("|")]
+    assert cells[0] == "`kafkastore_append_inproc`"
+    assert cells[1:] == ["12,000", "12,000", "1.00", "400.0", "100.0", "0.25"]
+    ramp = next(line for line in text.splitlines() if line.startswith("| 5,000 |"))
+    assert ramp == "| 5,000 | 16.0 / 64.0 | 16.0 / 101 | - -> - | kept -> not kept |"
