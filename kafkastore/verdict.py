@@ -166,14 +166,21 @@ class VerdictResolver:
     """Judges batches of decoded events; shared by the indexer and the consumer runtime.
 
     ``sysid`` is this cluster's system identifier. The resolver keeps a bounded cache of settled
-    write ids; it is not thread-safe (one per consumer loop). The connection must be at READ
-    COMMITTED (the default): step 3 relies on each statement taking a new snapshot.
+    writes: at most ``cache_size`` writes and ``cache_events`` of their events (~300 bytes of
+    memory each; a group-committed write holds up to thousands, so a bound on writes alone let
+    the cache hold millions). It is not thread-safe (one per consumer loop). The connection must
+    be at READ COMMITTED (the default): step 3 relies on each statement taking a new snapshot.
     """
 
-    def __init__(self, sysid: str, *, cache_size: int = 100_000) -> None:
+    def __init__(
+        self, sysid: str, *, cache_size: int = 100_000, cache_events: int = 100_000
+    ) -> None:
         self.sysid = sysid
         self._cache_size = cache_size
+        self._cache_events = cache_events
         self._committed: OrderedDict[UUID, _Write] = OrderedDict()
+        self.cached_events = 0
+        """Events of the writes in the cache (at most ``cache_events`` between calls)."""
         self._phantom_writes: OrderedDict[UUID, None] = OrderedDict()
         self.queries = 0
 
@@ -325,10 +332,15 @@ class VerdictResolver:
     def _remember(self, writes: dict[UUID, _Write]) -> None:
         """Cache committed writes (settled for good), least recently used evicted first."""
         for write_id, write in writes.items():
-            self._committed[write_id] = write
+            old = self._committed.get(write_id)
+            if old is not write:
+                self.cached_events += len(write.events) - (len(old.events) if old else 0)
+                self._committed[write_id] = write
             self._committed.move_to_end(write_id)
-        while len(self._committed) > self._cache_size:
-            self._committed.popitem(last=False)
+        while self._committed and (
+            len(self._committed) > self._cache_size or self.cached_events > self._cache_events
+        ):
+            self.cached_events -= len(self._committed.popitem(last=False)[1].events)
 
     def _running_xids(self, conn: psycopg.Connection, xids: set[int]) -> set[int]:
         self.queries += 1

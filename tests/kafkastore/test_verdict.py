@@ -193,6 +193,29 @@ def test_a_committed_write_evicted_from_the_cache_mid_batch_stays_real(settings:
     assert [j.verdict for j in judged] == [Verdict.REAL, Verdict.REAL]
 
 
+def test_the_cache_holds_at_most_its_budget_of_events_and_evicted_writes_judge_again(
+    settings: Settings,
+) -> None:
+    # A group-committed write holds thousands of events: the cache is bounded by events as well
+    # as by writes. Three writes of three events under a budget of five keep one write cached;
+    # judging an evicted one again reads its marker again and it is still real.
+    with ManualWriter(settings) as writer:
+        appended = [writer.append(unique("Big"), [("A", {})] * 3) for _ in range(3)]
+        events = {e.event_id: e for e in read_topic(settings)}
+        with pg.connect(settings.database_url, autocommit=True) as conn:
+            resolver = VerdictResolver(writer.sysid, cache_events=5)
+            for written in appended:
+                resolver.judge(conn, [events[e.event_id] for e in written])
+            assert resolver.cached_events == 3
+            queries = resolver.queries
+            again = resolver.judge(conn, [events[e.event_id] for e in appended[0]])
+            assert resolver.queries == queries + 1
+            assert resolver.judge(conn, [events[e.event_id] for e in appended[0]])
+            assert resolver.queries == queries + 1  # now cached again
+    assert [j.verdict for j in again] == [Verdict.REAL] * 3
+    assert resolver.cached_events == 3
+
+
 def test_a_consumer_waits_on_the_writers_lock_instead_of_polling(settings: Settings) -> None:
     # The real writer holds an advisory lock on its xid until COMMIT: judging one of its events
     # before the commit waits on that lock, then judges once more - no xid-status polling while
