@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from bench import costs, plot, procfs, ramp, report, sections, targets
+from bench import compare, costs, plot, procfs, ramp, report, sections, targets
 from bench.drive import Probe
 from bench.payload import OwnedStreams, event_data, expected, split, stream_ids
 from bench.stats import percentile, summarize
@@ -339,8 +339,6 @@ def test_the_scale_out_section_says_whether_the_cores_were_the_bound() -> None:
 
 
 def test_compare_puts_two_runs_side_by_side_with_after_over_before(tmp_path: Path) -> None:
-    from bench import compare
-
     before = {"run": {"started_at": "T1"}, "results": _results()}
     after_results = {k: dict(v) for k, v in _results().items()}
     after_results["kafkastore_indexer_catchup"]["events_per_s"] = 18_000.0
