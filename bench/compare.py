@@ -19,6 +19,7 @@ import orjson
 
 from bench import targets
 from bench.fmt import ms, num, table
+from bench.sections import verdict
 
 Results = Mapping[str, Mapping[str, Any]]
 
@@ -29,12 +30,6 @@ def _ratio(after: Any, before: Any) -> str:
     return "-"
 
 
-def _met(row: Mapping[str, Any]) -> str:
-    if row["reference"]:
-        return "reference"
-    return {True: "met", False: "missed", None: "not run"}[row["met"]]
-
-
 def targets_rows(before: Results, after: Results) -> list[list[str]]:
     rows = []
     for b, a in zip(targets.targets(before), targets.targets(after), strict=True):
@@ -42,8 +37,8 @@ def targets_rows(before: Results, after: Results) -> list[list[str]]:
             [
                 a["target"],
                 num(a["threshold"], 1),
-                f"{num(b['measured'], 3)} ({_met(b)})",
-                f"{num(a['measured'], 3)} ({_met(a)})",
+                f"{num(b['measured'], 3)} ({verdict(b)})",
+                f"{num(a['measured'], 3)} ({verdict(a)})",
                 _ratio(a["measured"], b["measured"]),
             ]
         )

@@ -291,16 +291,19 @@ def _pair(summary: Any) -> str:
     return f"{ms(summary.get('p50_ms'))} / {ms(summary.get('p99_ms'))}"
 
 
+_VERDICTS = {True: "met", False: "**missed**", None: "not run"}
+
+
+def verdict(t: Mapping[str, Any]) -> str:
+    """A target row of ``bench.targets.targets`` in a word: met, missed, not run, reference."""
+    if t.get("reference"):
+        return "reference" if t["measured"] is not None else "not run"
+    return _VERDICTS[t["met"]]
+
+
 def targets_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
-    verdicts = {True: "met", False: "**missed**", None: "not run"}
-
-    def verdict(t: Mapping[str, Any]) -> str:
-        if t.get("reference"):
-            return "reference" if t["measured"] is not None else "not run"
-        return verdicts[t["met"]]
-
     body = [
         [
             t["target"],

@@ -332,14 +332,10 @@ class VerdictResolver:
     def _remember(self, writes: dict[UUID, _Write]) -> None:
         """Cache committed writes (settled for good), least recently used evicted first."""
         for write_id, write in writes.items():
-            old = self._committed.get(write_id)
-            if old is not write:
-                self.cached_events += len(write.events) - (len(old.events) if old else 0)
-                self._committed[write_id] = write
-            self._committed.move_to_end(write_id)
-        while self._committed and (
-            len(self._committed) > self._cache_size or self.cached_events > self._cache_events
-        ):
+            old = self._committed.pop(write_id, None)
+            self._committed[write_id] = write  # (re)inserted last: the most recently used
+            self.cached_events += len(write.events) - (len(old.events) if old else 0)
+        while len(self._committed) > self._cache_size or self.cached_events > self._cache_events:
             self.cached_events -= len(self._committed.popitem(last=False)[1].events)
 
     def _running_xids(self, conn: psycopg.Connection, xids: set[int]) -> set[int]:

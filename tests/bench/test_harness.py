@@ -356,7 +356,7 @@ def test_compare_puts_two_runs_side_by_side_with_after_over_before(tmp_path: Pat
     text = out.read_text()
     assert "run T1" in text and "run T2" in text
     catchup = next(line for line in text.splitlines() if line.startswith("| indexer catch-up"))
-    assert "9,000.000 (missed)" in catchup and "18,000.000 (missed)" in catchup
+    assert "9,000.000 (**missed**)" in catchup and "18,000.000 (**missed**)" in catchup
     assert catchup.endswith("| 2.00 |")
     appends = next(line for line in text.splitlines() if "`kafkastore_append_inproc`" in line)
     cells = [cell.strip() for cell in appends.strip("|").split("|")]
