@@ -107,6 +107,13 @@ def indexed(api: str, stream: str, version: int) -> None:
     assert read.status_code == 200 and read.headers.get("x-index-behind") is None, read.text
 
 
+def load(browser: Any, url: str) -> None:
+    """Load the console afresh at ``url`` (a ``get`` of the page already shown with only
+    another fragment would not reload it, and its live feeds would go on)."""
+    browser.get("about:blank")
+    browser.get(url)
+
+
 def live(browser: Any) -> bool:
     """Whether the live view's feed is open (its dot is green)."""
     return "off" not in browser.find_element("id", "live-dot").get_attribute("class")
@@ -205,6 +212,32 @@ def test_an_event_appended_through_the_api_appears_live_on_all_within_two_second
     assert severe_logs(browser) == []
 
 
+def test_the_all_view_opens_on_the_last_twenty_events_past_hidden_positions(
+    browser: Any, api: str
+) -> None:
+    kept, gone = unique("Order"), unique("Order")
+    append(api, kept, *(("Placed", {"n": n}) for n in range(1, 21)))
+    append(api, gone, *(("Placed", {"n": n}) for n in range(1, 26)))
+    indexed(api, gone, 25)
+    # $all's last 25 positions are hidden now: "the head - 19" would show none of them.
+    assert httpx.delete(f"{api}/streams/{gone}", timeout=30).status_code == 204
+
+    load(browser, f"{api}/console#/all")
+    wait_until(lambda: shown(browser, "all") and live(browser))
+    wait_until(lambda: len(positions(browser)) >= 20, describe=lambda: str(positions(browser)))
+
+    shown_positions = positions(browser)
+    page = httpx.get(
+        f"{api}/all", params={"from_position": shown_positions[-1], "limit": 100}, timeout=30
+    ).json()
+    # What reads show from the oldest event shown on, newest first (events appended by others
+    # meanwhile arrive live and are shown too), and none of the deleted stream's.
+    read = [e["global_position"] for e in page["events"]]
+    assert shown_positions == [p for p in read if p <= shown_positions[0]][::-1]
+    assert gone not in text_of(browser, "#events")
+    assert severe_logs(browser) == []
+
+
 def test_a_category_view_starts_at_its_last_events_pages_older_and_updates_live(
     browser: Any, api: str
 ) -> None:
@@ -225,7 +258,7 @@ def test_a_category_view_starts_at_its_last_events_pages_older_and_updates_live(
     ]
     assert len(kept_positions) == len(older["events"]) == 30
 
-    browser.get(f"{api}/console#/category/{category}")
+    load(browser, f"{api}/console#/category/{category}")
     wait_until(lambda: shown(browser, "category") and live(browser))
     wait_until(lambda: len(positions(browser)) >= 20, describe=lambda: str(positions(browser)))
     assert positions(browser) == kept_positions[-20:][::-1]  # the last 20, newest first
@@ -357,8 +390,8 @@ def test_the_dead_letter_page_lists_a_poisoned_event_and_replays_it(
     wait_until(lambda: shown(browser, "dead-letters"))
     wait_until(lambda: "cannot digest this invoice" in text_of(browser, "#dead-letters"))
     assert stream in text_of(browser, "#dead-letters")
-    shoot(browser, "dead-letters")
-    fits_a_phone(browser, "dead-letters")
+    shoot(browser, "dead-letters-poisoned")
+    fits_a_phone(browser, "dead-letters-poisoned")
     browser.find_element(By.ID, "replay").click()
     wait_until(lambda: "Replayed" in text_of(browser, "#replay-status"), timeout=60)
     assert text_of(browser, "#replay-status") == "Replayed 1: handled"
