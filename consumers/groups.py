@@ -2,12 +2,16 @@
 
 :func:`groups` lists every consumer group with a committed offset on (or a member assigned to)
 the events topic: its state, members, and lag per partition (high watermark - committed offset,
-from Kafka). :func:`dead_letters` reads ``<topic>.dlq`` from the beginning to its end and keeps
-one group's letters, with their error headers.
+from Kafka). :func:`letters` reads ``<topic>.dlq`` from the beginning to its end and yields
+one group's letters, with their error headers; :func:`dead_letters` is the first
+:data:`MAX_LETTERS` of them (what a listing shows).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +24,7 @@ from kafkastore.config import Settings
 TIMEOUT = 5.0
 """Longest each admin request and watermark query may take."""
 MAX_LETTERS = 1000
-"""Most dead letters one listing returns (the oldest first)."""
+"""Most dead letters one listing returns (the oldest first); a replay reads them all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,23 +145,23 @@ def groups(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def dead_letters(
-    settings: Settings, group: str, *, limit: int = MAX_LETTERS, topic_name: str | None = None
-) -> list[DeadLetter]:
-    """``group``'s dead letters in ``<topic>.dlq`` (or the messages of ``topic_name`` whose
-    ``kafkastore_group`` header names the group), oldest first per partition (at most
-    ``limit``); an empty list when the topic does not exist."""
+def letters(
+    settings: Settings, group: str, *, topic_name: str | None = None
+) -> Generator[DeadLetter, None, None]:
+    """Every message of ``<topic>.dlq`` (or of ``topic_name``) whose ``kafkastore_group`` header
+    names ``group``, oldest first per partition, read from the beginning to the end the topic had
+    when the read began; nothing when the topic does not exist. A generator holding a consumer:
+    close it (``contextlib.closing``) when stopping early."""
     topic = topic_name or dlq_topic(settings.topic)
     marks = {p: m for p, m in _watermarks(settings, topic).items() if m[1] > m[0]}
     if not marks:
-        return []
+        return
     consumer = kafka.consumer(settings, f"{settings.indexer_group}-console-dlq-probe")
-    letters: list[DeadLetter] = []
     try:
         with kafka.translated():
             consumer.assign([TopicPartition(topic, p, low) for p, (low, _high) in marks.items()])
             remaining = dict(marks)
-            while remaining and len(letters) < limit:
+            while remaining:
                 batch = consumer.consume(500, timeout=TIMEOUT)
                 if not batch:
                     break
@@ -165,7 +169,9 @@ def dead_letters(
                     if message.error() is not None:
                         continue
                     partition, offset = message.partition() or 0, message.offset() or 0
-                    if partition in remaining and offset >= remaining[partition][1] - 1:
+                    if partition not in remaining or offset >= remaining[partition][1]:
+                        continue  # written after the read began
+                    if offset >= remaining[partition][1] - 1:
                         del remaining[partition]
                     raw = message.headers() or []
                     pairs = raw.items() if isinstance(raw, dict) else raw
@@ -176,16 +182,23 @@ def dead_letters(
                     if headers.get("kafkastore_group") != group:
                         continue
                     key = message.key()
-                    letters.append(
-                        DeadLetter(
-                            partition=partition,
-                            offset=offset,
-                            key=_text(key) if key is not None else None,
-                            headers=headers,
-                            value=message.value() or b"",
-                            raw_headers=raw_pairs,
-                        )
+                    yield DeadLetter(
+                        partition=partition,
+                        offset=offset,
+                        key=_text(key) if key is not None else None,
+                        headers=headers,
+                        value=message.value() or b"",
+                        raw_headers=raw_pairs,
                     )
     finally:
         consumer.close()
-    return letters[:limit]
+
+
+def dead_letters(
+    settings: Settings, group: str, *, limit: int | None = None, topic_name: str | None = None
+) -> list[DeadLetter]:
+    """The first ``limit`` (default :data:`MAX_LETTERS`) of :func:`letters`: what the console
+    and ``kafkastore dlq list`` show."""
+    limit = MAX_LETTERS if limit is None else limit
+    with contextlib.closing(letters(settings, group, topic_name=topic_name)) as found:
+        return list(itertools.islice(found, limit))

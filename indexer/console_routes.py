@@ -254,10 +254,11 @@ async def group_dead_letters(request: Request, group: GroupPath) -> Response:
     ),
 )
 async def replay_dead_letters(request: Request, group: GroupPath) -> Response:
-    """Each dead letter of the group is judged again by the verdict rule and handed once to
-    the handler named for the group in ``dlq_handlers``; every attempt is recorded in
+    """Each dead letter of the group is judged again by the verdict rule, skipped when its
+    event is hidden now, and handed at most once to the handler named for the group in
+    ``dlq_handlers``, one replay of the group at a time; every step is recorded in
     ``<topic>.dlq.replayed``. ``replayed`` lists each letter's outcome (``handled``,
-    ``failed``, ``phantom``, ``pending``, ``already-replayed``)."""
+    ``failed``, ``phantom``, ``pending``, ``hidden``, ``already-replayed``, ``interrupted``)."""
     settings: Settings = request.app.state.settings
     if not settings.dlq_handlers.get(group):
         raise NotFound(

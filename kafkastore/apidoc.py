@@ -294,7 +294,8 @@ class DeadLetters(Strict):
 
 class Replayed(Strict):
     """``POST .../dead-letters/replay``: each letter's partition, offset, stream_id, event_id,
-    ``outcome`` (handled, failed, phantom, pending, already-replayed) and error."""
+    ``outcome`` (handled, failed, phantom, pending, hidden, already-replayed, interrupted) and
+    error."""
 
     group: str
     replayed: list[dict[str, Any]]

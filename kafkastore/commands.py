@@ -181,7 +181,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     results = replay.replay(settings, args.group, handler)
     for result in results:
         print(orjson.dumps(result.json()).decode())
-    return 0 if all(r.outcome in ("handled", "already-replayed") for r in results) else 1
+    return 0 if all(r.outcome in replay.SETTLED for r in results) else 1
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:

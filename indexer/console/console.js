@@ -16,6 +16,8 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+let navigation = 0;  // counts route() calls: a slow page does not show itself over a newer one
+
 // With auth on (docs/http.md "Security") every request carries the bearer token the user signed
 // in with; it is kept in sessionStorage (this tab only, gone when it closes), never in the URL.
 const TOKEN_KEY = "kafkastore-token";
@@ -26,11 +28,16 @@ class Refused extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
+// An answer that came after the user went to another page: dropped, never shown.
+class Stale extends Error {}
+
 async function api(path, options) {
   const init = Object.assign({}, options || {});
   init.headers = Object.assign({}, init.headers || {}, authHeaders());
+  const asked = navigation;
   const response = await fetch(path, init);
   const body = await response.json();
+  if (asked !== navigation) throw new Stale(path);
   if (response.status === 401 || response.status === 403) throw new Refused(response.status, body.message || response.statusText);
   if (!response.ok) throw new Error(body.message || response.statusText);
   return body;
@@ -47,6 +54,7 @@ function show(...nodes) {
   main.dataset.page = page;
 }
 function fail(err) {
+  if (err instanceof Stale) return;
   if (err instanceof Refused && err.status === 401) return signIn(token() ? "That token is not valid (or no longer)." : null);
   if (err instanceof Refused) return show(h("p", { class: "error", id: "forbidden" }, "Forbidden: " + err.message + " (your token does not grant this page)"));
   show(h("p", { class: "error" }, "Error: " + err.message));
@@ -231,15 +239,69 @@ function fetchEventSource(url, handlers) {
   return { close: () => { closed = true; controller.abort(); } };
 }
 
-// $all or a category, live over Server-Sent Events; newest first, the last 100 kept.
-async function live(title, feed, startPosition) {
+// The last events of $all or a category, found with the public position reads (`/all`,
+// `/categories/{c}`), so hidden events (deleted, truncated, scavenged: positions with no event)
+// and, with auth on, events of streams the caller may not read are never counted.
+const TAIL = 20;
+
+// At most n events of the position read `path` from `position`, all below `below`. A page
+// short of its limit ended at the head, unless auth on left events out of it: then read on
+// from next_position (a few pages at most).
+async function eventsFrom(path, position, n, below) {
+  const events = [];
+  let from = position;
+  for (let pages = 0; pages < 5 && events.length < n && from < below; pages++) {
+    const page = await api(path + "?" + new URLSearchParams({ from_position: from, limit: n }));
+    for (const e of page.events) if (e.global_position < below && events.length < n) events.push(e);
+    if (page.next_position <= from || (page.events.length < n && !token())) break;
+    from = page.next_position;
+  }
+  return events;
+}
+
+// The highest position from which `path` has n events below `below` (1 when it has fewer):
+// gallop up from 1, then bisect, as `kafkastore tail --api` finds the end of $all.
+async function tailStart(path, n, below = Number.MAX_SAFE_INTEGER) {
+  const enough = async (position) => (await eventsFrom(path, position, n, below)).length >= n;
+  if (!(await enough(1))) return 1;
+  let low = 1, high = below, step = n;
+  while (low + step < below) {
+    if (!(await enough(low + step))) { high = low + step; break; }
+    low += step;
+    step *= 2;
+  }
+  while (high - low > 1) {  // enough(low), not enough(high)
+    const middle = Math.floor((low + high) / 2);
+    if (await enough(middle)) low = middle; else high = middle;
+  }
+  return low;
+}
+
+// $all or a category, live over Server-Sent Events from its last TAIL events; newest first,
+// the last 100 kept (more once older pages are loaded).
+async function live(title, feed, read) {
+  const start = await tailStart(read, TAIL);
   const list = h("div", { id: "events" });
   const dot = h("span", { class: "live off", id: "live-dot" });
-  show(h("h1", {}, dot, title), h("p", { class: "muted" }, "Live: new events appear at the top."), list);
-  const url = feed + (feed.includes("?") ? "&" : "?") + "from_position=" + startPosition;
+  let keep = 100;
+  const older = h("button", { id: "older", disabled: start > 1 ? null : "", onclick: async () => {
+    older.disabled = true;
+    const below = list.lastChild ? Number(list.lastChild.dataset.position) : start;
+    try {
+      const from = await tailStart(read, TAIL, below);
+      const events = await eventsFrom(read, from, TAIL, below);
+      keep += events.length;
+      for (const e of events.reverse()) list.append(eventCard(e));
+      older.disabled = from <= 1;
+    } catch (err) { fail(err); }
+  } }, "Older events");
+  show(h("h1", {}, dot, title), h("p", { class: "muted" }, "Live: new events appear at the top."),
+    list, h("div", { class: "pager" }, older));
+  const url = feed + (feed.includes("?") ? "&" : "?") + "from_position=" + start;
   const onmessage = (message) => {
     list.prepend(eventCard(JSON.parse(message.data)));
-    while (list.children.length > 100) list.lastChild.remove();
+    while (list.children.length > keep) list.lastChild.remove();
+    if (list.children.length === keep) older.disabled = false;
   };
   const onopen = () => dot.classList.remove("off");
   const onerror = () => dot.classList.add("off");
@@ -254,12 +316,11 @@ async function live(title, feed, startPosition) {
 }
 
 async function all() {
-  const o = await api("/console/api/overview");
-  await live("$all", "/subscribe/all", Math.max(1, o.indexed_events - 19));
+  await live("$all", "/subscribe/all", "/all");
 }
 
 async function category(name) {
-  await live("Category " + name, "/subscribe/categories/" + enc(name), 1);
+  await live("Category " + name, "/subscribe/categories/" + enc(name), "/categories/" + enc(name));
 }
 
 async function eventById(id) {
@@ -306,6 +367,7 @@ async function deadLetters(group) {
 }
 
 async function route() {
+  navigation++;
   for (const undo of cleanup.splice(0)) undo();
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const params = new URLSearchParams(query || "");
