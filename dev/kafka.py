@@ -48,7 +48,7 @@ class KafkaBroker:
 
     pid: int
     port: int
-    """The PLAINTEXT listener clients connect to."""
+    """The listener clients connect to (SASL_PLAINTEXT on a secured broker)."""
     controller_port: int
     home: Path
     """Holds ``server.properties`` and the log directory."""
@@ -198,21 +198,34 @@ class Sasl:
 
 
 def _sasl_properties(port: int, controller_port: int, sasl: Sasl) -> dict[str, str]:
-    jaas = (
+    """The secured listeners. Clients log in with SCRAM. The controller listener, which admin
+    clients may reach directly (``bootstrap.controllers``, KIP-919) to create ACLs or change topic
+    configurations, takes SASL/PLAIN with one static user, the admin, with the admin's password
+    (a KRaft controller listener cannot use SCRAM: its credentials live in the metadata log the
+    controller serves); the broker half of the node logs in to it so too. No principal is
+    ANONYMOUS, so none but the admin is a super user."""
+    scram = (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
         f'username="{sasl.admin}" password="{sasl.admin_password}";'
+    )
+    plain = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{sasl.admin}" password="{sasl.admin_password}" '
+        f'user_{sasl.admin}="{sasl.admin_password}";'
     )
     return {
         "listeners": f"SASL_PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
         "advertised.listeners": f"SASL_PLAINTEXT://{LOCALHOST}:{port}",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         "inter.broker.listener.name": "SASL_PLAINTEXT",
         "sasl.enabled.mechanisms": SCRAM,
         "sasl.mechanism.inter.broker.protocol": SCRAM,
-        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": jaas,
+        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": scram,
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
         "authorizer.class.name": AUTHORIZER,
-        # The controller listener is PLAINTEXT on loopback (its principal is ANONYMOUS).
-        "super.users": f"User:{sasl.admin};User:ANONYMOUS",
+        "super.users": f"User:{sasl.admin}",
         "allow.everyone.if.no.acl.found": "false",
     }
 
@@ -230,9 +243,10 @@ def server_properties(
 ) -> str:
     """One KRaft combined node's configuration; ``voters`` (``id@host:port,...``) and
     ``replicas`` (of the internal topics; min ISR is ``replicas - 1``, at least 1) for a
-    cluster of several nodes (:mod:`dev.kafka_cluster`); ``sasl``: a SCRAM listener and ACLs
-    (one node only); ``listeners``: more PLAINTEXT client listeners, each advertised at its own
-    (proxy) port, while brokers replicate over the PLAINTEXT listener, advertised as itself."""
+    cluster of several nodes (:mod:`dev.kafka_cluster`); ``sasl``: a SCRAM client listener, a
+    controller listener that takes only the admin, and ACLs (one node only); ``listeners``: more
+    PLAINTEXT client listeners, each advertised at its own (proxy) port, while brokers replicate
+    over the PLAINTEXT listener, advertised as itself."""
     names = [listener.name for listener in listeners]
     if {"PLAINTEXT", "CONTROLLER"} & set(names) or len(set(names)) != len(names):
         raise StackError(f"listener names must be unique and not PLAINTEXT/CONTROLLER: {names}")
@@ -295,6 +309,8 @@ def start(
     data_dir = home / "data"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
+    config.touch(mode=0o600)  # a secured broker's holds the admin's password
+    config.chmod(0o600)
     config.write_text(
         server_properties(port=port, controller_port=controller_port, data_dir=data_dir, sasl=sasl)
     )
