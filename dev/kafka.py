@@ -27,6 +27,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dev.process import LOCALHOST, StackError, free_port, port_accepts, state_dir, tail, terminate
 from kafkastore.config import Settings
@@ -432,11 +433,16 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def grant_store_acls(settings: Settings, sasl: Sasl, *, topic: str) -> None:
+def grant_store_acls(settings: Settings, sasl: Sasl, *, topic: str, timeout: float = 30.0) -> None:
     """ACLs of the store on a secured broker (``settings`` log in as the admin): only the writer
-    may produce to ``topic``; the consumer may read it and use any consumer group."""
+    may produce to ``topic``; the consumer may read it and use any consumer group.
+
+    Returns once the broker authorises with them (DescribeAcls answers from its authorizer):
+    CreateAcls answers when the controller has committed them, the broker applies them a little
+    later (up to half a second on a loaded machine), and a produce in between is refused."""
     from confluent_kafka.admin import (  # type: ignore[attr-defined]
         AclBinding,
+        AclBindingFilter,
         AclOperation,
         AclPermissionType,
         ResourcePatternType,
@@ -463,7 +469,21 @@ def grant_store_acls(settings: Settings, sasl: Sasl, *, topic: str) -> None:
         allow(sasl.consumer, ResourceType.GROUP, "*", AclOperation.READ),
         allow(sasl.consumer, ResourceType.GROUP, "*", AclOperation.DESCRIBE),
     ]
+    wildcard: Any = None  # what a filter's name, principal or host takes for "any"
+    everything = AclBindingFilter(
+        ResourceType.ANY,
+        wildcard,
+        ResourcePatternType.ANY,
+        wildcard,
+        wildcard,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
     client = admin(settings)  # referenced until the futures resolve
     with translated():
         for future in client.create_acls(bindings).values():
-            future.result(timeout=30)
+            future.result(timeout=timeout)
+        for _ in Backoff(initial=0.02, maximum=0.2).attempts(timeout=timeout):
+            if set(bindings) <= set(client.describe_acls(everything).result(timeout=timeout)):
+                return
+    raise StackError(f"the broker did not apply the store's ACLs within {timeout:.0f}s")
