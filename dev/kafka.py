@@ -27,6 +27,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dev.process import LOCALHOST, StackError, free_port, port_accepts, state_dir, tail, terminate
 from kafkastore.config import Settings
@@ -48,7 +49,7 @@ class KafkaBroker:
 
     pid: int
     port: int
-    """The PLAINTEXT listener clients connect to."""
+    """The listener clients connect to (SASL_PLAINTEXT on a secured broker)."""
     controller_port: int
     home: Path
     """Holds ``server.properties`` and the log directory."""
@@ -198,21 +199,34 @@ class Sasl:
 
 
 def _sasl_properties(port: int, controller_port: int, sasl: Sasl) -> dict[str, str]:
-    jaas = (
+    """The secured listeners. Clients log in with SCRAM. The controller listener, which admin
+    clients may reach directly (``bootstrap.controllers``, KIP-919) to create ACLs or change topic
+    configurations, takes SASL/PLAIN with one static user, the admin, with the admin's password
+    (a KRaft controller listener cannot use SCRAM: its credentials live in the metadata log the
+    controller serves); the broker half of the node logs in to it so too. No principal is
+    ANONYMOUS, so none but the admin is a super user."""
+    scram = (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
         f'username="{sasl.admin}" password="{sasl.admin_password}";'
+    )
+    plain = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{sasl.admin}" password="{sasl.admin_password}" '
+        f'user_{sasl.admin}="{sasl.admin_password}";'
     )
     return {
         "listeners": f"SASL_PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
         "advertised.listeners": f"SASL_PLAINTEXT://{LOCALHOST}:{port}",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         "inter.broker.listener.name": "SASL_PLAINTEXT",
         "sasl.enabled.mechanisms": SCRAM,
         "sasl.mechanism.inter.broker.protocol": SCRAM,
-        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": jaas,
+        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": scram,
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
         "authorizer.class.name": AUTHORIZER,
-        # The controller listener is PLAINTEXT on loopback (its principal is ANONYMOUS).
-        "super.users": f"User:{sasl.admin};User:ANONYMOUS",
+        "super.users": f"User:{sasl.admin}",
         "allow.everyone.if.no.acl.found": "false",
     }
 
@@ -230,9 +244,10 @@ def server_properties(
 ) -> str:
     """One KRaft combined node's configuration; ``voters`` (``id@host:port,...``) and
     ``replicas`` (of the internal topics; min ISR is ``replicas - 1``, at least 1) for a
-    cluster of several nodes (:mod:`dev.kafka_cluster`); ``sasl``: a SCRAM listener and ACLs
-    (one node only); ``listeners``: more PLAINTEXT client listeners, each advertised at its own
-    (proxy) port, while brokers replicate over the PLAINTEXT listener, advertised as itself."""
+    cluster of several nodes (:mod:`dev.kafka_cluster`); ``sasl``: a SCRAM client listener, a
+    controller listener that takes only the admin, and ACLs (one node only); ``listeners``: more
+    PLAINTEXT client listeners, each advertised at its own (proxy) port, while brokers replicate
+    over the PLAINTEXT listener, advertised as itself."""
     names = [listener.name for listener in listeners]
     if {"PLAINTEXT", "CONTROLLER"} & set(names) or len(set(names)) != len(names):
         raise StackError(f"listener names must be unique and not PLAINTEXT/CONTROLLER: {names}")
@@ -295,6 +310,8 @@ def start(
     data_dir = home / "data"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
+    config.touch(mode=0o600)  # a secured broker's holds the admin's password
+    config.chmod(0o600)
     config.write_text(
         server_properties(port=port, controller_port=controller_port, data_dir=data_dir, sasl=sasl)
     )
@@ -416,11 +433,16 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def grant_store_acls(settings: Settings, sasl: Sasl, *, topic: str) -> None:
+def grant_store_acls(settings: Settings, sasl: Sasl, *, topic: str, timeout: float = 30.0) -> None:
     """ACLs of the store on a secured broker (``settings`` log in as the admin): only the writer
-    may produce to ``topic``; the consumer may read it and use any consumer group."""
+    may produce to ``topic``; the consumer may read it and use any consumer group.
+
+    Returns once the broker authorises with them (DescribeAcls answers from its authorizer):
+    CreateAcls answers when the controller has committed them, the broker applies them a little
+    later (up to half a second on a loaded machine), and a produce in between is refused."""
     from confluent_kafka.admin import (  # type: ignore[attr-defined]
         AclBinding,
+        AclBindingFilter,
         AclOperation,
         AclPermissionType,
         ResourcePatternType,
@@ -447,7 +469,21 @@ def grant_store_acls(settings: Settings, sasl: Sasl, *, topic: str) -> None:
         allow(sasl.consumer, ResourceType.GROUP, "*", AclOperation.READ),
         allow(sasl.consumer, ResourceType.GROUP, "*", AclOperation.DESCRIBE),
     ]
+    wildcard: Any = None  # what a filter's name, principal or host takes for "any"
+    everything = AclBindingFilter(
+        ResourceType.ANY,
+        wildcard,
+        ResourcePatternType.ANY,
+        wildcard,
+        wildcard,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
     client = admin(settings)  # referenced until the futures resolve
     with translated():
         for future in client.create_acls(bindings).values():
-            future.result(timeout=30)
+            future.result(timeout=timeout)
+        for _ in Backoff(initial=0.02, maximum=0.2).attempts(timeout=timeout):
+            if set(bindings) <= set(client.describe_acls(everything).result(timeout=timeout)):
+                return
+    raise StackError(f"the broker did not apply the store's ACLs within {timeout:.0f}s")

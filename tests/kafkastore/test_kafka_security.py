@@ -1,17 +1,28 @@
 """A broker that authenticates (SASL/SCRAM-SHA-256) and authorises (StandardAuthorizer): only the
 writer's principal may produce to the events topic; the store keeps working; a forged message
-with a stolen header set never reaches a read (docs/design.md section 13)."""
+with a stolen header set never reaches a read; its controller listener, which admin clients may
+reach directly (KIP-919), takes no request without a login (docs/design.md section 13)."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from dev import kafka as dev_kafka
+from dev.process import LOCALHOST
 from indexer.reads import Reads
 from kafkastore import kafka, topic
 from kafkastore.client import EventStore
@@ -27,6 +38,9 @@ class Secured:
     settings: Settings
     """The store's: the consumer principal for every client, the writer's for its producer."""
     sasl: dev_kafka.Sasl
+    controller_port: int
+    admin: Settings
+    """The admin's login (a super user) on the client listener."""
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +60,7 @@ def secured(database_url: str) -> Iterator[Secured]:
             writer_kafka=sasl.client("writer"),
             indexer_group=unique("indexer"),
         )
-        yield Secured(settings, sasl)
+        yield Secured(settings, sasl, broker.controller_port, admin)
     finally:
         dev_kafka.stop(broker.pid, proc=proc)
 
@@ -149,3 +163,67 @@ def _stolen_headers(secured: Secured, stream: str) -> list[tuple[str, bytes]]:
     finally:
         consumer.close()
     raise AssertionError("the real message was not found")
+
+
+# The test below tries to take the broker over through its controller listener. Were it to
+# succeed, the fixture's broker would be changed for good: it comes last in this module.
+
+
+def test_no_login_on_the_controller_port_cannot_grant_the_consumer_write(secured: Secured) -> None:
+    topic_name = secured.settings.topic
+    answer = _create_acl_without_login(secured.controller_port, topic_name, "User:consumer")
+    granted = _write_acls(secured.admin, topic_name, "User:consumer")
+    refused = _produce(secured.settings, secured.sasl.client("consumer"), [])
+
+    assert answer is None  # the controller closed the connection rather than answer
+    assert granted == []
+    assert refused is not None
+
+
+def _create_acl_without_login(port: int, topic_name: str, principal: str) -> int | None:
+    """What any local process can send: CreateAcls (version 1) allowing ``principal`` to write
+    ``topic_name``, to the controller listener, with no SASL handshake. The answer's error code
+    (0: created), or None when the controller closed the connection instead of answering."""
+
+    def string(text: str) -> bytes:
+        return struct.pack(">h", len(text)) + text.encode()
+
+    # confluent-kafka's enums carry the protocol's codes.
+    creation = (
+        struct.pack(">b", ResourceType.TOPIC.value)
+        + string(topic_name)
+        + struct.pack(">b", ResourcePatternType.LITERAL.value)
+        + string(principal)
+        + string("*")
+        + struct.pack(">bb", AclOperation.WRITE.value, AclPermissionType.ALLOW.value)
+    )
+    create_acls, version, correlation = 30, 1, 1
+    header = struct.pack(">hhi", create_acls, version, correlation) + string("no-login")
+    request = header + struct.pack(">i", 1) + creation
+    with socket.create_connection((LOCALHOST, port), timeout=30) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        answer = b""
+        while len(answer) < 4 or len(answer) < 4 + struct.unpack(">i", answer[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            answer += chunk
+    # size, correlation id, throttle time, then the results: [error code, error message]
+    count, error = struct.unpack(">ih", answer[12:18])
+    assert count == 1
+    return int(error)
+
+
+def _write_acls(admin: Settings, topic_name: str, principal: str) -> list[object]:
+    """The broker's ACLs that allow ``principal`` to write ``topic_name`` (asked as the admin)."""
+    wanted = AclBindingFilter(
+        ResourceType.TOPIC,
+        topic_name,
+        ResourcePatternType.LITERAL,
+        principal,
+        None,
+        AclOperation.WRITE,
+        AclPermissionType.ALLOW,
+    )
+    client = kafka.admin(admin)  # referenced until the future resolves
+    return list(client.describe_acls(wanted).result(timeout=30))
