@@ -60,7 +60,7 @@ import orjson
 from indexer import render
 from indexer.reads import AsyncReads
 from indexer.wakeups import Watch
-from kafkastore.errors import StreamDeleted, StreamNotFound, Unavailable
+from kafkastore.errors import Forbidden, StreamDeleted, StreamNotFound, Unavailable
 from kafkastore.records import RecordedEvent
 from kafkastore.retry import Backoff
 
@@ -389,11 +389,27 @@ class Hub:
             await asyncio.wait(tasks, timeout=READER_WAIT)
 
 
-async def _visible(page: Page, allowed: Allowed | None) -> list[bytes]:
+async def _visible(page: Page, feed: Feed, allowed: Allowed | None) -> list[bytes]:
+    """The messages of ``page`` the subscriber may see; Forbidden on a stream feed whose
+    caller lost ``read`` on the stream (its feed ends rather than skipping events)."""
     if allowed is None or not page.messages:
         return [m for _, m in page.messages]
     may = await allowed(list({s for s, _ in page.messages}))
+    if feed.kind == "stream" and feed.name not in may:
+        raise Forbidden()
     return [m for s, m in page.messages if s in may]
+
+
+async def _still_allowed(feed: Feed, allowed: Allowed | None) -> None:
+    """At a heartbeat: raise Unauthorized when the token was revoked or expired, Forbidden when
+    a stream feed's caller lost ``read`` on the stream (one lookup in the caches of tokens and
+    stream ACLs; the right to a category or ``$all`` is the route's, fixed by the settings and
+    the caller's roles, which the token check covers)."""
+    if allowed is None:
+        return
+    may = await allowed([feed.name] if feed.kind == "stream" else [])
+    if feed.kind == "stream" and feed.name not in may:
+        raise Forbidden()
 
 
 async def follow(
@@ -408,8 +424,9 @@ async def follow(
     """One subscription's bytes: catch-up pages read on its own, then the pages of the hub's
     reader of its key, heartbeats between; ends when ``stopped()`` (shutdown, the client left:
     whoever makes it true sets ``wake``) or the stream is deleted. ``allowed`` keeps only the
-    events of the streams the subscriber may read. Never cancelled in the middle of a read
-    (that would leave a pooled connection busy)."""
+    events of the streams the subscriber may read, and is asked again at every heartbeat (a
+    revoked token ends an idle feed too). Never cancelled in the middle of a read (that would
+    leave a pooled connection busy)."""
     reads = hub.reads
     await reads.listen()
     loop = asyncio.get_running_loop()
@@ -440,7 +457,7 @@ async def follow(
                 if page is None:
                     yield DELETED
                     return
-                for chunk in await _visible(page, allowed):
+                for chunk in await _visible(page, feed, allowed):
                     yield chunk
                     quiet_since = loop.time()
                 key = key._replace(at=page.next)
@@ -455,6 +472,7 @@ async def follow(
                     wake.clear()
                     remaining = heartbeat - (loop.time() - quiet_since)
                     if remaining <= 0:
+                        await _still_allowed(feed, allowed)
                         yield HEARTBEAT
                         quiet_since = loop.time()
                         continue
@@ -467,7 +485,7 @@ async def follow(
                     yield item.comment
                     return
                 key = key._replace(at=item.next)
-                for chunk in await _visible(item, allowed):
+                for chunk in await _visible(item, feed, allowed):
                     yield chunk
                     quiet_since = loop.time()
     finally:
