@@ -57,7 +57,7 @@ from typing import NamedTuple
 
 import orjson
 
-from indexer import render
+from indexer import metrics, render
 from indexer.reads import AsyncReads
 from indexer.wakeups import Watch
 from kafkastore.errors import Forbidden, StreamDeleted, StreamNotFound, Unavailable
@@ -320,6 +320,7 @@ class Hub:
         finally:
             self.running -= 1
         self.reads_done += 1
+        metrics.SSE_READS.inc()
         return page
 
     def read_failed(self, key: Key, error: Unavailable) -> None:

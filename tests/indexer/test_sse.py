@@ -473,3 +473,52 @@ def test_tail_with_api_reopens_a_dropped_feed_after_its_last_event(
     assert [line.split()[1:4] for line in lines] == [
         [stream, f"v{n}", kind] for n, kind in enumerate("ABCD", 1)
     ]  # nothing repeated, nothing skipped
+
+
+def _sse_reads(url: str) -> float:
+    """``kafkastore_sse_reads_total`` of the API at ``url``."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    (line,) = [x for x in text.splitlines() if x.startswith("kafkastore_sse_reads_total ")]
+    return float(line.split()[1])
+
+
+def test_the_feeds_of_quiet_streams_cost_no_read_when_another_stream_is_written(
+    own_index: tuple[Settings, str],
+) -> None:
+    _settings, url = own_index
+    streams = [f"{unique('Calm').replace('-', '')}-{i}" for i in range(20)]
+    for stream in streams:
+        append(url, stream, "Before")
+    got: list[list[str]] = [[] for _ in streams]
+    errors: list[BaseException] = []
+
+    def follow(i: int) -> None:
+        try:
+            with subscribe(f"{url}/subscribe/streams/{streams[i]}", timeout=60) as feed:
+                for message in feed:
+                    if message.data is not None:
+                        got[i].append(message.event["type"])
+                        if len(got[i]) == 2:
+                            return
+        except BaseException as exc:
+            errors.append(exc)
+
+    followers = [threading.Thread(target=follow, args=(i,)) for i in range(len(streams))]
+    for t in followers:
+        t.start()
+    deadline = time.monotonic() + 60
+    while not all(got) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # each caught up and joined its reader at the head
+    before = _sse_reads(url)
+    append(url, streams[0], "After")
+    while len(got[0]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # any other reader woken by the commit would have read by now
+    assert _sse_reads(url) - before == 1  # the written stream's reader; not the 19 others
+    for stream in streams[1:]:
+        append(url, stream, "After")
+    for t in followers:
+        t.join(60)
+    assert not errors, errors
+    assert got == [["Before", "After"]] * len(streams)
