@@ -64,6 +64,7 @@ WORKLOADS: dict[str, Workload] = {
     "kafkastore_read_stream": index.read_stream,
     "kafkastore_sse_latency": sse.latency,
     "kafkastore_sse_idle": sse.idle,
+    "kafkastore_sse_idle_streams": sse.idle_streams,
     "kafkastore_scaleout": scaleout.scaleout,
     "raw_kafka_flat_out": baselines.raw_kafka_flat,
     "raw_kafka_sustained": sustained.raw_kafka,

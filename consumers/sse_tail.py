@@ -2,11 +2,13 @@
 
 One category follows ``/subscribe/categories/{c}``; none or several follow ``/subscribe/all``
 (several are kept here, by category). ``--type`` is sent as the feed's ``type`` filter. Without
-``--from-beginning`` the tail starts after the last indexed event (found by probing ``GET /all``,
-whose positions are gap-free). A dropped connection is reopened with ``Last-Event-ID``, so no
-event is shown twice or skipped. Lines are those of the Kafka mode (:mod:`consumers.tail`).
-With ``--token`` (or ``KAFKASTORE_TOKEN``) every request carries it as a bearer token; a 401 or
-403 ends the tail with our error (exit 5) instead of reconnecting.
+``--from-beginning`` the tail starts after the last indexed event: the ``next_position`` of a
+read of the feed's route (``GET /all`` or ``/categories/{c}``: the same right as the feed) that
+matches no event, which is past the index's head (:func:`end_position`; holes that hidden or
+scavenged events leave in positions do not matter). A dropped connection is reopened with
+``Last-Event-ID``, so no event is shown twice or skipped. Lines are those of the Kafka mode
+(:mod:`consumers.tail`). With ``--token`` (or ``KAFKASTORE_TOKEN``) every request carries it as
+a bearer token; a 401 or 403 ends the tail with our error (exit 5) instead of reconnecting.
 """
 
 from __future__ import annotations
@@ -51,23 +53,34 @@ def _get_json(url: str, token: str = "") -> Any:
         return orjson.loads(response.read())
 
 
-def last_position(api: str, token: str = "") -> int:
-    """The highest global position in ``$all`` (0 when empty): gallop, then bisect."""
+END_PROBE_TYPE = "$kafkastore-tail-end"
+"""The type filter of the reads that find the end: an event type nobody uses (one that some
+event has only costs more pages)."""
+END_PROBE_LIMIT = 100
 
-    def exists(position: int) -> bool:
-        query = urlencode({"from_position": position, "limit": 1})
-        page = _get_json(f"{api}/all?{query}", token)
-        return bool(page["events"]) and page["events"][0]["global_position"] == position
 
-    if not exists(1):
-        return 0
-    low, high = 1, 2
-    while exists(high):
-        low, high = high, high * 2
-    while high - low > 1:  # exists(low), not exists(high)
-        middle = (low + high) // 2
-        low, high = (middle, high) if exists(middle) else (low, middle)
-    return low
+def end_position(api: str, token: str = "", categories: tuple[str, ...] | None = None) -> int:
+    """The position after the last indexed event (1 when the index is empty).
+
+    A position read answers ``next_position`` past the index's head when its page is shorter
+    than its limit (docs/http.md, ``GET /categories``): filtered to a type no event has, the
+    first page is (one request), and pages of events of that type are paged through. The read
+    is of the feed's route (a category's for one category): it needs the feed's right only.
+    """
+    path = (
+        f"/categories/{quote(categories[0], safe='')}"
+        if categories and len(categories) == 1
+        else "/all"
+    )
+    position = 1
+    while True:
+        query = urlencode(
+            {"from_position": position, "limit": END_PROBE_LIMIT, "type": END_PROBE_TYPE}
+        )
+        page = _get_json(f"{api}{path}?{query}", token)
+        position = int(page["next_position"])
+        if len(page["events"]) < END_PROBE_LIMIT:
+            return position
 
 
 def feed_url(api: str, categories: tuple[str, ...] | None, types: tuple[str, ...] | None) -> str:
@@ -122,7 +135,7 @@ def run(
     url = feed_url(api, categories, types)
     wanted = set(categories) if categories and len(categories) > 1 else None
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
-        last_id = 0 if from_beginning else last_position(api, token)
+        last_id = 0 if from_beginning else end_position(api, token, categories) - 1
         delays = RECONNECT.delays()
         while True:
             try:

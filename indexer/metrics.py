@@ -4,7 +4,8 @@
   and served by it alone (:func:`serve_indexer_metrics`, on ``settings.metrics_port``; the dev
   stack turns it on and lists its URL in ``dev.json`` as ``indexer_metrics``). The API process
   never exports them: a counter it does not have would read 0, which is not the truth.
-- The default registry (the API's ``/metrics``): read latencies and waits, and the index lag
+- The default registry (the API's ``/metrics``): read latencies and waits, the reads of the live
+  subscriptions' readers (``kafkastore_sse_reads_total``), and the index lag
   seen from outside: :func:`register_api_collectors` adds a collector that compares the topic's
   high watermarks with ``index_checkpoints`` at scrape time (``kafkastore_index_lag_*``).
 """
@@ -101,6 +102,11 @@ READ_SECONDS = Histogram(
 READ_WAITS = Counter(
     "kafkastore_read_index_waits",
     "Times a read with min_version waited for the indexer (one per notification round).",
+)
+SSE_READS = Counter(
+    "kafkastore_sse_reads",
+    "Index reads of the live subscriptions' readers at the head (one per wake-up of a feed "
+    "key: a commit that touched its stream or category, or any commit for $all).",
 )
 
 CHECKPOINTS = "SELECT partition, next_offset FROM index_checkpoints WHERE topic = %s"

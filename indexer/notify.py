@@ -1,7 +1,8 @@
 """One LISTEN connection per process, fanning ``kafkastore_index`` notifications out to waiters.
 
-The indexer sends ``NOTIFY kafkastore_index, '<last_position>'`` in every transaction that
-indexes events; PostgreSQL delivers it at COMMIT. A read waiting for ``min_version`` does:
+The indexer sends ``NOTIFY kafkastore_index`` in every transaction that indexes events, with the
+new last position and the streams (or categories) it touched (:mod:`indexer.wakeups`);
+PostgreSQL delivers it at COMMIT. A read waiting for ``min_version`` does:
 
     generation = listener.start()       # returns once the listener is listening
     check the index                     # a new READ COMMITTED snapshot
@@ -10,6 +11,11 @@ indexes events; PostgreSQL delivers it at COMMIT. A read waiting for ``min_versi
 Any commit after the check bumps the generation, so no wake-up is lost and nobody polls. A lost
 LISTEN connection is reopened; the reconnect bumps the generation too (waiters re-check, since
 notifications sent while it was down are gone).
+
+Live subscriptions wait on the :class:`~indexer.wakeups.Watch` of their stream or category
+(:meth:`AsyncListener.watch`) instead: its generation moves only when a commit touched that key
+(or may have: a payload that names nothing, a reconnect), so the feeds of a stream nobody writes
+to are not woken by every commit of the store.
 
 :class:`AsyncListener` is the one implementation (a task on the caller's event loop).
 :class:`Listener`, for blocking callers, runs an AsyncListener on an event loop of its own
@@ -25,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from indexer import wakeups
 from indexer.projection import NOTIFY_CHANNEL
 from kafkastore import pg
 from kafkastore.retry import Backoff
@@ -46,7 +53,8 @@ CLOSE_TIMEOUT = 2.0
 
 
 class AsyncListener:
-    """A task reads notifications; waiters await an asyncio.Event replaced at every bump.
+    """A task reads notifications and hands each to the :class:`~indexer.wakeups.Watches`;
+    waiters await the watch of everything (:meth:`wait`) or of their key (:meth:`watch`).
 
     ``on_bump`` (optional) is called on the listener's event loop after every bump.
     """
@@ -54,8 +62,7 @@ class AsyncListener:
     def __init__(self, database_url: str, *, on_bump: Callable[[], None] | None = None) -> None:
         self._url = database_url
         self._on_bump = on_bump
-        self.generation = 0
-        self._event = asyncio.Event()
+        self.watches = wakeups.Watches()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -73,17 +80,25 @@ class AsyncListener:
             await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
         return self.generation
 
+    @property
+    def generation(self) -> int:
+        """Moves on at every notification, reconnect and close."""
+        return self.watches.generation
+
     async def wait(self, generation: int, timeout: float) -> int:
         """Return the generation once it moved past ``generation`` or ``timeout`` passed."""
-        if self.generation == generation and timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
-        return self.generation
+        return await self.watches.everything.wait(generation, timeout)
 
-    def _bump(self) -> None:
-        self.generation += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+    def watch(self, kind: str, name: str) -> wakeups.Watch:
+        """The wake-up of a stream or a category (``kind`` "all": of every commit); give it back
+        with :meth:`unwatch`. Its generation moves on only when a commit may concern it."""
+        return self.watches.acquire(kind, name)
+
+    def unwatch(self, watch: wakeups.Watch) -> None:
+        self.watches.release(watch)
+
+    def _bump(self, touched: wakeups.Touched = wakeups.ANYTHING) -> None:
+        self.watches.touch(touched)
         if self._on_bump is not None:
             self._on_bump()
 
@@ -98,8 +113,8 @@ class AsyncListener:
                         delays = RECONNECT.delays()
                         self._bump()
                         self._ready.set()
-                        async for _note in conn.notifies():
-                            self._bump()
+                        async for note in conn.notifies():
+                            self._bump(wakeups.parse(note.payload))
             except Exception as exc:  # the listener must outlive any error: log and reopen
                 logger.warning("index listener lost or cannot open its connection: %s", exc)
                 self._ready.set()  # waiters fall back to their timeouts

@@ -31,8 +31,9 @@ that re-reads old offsets never brings a scavenged or deleted event back. They g
 position (holes in positions are allowed; docs/http.md).
 
 4. Record phantoms in ``phantoms`` (for the audit) and ``NOTIFY kafkastore_index`` with the new
-   high-water mark (:func:`advance_head`, pipelined with the checkpoints and COMMIT);
-   PostgreSQL delivers notifications only at COMMIT, in commit order.
+   high-water mark and the streams indexed (:func:`advance_head`, pipelined with the checkpoints
+   and COMMIT; the payload is :func:`indexer.wakeups.payload`); PostgreSQL delivers
+   notifications only at COMMIT, in commit order.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from consumers.runtime import PhantomRecord
+from indexer import wakeups
 from kafkastore import lifecycle, pg
 from kafkastore.codec import WireEvent
 from kafkastore.errors import IntegrityError
@@ -55,7 +57,8 @@ from kafkastore.streams import category_of
 logger = logging.getLogger("kafkastore.indexer")
 
 NOTIFY_CHANNEL = "kafkastore_index"
-"""Payload: the new ``index_head.last_position`` (decimal)."""
+"""Payload: the new ``index_head.last_position`` (decimal), then the streams or categories the
+commit touched (:mod:`indexer.wakeups`)."""
 
 
 class BatchLike(Protocol):
@@ -83,6 +86,8 @@ class Applied:
     """Phantom records stored."""
     last_position: int | None
     """The new high-water mark, or None when no row was written."""
+    streams: tuple[str, ...] = ()
+    """The streams of the rows written (each once), for the notification."""
 
 
 # Per stream of the batch: its highest indexed version (a backward scan of the unique index),
@@ -119,10 +124,11 @@ COPY_TYPES = [
     "text", "jsonb", "timestamptz", "int4", "int8", "uuid", "int8",
 ]  # fmt: skip
 
-# One round trip: the new head and its notification (delivered at COMMIT).
+# One round trip: the new head and its notification (delivered at COMMIT); the payload is
+# wakeups.payload(<the same position>, <the streams>).
 ADVANCE_HEAD = """
 WITH h AS (UPDATE index_head SET last_position = %s WHERE id RETURNING last_position)
-SELECT pg_notify('kafkastore_index', last_position::text) FROM h
+SELECT pg_notify('kafkastore_index', %s) FROM h
 """
 
 # A phantom seen again (checkpoints reset and the topic re-read) keeps its first record.
@@ -203,7 +209,8 @@ def apply(
     if not fresh:
         return Applied(0, duplicates, phantoms, None)
     first = int(row[0]) + 1
-    applied = Applied(len(fresh), duplicates, phantoms, first + len(fresh) - 1)
+    streams = tuple(dict.fromkeys(e.stream_id for e in fresh))
+    applied = Applied(len(fresh), duplicates, phantoms, first + len(fresh) - 1, streams)
     with pg.translated():
         # COPY costs less Python per row than any INSERT, even for one event (measured).
         _copy(conn, fresh, first)
@@ -215,7 +222,8 @@ def apply(
 def advance_head(conn: psycopg.Connection, applied: Applied) -> None:
     """Move ``index_head`` to what :func:`apply` wrote and notify (delivered at COMMIT)."""
     if applied.last_position is not None:
-        pg.execute(conn, ADVANCE_HEAD, (applied.last_position,))
+        notice = wakeups.payload(applied.last_position, applied.streams)
+        pg.execute(conn, ADVANCE_HEAD, (applied.last_position, notice))
 
 
 def _unique(batches: Sequence[BatchLike]) -> tuple[list[WireEvent], int]:

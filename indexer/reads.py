@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from indexer.notify import AsyncListener, Listener
 from indexer.read_steps import Direction, Fetch, Op, ReadSteps, Steps, Wait
+from indexer.wakeups import Watch
 from kafkastore import pg
 from kafkastore.config import Settings
 from kafkastore.opening import Opening
@@ -29,6 +30,9 @@ __all__ = ["AsyncReads", "Direction", "Op", "ReadSteps", "Reads", "awaiting", "b
 
 OPEN_TIMEOUT = 10.0
 """How long ``open`` waits for the pool's first connection before it fails."""
+
+APPLICATION_NAME = "kafkastore-reads"
+"""``application_name`` of the read pools' connections (``pg_stat_activity``)."""
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -87,7 +91,8 @@ def _pool_kwargs(settings: Settings, max_size: int) -> dict[str, Any]:
         "conninfo": settings.database_url,
         "min_size": 1,
         "max_size": max_size,
-        "kwargs": {"autocommit": True},
+        # Named, so that an operator (or a test) can tell the read pools' connections apart.
+        "kwargs": {"autocommit": True, "application_name": APPLICATION_NAME},
         "open": False,
     }
 
@@ -222,6 +227,15 @@ class AsyncReads:
     async def wait_for_index(self, generation: int, timeout: float) -> int:
         """The generation once it moved past ``generation`` or ``timeout`` passed."""
         return await self._listener.wait(generation, timeout)
+
+    def watch(self, kind: str, name: str) -> Watch:
+        """The wake-up of one stream or category (``kind`` "all": of every index commit), for a
+        live subscription: its generation moves on only at the commits that may concern it
+        (:mod:`indexer.wakeups`). Give it back with :meth:`unwatch`."""
+        return self._listener.watch(kind, name)
+
+    def unwatch(self, watch: Watch) -> None:
+        self._listener.unwatch(watch)
 
     read_stream = awaiting(ReadSteps.read_stream)
     read_category = awaiting(ReadSteps.read_category)

@@ -14,7 +14,9 @@ Access (docs/http.md "Security"): the route is authorised like the read it follo
 table of :mod:`kafkastore.auth_http`), and every event a feed sends first passes
 :func:`kafkastore.auth_http.stream_filter` for the subscriber: an event of a stream the caller
 may not read is never streamed on a category or ``$all`` feed, and a token that was revoked or
-expired ends the feed.
+expired ends the feed, as does a stream feed's caller losing ``read`` on the stream: checked
+with every page and at every heartbeat (:func:`indexer.sse_hub.follow`), so an idle feed ends
+too.
 
 Bounds: at most ``sse_max_subscribers`` feeds per process (beyond it 503 with ``Retry-After``);
 a connection holds at most its mailbox at the hub (a few pages, shared with the other

@@ -20,10 +20,18 @@ Why nothing is skipped or repeated:
 - When a reader's read moves it to P' and another reader already is at P' with the same key,
   its subscribers move to that one (they had everything before P') and it ends: readers merge
   as they reach the same position, so a burst of new subscribers ends up on one reader.
-- A reader takes the listener's generation *before* each read and waits on it
-  (:mod:`indexer.notify`): any index commit after the read wakes it; nothing is polled and no
-  wake-up is lost. A new reader waits on the generation its first subscriber took before its
-  own last read.
+- A reader takes the generation of its key's :class:`~indexer.wakeups.Watch` *before* each
+  read and waits on it (:mod:`indexer.notify`): any index commit after the read that touched
+  its stream or category (any commit at all for ``$all``) wakes it; nothing is polled and no
+  wake-up is lost. A new reader waits on the generation its first subscriber took, from the
+  same watch (held for the feed's whole life), before its own last read.
+
+Cost: a commit wakes only the readers of ``$all`` and of the streams and categories it touched
+(the indexer's notification names them), so a thousand feeds of a thousand quiet streams cost
+no read when another stream is written. Reads of the readers are gated (:data:`HUB_READS` at
+once, the others queue): a commit that wakes many keys never exhausts the read pool, and a
+transient failure of a read (:class:`~kafkastore.errors.Unavailable`: the pool timed out, a
+connection was lost) is retried after a pause instead of ending the feeds.
 
 Bounds: a mailbox holds at most :data:`MAILBOX_PAGES` pages and :data:`MAILBOX_BYTES` bytes. A
 reader never waits for a subscriber: when one's mailbox is full it is *detached* — it drains
@@ -31,6 +39,10 @@ what it has and pages on its own again from there (holding one page), then rejoi
 A client that accepts no data at all is cut off by the send timeout of
 :class:`~indexer.sse.EventStream` (logged), so a slow subscriber never stalls the others and
 never holds more than its mailbox.
+
+This module is longer than ~400 lines: the reader, the hub and a subscription's loop share one
+set of invariants (the generation taken before each read, readers keyed and merged by position,
+the bounded mailboxes), which are checked together more easily than across modules.
 """
 
 from __future__ import annotations
@@ -45,10 +57,12 @@ from typing import NamedTuple
 
 import orjson
 
-from indexer import render
+from indexer import metrics, render
 from indexer.reads import AsyncReads
-from kafkastore.errors import StreamDeleted, StreamNotFound
+from indexer.wakeups import Watch
+from kafkastore.errors import Forbidden, StreamDeleted, StreamNotFound, Unavailable
 from kafkastore.records import RecordedEvent
+from kafkastore.retry import Backoff
 
 logger = logging.getLogger("kafkastore.sse")
 
@@ -64,6 +78,13 @@ CATCHUP_READS = 8
 """Catch-up reads of subscriptions running at once per process (half the read pool): a burst of
 thousands of new subscribers queues here instead of exhausting the pool that the readers, and
 every other read of the API, need."""
+HUB_READS = 8
+"""Reads of the readers at the head running at once per process (the other half of the pool):
+a commit that wakes more keys than that queues them here."""
+RETRY = Backoff(initial=0.1, maximum=5.0)
+"""Pauses of a reader between attempts of a read that failed for a transient reason."""
+RETRY_LOG_INTERVAL = 5.0
+"""At most one log line per this many seconds about failed reads (per process)."""
 
 Allowed = Callable[[list[str]], Awaitable[Container[str]]]
 """Of these stream ids, the ones the subscriber may read (the access rule of the app)."""
@@ -179,6 +200,8 @@ class Reader:
     def __init__(self, hub: Hub, key: Key, generation: int) -> None:
         self.hub = hub
         self.key = key
+        self.watch = hub.reads.watch(key.kind, key.name)
+        """Given back when the task ends."""
         self.mailboxes: set[Mailbox] = set()
         self.emptied = asyncio.Event()
         self.task = asyncio.create_task(self._run(generation), name=f"kafkastore-sse-{key}")
@@ -203,22 +226,33 @@ class Reader:
         return True
 
     async def _run(self, generation: int | None) -> None:
+        pauses = RETRY.delays()
         try:
             while not self._done():
                 if generation is not None:
-                    await self.hub.wait(generation, self.emptied)
+                    await self.hub.wait(self.watch, generation, self.emptied)
                     if self._done():
                         return
-                generation = self.hub.reads.index_generation  # before the read
-                try:
-                    page = await read_page(self.hub.reads, self.key, self.hub.page_events)
-                except StreamDeleted:
-                    self._end(Closed(comment=DELETED))
-                    return
-                except Exception as exc:  # every subscriber ends with it (EventStream logs it)
-                    self._end(Closed(error=exc))
-                    return
-                self.hub.reads_done += 1
+                async with self.hub.reading:  # queue here, not in the pool
+                    if self._done():
+                        return
+                    generation = self.watch.generation  # before the read
+                    try:
+                        page = await self.hub.read(self.key)
+                    except StreamDeleted:
+                        self._end(Closed(comment=DELETED))
+                        return
+                    except Unavailable as exc:  # transient: the feeds wait, the read is retried
+                        page = None
+                        self.hub.read_failed(self.key, exc)
+                    except Exception as exc:  # every subscriber ends with it (EventStream logs it)
+                        self._end(Closed(error=exc))
+                        return
+                if page is None:
+                    await self.hub.pause(next(pauses), self.emptied)
+                    generation = None  # read again
+                    continue
+                pauses = RETRY.delays()
                 if page.messages:
                     self._deliver(page)
                 if not self._move(page.next):
@@ -227,6 +261,7 @@ class Reader:
                     generation = None  # maybe more: read on before waiting
         finally:
             self.hub.forget(self)
+            self.hub.reads.unwatch(self.watch)
 
     def _deliver(self, page: Page) -> None:
         for mailbox in list(self.mailboxes):
@@ -267,7 +302,52 @@ class Hub:
         self.readers: dict[Key, Reader] = {}
         self.reads_done = 0
         """Index reads made by readers (catch-up reads of subscriptions not counted)."""
+        self.reads_failed = 0
+        """Reads of readers that failed for a transient reason (and were retried)."""
+        self.running = 0
+        self.running_peak = 0
+        """Most reads of readers that ran at once."""
         self.catchup = asyncio.Semaphore(CATCHUP_READS)
+        self.reading = asyncio.Semaphore(HUB_READS)
+        self._logged_at = -RETRY_LOG_INTERVAL
+
+    async def read(self, key: Key) -> Page:
+        """One read of a reader (counted)."""
+        self.running += 1
+        self.running_peak = max(self.running_peak, self.running)
+        try:
+            page = await read_page(self.reads, key, self.page_events)
+        finally:
+            self.running -= 1
+        self.reads_done += 1
+        metrics.SSE_READS.inc()
+        return page
+
+    def read_failed(self, key: Key, error: Unavailable) -> None:
+        self.reads_failed += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._logged_at >= RETRY_LOG_INTERVAL:
+            self._logged_at = now
+            logger.warning(
+                "live subscriptions: a read of %s %r failed (%s); retrying (%d failed so far)",
+                key.kind,
+                key.name,
+                error,
+                self.reads_failed,
+            )
+
+    async def pause(self, delay: float, emptied: asyncio.Event) -> None:
+        """Sleep ``delay`` seconds, less at shutdown or when ``emptied`` is set."""
+        stops = [asyncio.ensure_future(e.wait()) for e in (self.closing, emptied)]
+        try:
+            await asyncio.wait(stops, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in stops:
+                task.cancel()
+
+    def watch(self, kind: str, name: str) -> Watch:
+        """The wake-up of a feed's stream or category (see Reader.watch)."""
+        return self.reads.watch(kind, name)
 
     def join(self, key: Key, mailbox: Mailbox, generation: int) -> None:
         """Attach ``mailbox`` to the reader of ``key`` (started, waiting on ``generation``,
@@ -289,10 +369,10 @@ class Hub:
     def subscribers(self) -> int:
         return sum(len(r.mailboxes) for r in self.readers.values())
 
-    async def wait(self, generation: int, emptied: asyncio.Event) -> None:
-        """Until an index commit after ``generation``, shutdown, ``emptied`` or
-        :data:`READER_WAIT`."""
-        notified = asyncio.ensure_future(self.reads.wait_for_index(generation, READER_WAIT))
+    async def wait(self, watch: Watch, generation: int, emptied: asyncio.Event) -> None:
+        """Until an index commit after ``generation`` that may concern ``watch``, shutdown,
+        ``emptied`` or :data:`READER_WAIT`."""
+        notified = asyncio.ensure_future(watch.wait(generation, READER_WAIT))
         stops = [asyncio.ensure_future(e.wait()) for e in (self.closing, emptied)]
         try:
             await asyncio.wait({notified, *stops}, return_when=asyncio.FIRST_COMPLETED)
@@ -310,11 +390,27 @@ class Hub:
             await asyncio.wait(tasks, timeout=READER_WAIT)
 
 
-async def _visible(page: Page, allowed: Allowed | None) -> list[bytes]:
+async def _visible(page: Page, feed: Feed, allowed: Allowed | None) -> list[bytes]:
+    """The messages of ``page`` the subscriber may see; Forbidden on a stream feed whose
+    caller lost ``read`` on the stream (its feed ends rather than skipping events)."""
     if allowed is None or not page.messages:
         return [m for _, m in page.messages]
     may = await allowed(list({s for s, _ in page.messages}))
+    if feed.kind == "stream" and feed.name not in may:
+        raise Forbidden()
     return [m for s, m in page.messages if s in may]
+
+
+async def _still_allowed(feed: Feed, allowed: Allowed | None) -> None:
+    """At a heartbeat: raise Unauthorized when the token was revoked or expired, Forbidden when
+    a stream feed's caller lost ``read`` on the stream (one lookup in the caches of tokens and
+    stream ACLs; the right to a category or ``$all`` is the route's, fixed by the settings and
+    the caller's roles, which the token check covers)."""
+    if allowed is None:
+        return
+    may = await allowed([feed.name] if feed.kind == "stream" else [])
+    if feed.kind == "stream" and feed.name not in may:
+        raise Forbidden()
 
 
 async def follow(
@@ -329,14 +425,18 @@ async def follow(
     """One subscription's bytes: catch-up pages read on its own, then the pages of the hub's
     reader of its key, heartbeats between; ends when ``stopped()`` (shutdown, the client left:
     whoever makes it true sets ``wake``) or the stream is deleted. ``allowed`` keeps only the
-    events of the streams the subscriber may read. Never cancelled in the middle of a read
-    (that would leave a pooled connection busy)."""
+    events of the streams the subscriber may read, and is asked again at every heartbeat (a
+    revoked token ends an idle feed too). Never cancelled in the middle of a read (that would
+    leave a pooled connection busy)."""
     reads = hub.reads
     await reads.listen()
     loop = asyncio.get_running_loop()
     key = Key(feed.kind, feed.name, feed.types, feed.start)
     mailbox = Mailbox(wake)
     quiet_since = loop.time()
+    # Held for the feed's whole life: the generations it takes are of this watch, also those
+    # a reader it starts waits on (Reader holds one of its own).
+    watch = hub.watch(feed.kind, feed.name)
     try:
         while not stopped():
             # A reader at this very position delivers everything from here; else catch up on
@@ -349,16 +449,16 @@ async def follow(
                         return
                     joined = key in hub.readers  # one may have come while we queued
                     if not joined:
-                        generation = reads.index_generation  # before the read: see above
+                        generation = watch.generation  # before the read: see above
                         with contextlib.suppress(StreamDeleted):
                             page = await read_page(reads, key, hub.page_events)
             if joined:
-                hub.join(key, mailbox, reads.index_generation)
+                hub.join(key, mailbox, watch.generation)
             else:
                 if page is None:
                     yield DELETED
                     return
-                for chunk in await _visible(page, allowed):
+                for chunk in await _visible(page, feed, allowed):
                     yield chunk
                     quiet_since = loop.time()
                 key = key._replace(at=page.next)
@@ -373,6 +473,7 @@ async def follow(
                     wake.clear()
                     remaining = heartbeat - (loop.time() - quiet_since)
                     if remaining <= 0:
+                        await _still_allowed(feed, allowed)
                         yield HEARTBEAT
                         quiet_since = loop.time()
                         continue
@@ -385,8 +486,9 @@ async def follow(
                     yield item.comment
                     return
                 key = key._replace(at=item.next)
-                for chunk in await _visible(item, allowed):
+                for chunk in await _visible(item, feed, allowed):
                     yield chunk
                     quiet_since = loop.time()
     finally:
         hub.leave(mailbox)
+        reads.unwatch(watch)

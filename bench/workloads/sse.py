@@ -10,6 +10,14 @@ descriptors raised to the hard limit) holds 2 000 (``--quick``) or 5 000 idle su
 delivery to all of them is timed (ack -> the last client parsed it). Recorded: the subscribers
 held, the API's RSS before and with them, and the delivery times.
 
+``kafkastore_sse_idle_streams``: an API of its own holds 1 000 idle subscriptions (the default
+``sse_max_subscribers``), each of a stream of its own. One event is appended to one of the
+streams, five times (five streams): the delivery to its subscriber is timed, and the readers'
+index reads (``kafkastore_sse_reads_total`` of the API) are counted: one per append when only the
+written stream's reader wakes, 1 000 if every reader read at every commit. Then one event is
+appended to each of 100 of the streams at once (100 concurrent appends) and the time until all
+100 subscribers have theirs is recorded, with the reads it took.
+
 The clients are raw asyncio streams (:class:`SseClient`): a connection costs one socket and a
 small buffer in the benchmark process, so the server, not the client, is what is measured.
 """
@@ -39,6 +47,11 @@ LATENCY_RATE = 100.0
 LATENCY_SUBSCRIBERS = 4
 IDLE_SUBSCRIBERS = {True: 2000, False: 5000}
 IDLE_ROUNDS = 5
+QUIET_STREAMS = 1000
+"""Subscribers of ``kafkastore_sse_idle_streams``, one stream each (the default subscriber
+limit of an API process)."""
+WRITTEN_STREAMS = 100
+"""Streams of them written at once in its last round."""
 CONNECT_CONCURRENCY = 100
 """Connections being opened at once (the server's listen backlog is finite)."""
 DELIVERY_TIMEOUT = 120.0
@@ -282,6 +295,111 @@ def idle(ctx: Context, name: str) -> dict[str, Any]:
             "fan-out itself (server and these clients, on the same cores)",
             "file_limit": limit,
             "rounds": IDLE_ROUNDS,
+        }
+    )
+    return result
+
+
+def _sse_reads(url: str) -> float:
+    """The API's ``kafkastore_sse_reads_total`` (index reads of the feeds' readers)."""
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("kafkastore_sse_reads_total "):
+            return float(line.split()[1])
+    raise RuntimeError("the API has no kafkastore_sse_reads_total")
+
+
+def idle_streams(ctx: Context, name: str) -> dict[str, Any]:
+    """1 000 idle subscribers of 1 000 streams; one append to one stream (5 times), then one
+    append to each of 100 streams at once: delivery times and the readers' reads."""
+    count = QUIET_STREAMS
+    limit = _raise_file_limit()
+    if limit < count + 200:
+        raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too low for {count} connections")
+    api, url = ctx.env.start_api(
+        "api-sse-idle-streams", KAFKASTORE_SSE_MAX_SUBSCRIBERS=str(count + 100)
+    )
+    kind = f"SseQuiet{ctx.env.run_id}"
+    host, port = _target(url)
+    store = ctx.astore()
+    try:
+        rss_before = _rss_mb(api.pid)
+
+        async def main() -> dict[str, Any]:
+            ids = [f"{kind}-{i}" for i in range(count)]
+            clients = [SseClient(host, port, f"/subscribe/streams/{s}") for s in ids]
+            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+            done = itertools.count(1)
+            opened = time.perf_counter()
+            with drive.bar(ctx.progress, f"{name}: connect", count) as advance:
+
+                async def connect(client: SseClient) -> None:
+                    async with gate:
+                        await client.open()
+                    advance(next(done))
+
+                await asyncio.gather(*(connect(c) for c in clients))
+            connect_s = time.perf_counter() - opened
+            streams = [c.messages() for c in clients]
+            await asyncio.sleep(3.0)  # every feed has caught up and waits at the head
+            rss_held = _rss_mb(api.pid)
+            single_ms: list[float] = []
+            reads_before = _sse_reads(url)
+            for n in range(IDLE_ROUNDS):
+                i = n * (count // IDLE_ROUNDS)
+                wait = asyncio.ensure_future(anext(streams[i]))
+                await asyncio.sleep(0.2)
+                await store.append(ids[i], [NewEvent(type=kind, data={"n": n})])
+                acked = time.perf_counter()
+                _id, data = await asyncio.wait_for(wait, DELIVERY_TIMEOUT)
+                single_ms.append((time.perf_counter() - acked) * 1000.0)
+                assert orjson.loads(data)["data"]["n"] == n
+                await asyncio.sleep(1.0)  # any reader it woke has read by now
+            single_reads = _sse_reads(url) - reads_before
+            # One event to each of 100 streams at once.
+            chosen = list(range(1, count, count // WRITTEN_STREAMS))[:WRITTEN_STREAMS]
+            waits = [asyncio.ensure_future(anext(streams[i])) for i in chosen]
+            await asyncio.sleep(0.2)
+            reads_before = _sse_reads(url)
+            started = time.perf_counter()
+            await asyncio.gather(
+                *(store.append(ids[i], [NewEvent(type=kind, data={"n": i})]) for i in chosen)
+            )
+            acked = time.perf_counter()
+            arrived: list[float] = []
+            for future in asyncio.as_completed(waits, timeout=DELIVERY_TIMEOUT):
+                await future
+                arrived.append(time.perf_counter())
+            await asyncio.sleep(1.0)
+            many_reads = _sse_reads(url) - reads_before
+            for client in clients:
+                await client.close()
+            return {
+                "subscribers_held": count,
+                "connect_s": round(connect_s, 2),
+                "api_rss_mb_before": rss_before,
+                "api_rss_mb_with_subscribers": rss_held,
+                "one_stream_delivery_ms": [round(x, 1) for x in single_ms],
+                **{f"one_stream_delivery_{k}": v for k, v in summarize(single_ms).items()},
+                "one_stream_reader_reads": int(single_reads),
+                "streams_written_at_once": len(chosen),
+                "appends_acked_s": round(acked - started, 3),
+                "all_written_delivered_ms": round((max(arrived) - started) * 1000.0, 1),
+                "all_written_reader_reads": int(many_reads),
+            }
+
+        result = run_loop(main())
+    finally:
+        ctx.env.stop_service(api)
+    result.update(
+        {
+            "definition": "one_stream_delivery_ms: append acknowledged (in-process writer) -> "
+            "the written stream's subscriber parsed the event, one append at a time, "
+            f"{IDLE_ROUNDS} streams; one_stream_reader_reads: the API's "
+            "kafkastore_sse_reads_total over those appends (one per append when only the "
+            f"written stream's reader reads; {count} per append if every reader read at every "
+            f"commit); all_written_delivered_ms: {WRITTEN_STREAMS} concurrent appends started "
+            "-> all their subscribers had their event",
+            "file_limit": limit,
         }
     )
     return result

@@ -12,11 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
+from consumers import sse_tail
+from indexer import scavenge
+from kafkastore import schema
 from kafkastore.client import EventStore
 from kafkastore.config import Settings
 from kafkastore.records import NewEvent
 from tests.indexer.sse_client import events, subscribe
 from tests.support import ServiceProcess, unique
+from tests.support.databases import temporary_database
 from tests.support.serving import serve_process, serving
 from tests.support.topics import module_settings
 from tests.support.wire import ManualWriter
@@ -354,10 +358,9 @@ def test_tail_with_api_follows_a_category_from_the_beginning(stack: str) -> None
     assert lines[0].endswith('{"t":"A"}')
 
 
-def test_tail_with_api_starts_at_the_end_of_all(stack: str) -> None:
-    stream = unique("TailEnd")
-    append(stack, stream, "Old", "New")  # v2 is a "New" from before the tail started
-    httpx.get(f"{stack}/streams/{stream}", params={"min_version": 2}, timeout=30)  # indexed
+def _first_line_after_the_end(url: str, stream: str, *args: str) -> list[str]:
+    """The fields of the first line of ``kafkastore tail --api url *args`` (started at the end)
+    while events of type "New" are appended to ``stream``."""
     appended = threading.Event()
     done = threading.Event()
 
@@ -365,18 +368,157 @@ def test_tail_with_api_starts_at_the_end_of_all(stack: str) -> None:
         # The tail finds the end of $all, then subscribes: on a loaded machine that may take
         # longer than any fixed pause, so a "New" event comes every 2 s until one is printed.
         while not done.is_set():
-            append(stack, stream, "New")
+            append(url, stream, "New")
             appended.set()
             done.wait(2.0)
 
     writer = threading.Thread(target=keep_appending)
     try:
-        lines = _tail_lines(stack, 1, "--type", "New", then=lambda: (writer.start(), None))
+        lines = _tail_lines(url, 1, *args, then=lambda: (writer.start(), None))
     finally:
         done.set()
         if writer.is_alive():
             writer.join(30)
     assert appended.is_set()
-    name, version, kind = lines[0].split()[1:4]
+    return lines[0].split()
+
+
+def test_tail_with_api_starts_at_the_end_of_all(stack: str) -> None:
+    stream = unique("TailEnd")
+    append(stack, stream, "Old", "New")  # v2 is a "New" from before the tail started
+    httpx.get(f"{stack}/streams/{stream}", params={"min_version": 2}, timeout=30)  # indexed
+    name, version, kind = _first_line_after_the_end(stack, stream, "--type", "New")[1:4]
     assert (name, kind) == (stream, "New")
     assert int(version.removeprefix("v")) >= 3  # not v2: it started at the end of $all
+
+
+@pytest.fixture(scope="module")
+def own_index(
+    kafka_bootstrap: str, database_url: str, logs_dir: Path
+) -> Iterator[tuple[Settings, str]]:
+    """A database of its own (positions from 1, no background scavenger), an indexer and an
+    API: settings and the API's URL."""
+    with temporary_database(database_url) as url:
+        schema.migrate(url)
+        for settings in module_settings(kafka_bootstrap, url, scavenge_interval=0.0):
+            with serving(settings, logs_dir / f"sse-own-{settings.topic}.log") as api:
+                yield settings, api
+
+
+def test_tail_with_api_starts_at_the_end_despite_hidden_and_scavenged_positions(
+    own_index: tuple[Settings, str],
+) -> None:
+    settings, url = own_index
+    category = unique("Holes").replace("-", "")
+    append(url, f"{category}-kept", "Kept")  # position 1
+    append(url, f"{category}-gone", "G1", "G2", "G3")  # 2-4: deleted, then scavenged
+    append(url, f"{category}-old", "Old1", "Old2", "Old3")  # 5-7: readable, before the end
+    append(url, f"{category}-dropped", "D1", "D2")  # 8-9: tombstoned, still in the index
+    for stream, version in (("gone", 3), ("dropped", 2)):
+        httpx.get(f"{url}/streams/{category}-{stream}", params={"min_version": version}, timeout=30)
+    with EventStore(settings) as store:
+        store.delete_stream(f"{category}-gone")
+        assert scavenge.scavenge(settings).rows == 3
+        store.delete_stream(f"{category}-dropped", hard=True)
+    readable = httpx.get(f"{url}/all", params={"limit": 100}, timeout=30).json()["events"]
+    assert [e["global_position"] for e in readable] == [1, 5, 6, 7]
+    # The end is past the head (9), whatever holes positions have ...
+    assert sse_tail.end_position(url) == 10
+    assert sse_tail.end_position(url, "", (category,)) == 10
+    # ... so the tail shows none of the old events: "Old1" at 5 comes after a hole at 2.
+    fields = _first_line_after_the_end(url, f"{category}-new")
+    assert fields[1:4] == [f"{category}-new", "v1", "New"]
+
+
+def test_tail_with_api_reopens_a_dropped_feed_after_its_last_event(
+    store_settings: Settings, stack: str, logs_dir: Path
+) -> None:
+    import subprocess
+    import sys
+
+    api, url = _serve(store_settings, logs_dir, "tail-restart")
+    category = unique("Resume").replace("-", "")
+    stream = f"{category}-1"
+    append(url, stream, "A", "B")
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "kafkastore.cli", "tail", "--api", url, "--category", category,
+         "--from-beginning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    restarted: ServiceProcess | None = None
+    assert tail.stdout is not None
+    try:
+        lines = [tail.stdout.readline() for _ in range(2)]
+        api.stop()  # the server ends the feed and goes away
+        append(stack, stream, "C")  # through the other API, while this one is down
+        restarted = ServiceProcess(
+            "serve",
+            *api.argv[4:],  # the same port
+            env=api.env,
+            log_path=logs_dir / f"sse-tail-restarted-{store_settings.topic}.log",
+            ready_url=f"{url}/readyz",
+        ).start()
+        lines.append(tail.stdout.readline())  # C: caught up after Last-Event-ID (B)
+        append(url, stream, "D")
+        lines.append(tail.stdout.readline())  # D: live again
+    finally:
+        tail.terminate()
+        tail.wait(15)
+        tail.stdout.close()
+        api.stop()
+        if restarted is not None:
+            restarted.stop()
+    assert [line.split()[1:4] for line in lines] == [
+        [stream, f"v{n}", kind] for n, kind in enumerate("ABCD", 1)
+    ]  # nothing repeated, nothing skipped
+
+
+def _sse_reads(url: str) -> float:
+    """``kafkastore_sse_reads_total`` of the API at ``url``."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    (line,) = [x for x in text.splitlines() if x.startswith("kafkastore_sse_reads_total ")]
+    return float(line.split()[1])
+
+
+def test_the_feeds_of_quiet_streams_cost_no_read_when_another_stream_is_written(
+    own_index: tuple[Settings, str],
+) -> None:
+    _settings, url = own_index
+    streams = [f"{unique('Calm').replace('-', '')}-{i}" for i in range(20)]
+    for stream in streams:
+        append(url, stream, "Before")
+    got: list[list[str]] = [[] for _ in streams]
+    errors: list[BaseException] = []
+
+    def follow(i: int) -> None:
+        try:
+            with subscribe(f"{url}/subscribe/streams/{streams[i]}", timeout=60) as feed:
+                for message in feed:
+                    if message.data is not None:
+                        got[i].append(message.event["type"])
+                        if len(got[i]) == 2:
+                            return
+        except BaseException as exc:
+            errors.append(exc)
+
+    followers = [threading.Thread(target=follow, args=(i,)) for i in range(len(streams))]
+    for t in followers:
+        t.start()
+    deadline = time.monotonic() + 60
+    while not all(got) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # each caught up and joined its reader at the head
+    before = _sse_reads(url)
+    append(url, streams[0], "After")
+    while len(got[0]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # any other reader woken by the commit would have read by now
+    assert _sse_reads(url) - before == 1  # the written stream's reader; not the 19 others
+    for stream in streams[1:]:
+        append(url, stream, "After")
+    for t in followers:
+        t.join(60)
+    assert not errors, errors
+    assert got == [["Before", "After"]] * len(streams)

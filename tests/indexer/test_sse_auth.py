@@ -1,6 +1,6 @@
 """Live subscriptions with auth on (docs/http.md "Security"): 401/403 like the reads they follow,
 per-stream read ACLs applied to every event a category or ``$all`` feed sends, and a revoked
-token ending a feed."""
+token or a lost right ending a feed, also an idle one (at its next heartbeat)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from kafkastore import authstore
+from kafkastore.config import Settings
 from tests.indexer.sse_client import Message, events, subscribe
-from tests.support import unique
-from tests.support.serving import CALLERS, serving, users_with_tokens
+from tests.support import ServiceProcess, unique
+from tests.support.serving import CALLERS, serve_process, serving, users_with_tokens
 from tests.support.topics import own_settings
 
 
@@ -29,6 +30,7 @@ class Secured:
     """alice (and admins/ops) may read it, bob may not (a category default ACL)."""
     names: dict[str, str]
     log_path: Path
+    settings: Settings
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def secured(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Iterator
     tokens = users_with_tokens(database_url, CALLERS, category)
     log_path = logs_dir / f"sse-auth-{category}.log"
     with serving(settings, log_path) as url:
-        yield Secured(url, tokens, category, names, log_path)
+        yield Secured(url, tokens, category, names, log_path, settings)
 
 
 def bearer(s: Secured, who: str) -> dict[str, str]:
@@ -165,3 +167,81 @@ def test_a_revoked_token_ends_the_feed(secured: Secured, database_url: str) -> N
     assert rest == []
     log = secured.log_path.read_text()
     assert "SSE subscription of" in log and "ended: a valid bearer token is required" in log
+
+
+HEARTBEAT = 1.0
+"""``KAFKASTORE_SSE_HEARTBEAT`` of the API below (a user may set it as low)."""
+BOUND = HEARTBEAT + 2.0 + 3.0
+"""A change is enforced within the heartbeat plus the caches' bound (auth_cache_ttl and
+auth_stream_acl_ttl, 1 s, and the token cache's reload), plus slack for a loaded machine."""
+
+
+@dataclass(frozen=True)
+class Quick:
+    url: str
+    log: ServiceProcess
+
+
+@pytest.fixture(scope="module")
+def quick(secured: Secured, logs_dir: Path) -> Iterator[Quick]:
+    """A second API of the same store, with heartbeats every second."""
+    api, url = serve_process(
+        secured.settings.replace(sse_heartbeat=HEARTBEAT),
+        logs_dir / f"sse-auth-heartbeat-{secured.category}.log",
+    )
+    with api:
+        yield Quick(url, api)
+
+
+def _ends_within(feed: Iterator[Message], seconds: float) -> tuple[float | None, list[Message]]:
+    """After how many seconds the server ended ``feed`` (None: still open after ``seconds``),
+    and the events it sent meanwhile."""
+    started = time.monotonic()
+    sent: list[Message] = []
+    for message in feed:
+        if message.data is not None:
+            sent.append(message)
+        if time.monotonic() - started > seconds:
+            return None, sent
+    return time.monotonic() - started, sent
+
+
+def _idle_at_the_head(feed: Iterator[Message]) -> None:
+    """Wait for the first heartbeat: the feed caught up and is idle."""
+    for message in feed:
+        assert message.data is None
+        if message.comment == "heartbeat":
+            return
+
+
+def test_a_revoked_token_ends_an_idle_feed_at_its_next_heartbeat(
+    secured: Secured, quick: Quick, database_url: str
+) -> None:
+    info, token = authstore.create_token(database_url, secured.names["alice"])
+    headers = {"Authorization": f"Bearer {token}"}
+    stream = f"{secured.category}-{unique('Idle')}"
+    with subscribe(f"{quick.url}/subscribe/streams/{stream}", headers=headers) as feed:
+        _idle_at_the_head(feed)
+        authstore.revoke_token(database_url, info.id)
+        took, sent = _ends_within(feed, BOUND)
+    assert took is not None, f"the feed was still open {BOUND} s after the revocation"
+    assert sent == []
+    assert "ended: a valid bearer token is required" in quick.log.log(200)
+
+
+def test_an_idle_stream_feed_ends_when_its_caller_loses_read(
+    secured: Secured, quick: Quick
+) -> None:
+    stream = f"{secured.category}-{unique('Losing')}"
+    append(secured, stream, "Before")
+    headers = bearer(secured, "alice")
+    with subscribe(f"{quick.url}/subscribe/streams/{stream}", headers=headers) as feed:
+        (first,) = events(feed, 1)
+        _idle_at_the_head(feed)
+        set_read_acl(secured, stream, [secured.names["bob"]])  # alice no longer
+        took, sent = _ends_within(feed, BOUND)
+    assert first.event["type"] == "Before"
+    assert took is not None, f"the feed was still open {BOUND} s after the ACL change"
+    assert sent == []
+    assert "ended: access denied" in quick.log.log(200)
+    assert status(secured, f"/subscribe/streams/{stream}", "alice").status_code == 403

@@ -1,12 +1,12 @@
 """The subscriptions' hub (indexer/sse_hub.py) over an in-memory index: shared reads, merging,
-bounded mailboxes, a stalled subscriber detached without stalling the others."""
+bounded mailboxes, a stalled subscriber detached without stalling the others, wake-ups by key,
+the gate of the readers' reads, a transient read failure retried."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,10 +15,11 @@ import orjson
 import pytest
 
 from indexer import sse_hub
-from indexer.sse_hub import Feed, Hub, follow
+from indexer.sse_hub import Feed, Hub
+from indexer.wakeups import ANYTHING, Touched, Watch, Watches
+from kafkastore.errors import Unavailable
 from kafkastore.records import RecordedEvent
-
-HEARTBEAT = 15.0
+from tests.indexer.hub_feeds import Subscriber, until
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,25 +29,33 @@ class _Page:
 
 
 class MemoryIndex:
-    """What the hub uses of AsyncReads: ``$all`` and category pages, the index generation."""
+    """What the hub uses of AsyncReads: ``$all`` and category pages, the listener's watches
+    (each commit touches its stream, as the indexer's notification says)."""
 
     def __init__(self) -> None:
         self.events: list[RecordedEvent] = []
-        self.index_generation = 0
+        self.watches = Watches()
         self.reads = 0
-        self._event = asyncio.Event()
+
+    @property
+    def index_generation(self) -> int:
+        return self.watches.generation
 
     async def listen(self) -> int:
         return self.index_generation
 
-    async def wait_for_index(self, generation: int, timeout: float) -> int:
-        if self.index_generation == generation:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
-        return self.index_generation
+    def watch(self, kind: str, name: str) -> Watch:
+        return self.watches.acquire(kind, name)
+
+    def unwatch(self, watch: Watch) -> None:
+        self.watches.release(watch)
 
     def commit(self, stream: str, *types: str, blob: str = "") -> None:
-        for t in types:
+        self.commit_streams([stream], *types, blob=blob)
+
+    def commit_streams(self, streams: Sequence[str], *types: str, blob: str = "") -> None:
+        """One commit of ``types`` in each of ``streams``; its notification names them all."""
+        for stream, t in ((s, t) for s in streams for t in types):
             version = sum(1 for e in self.events if e.stream_id == stream) + 1
             self.events.append(
                 RecordedEvent(
@@ -63,9 +72,7 @@ class MemoryIndex:
                     global_position=len(self.events) + 1,
                 )
             )
-        self.index_generation += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        self.watches.touch(Touched(streams=frozenset(streams)))
 
     async def read_all(
         self, *, from_position: int, limit: int, types: Sequence[str] | None
@@ -87,41 +94,6 @@ class MemoryIndex:
         if len(found) >= limit:
             return _Page(found, (found[-1].global_position or 0) + 1)
         return _Page(found, max(from_position, len(self.events) + 1))
-
-
-class Subscriber:
-    """One :func:`follow` feed read by a task into ``seen`` (global positions)."""
-
-    def __init__(self, hub: Hub, feed: Feed, *, reading: bool = True) -> None:
-        self.wake = asyncio.Event()
-        self.left = False
-        self.seen: list[int] = []
-        self.chunks: AsyncGenerator[bytes, None] = follow(
-            hub,
-            feed,
-            heartbeat=HEARTBEAT,
-            wake=self.wake,
-            stopped=lambda: self.left or hub.closing.is_set(),
-        )
-        self.task = asyncio.create_task(self._read()) if reading else None
-
-    async def _read(self) -> None:
-        async for chunk in self.chunks:
-            if chunk.startswith(b"id: "):
-                self.seen.append(int(chunk.split(b"\n", 1)[0][4:]))
-
-    async def stop(self) -> None:
-        self.left = True
-        self.wake.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 5)
-        await self.chunks.aclose()
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.001)
 
 
 def run(coro: Any) -> Any:
@@ -356,3 +328,90 @@ def test_a_type_filter_is_one_key_whatever_the_order(types: tuple[str, ...]) -> 
     from indexer.sse import _types
 
     assert _types(list(types)) == ("A", "B")
+
+
+def test_a_commit_wakes_only_the_readers_of_all_and_of_the_streams_it_touched() -> None:
+    async def main() -> None:
+        index = MemoryIndex()
+        hub = Hub(index, page_events=50, closing=asyncio.Event())  # type: ignore[arg-type]
+        quiet = [Subscriber(hub, Feed("category", f"Quiet{i}", 1, None)) for i in range(50)]
+        everything = Subscriber(hub, Feed("all", "$all", 1, None))
+        await until(lambda: hub.subscribers() == 51)
+        reads_before = hub.reads_done
+        index.commit("Quiet7-1", "A")
+        await until(lambda: quiet[7].seen == [1] and everything.seen == [1])
+        await asyncio.sleep(0.05)  # any other reader woken would have read by now
+        assert hub.reads_done - reads_before == 2  # $all's reader and Quiet7's, not the 49
+        index.commit_streams([f"Quiet{i}-1" for i in range(50)], "B")
+        await until(lambda: all(len(s.seen) == (2 if i == 7 else 1) for i, s in enumerate(quiet)))
+        assert [s.seen for s in quiet] == [[1, 9] if i == 7 else [2 + i] for i in range(50)]
+        for s in [*quiet, everything]:
+            await s.stop()
+        assert index.watches.watched() == 0  # every feed and reader gave its watch back
+
+    run(main())
+
+
+def test_a_notification_that_names_nothing_wakes_every_reader() -> None:
+    async def main() -> None:
+        index = MemoryIndex()
+        hub = Hub(index, page_events=50, closing=asyncio.Event())  # type: ignore[arg-type]
+        feeds = [Subscriber(hub, Feed("category", f"Any{i}", 1, None)) for i in range(20)]
+        await until(lambda: hub.subscribers() == 20)
+        reads_before = hub.reads_done
+        index.watches.touch(ANYTHING)  # an old indexer's plain payload, or a reconnect
+        await until(lambda: hub.reads_done - reads_before == 20)
+        for s in feeds:
+            await s.stop()
+
+    run(main())
+
+
+def test_the_reads_of_many_readers_woken_at_once_queue_at_the_gate() -> None:
+    async def main() -> None:
+        index = MemoryIndex()
+        read = index.read_category
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.005)
+            return await read(*args, **kwargs)
+
+        index.read_category = slow  # type: ignore[method-assign]
+        hub = Hub(index, page_events=50, closing=asyncio.Event())  # type: ignore[arg-type]
+        feeds = [Subscriber(hub, Feed("category", f"Gate{i}", 1, None)) for i in range(100)]
+        await until(lambda: hub.subscribers() == 100, timeout=20)
+        index.commit_streams([f"Gate{i}-1" for i in range(100)], "A")
+        await until(lambda: all(s.seen for s in feeds), timeout=20)
+        assert 1 < hub.running_peak <= sse_hub.HUB_READS
+        for s in feeds:
+            await s.stop()
+
+    run(main())
+
+
+def test_a_read_that_fails_for_a_transient_reason_is_retried_and_no_feed_ends() -> None:
+    async def main() -> None:
+        index = MemoryIndex()
+        read = index.read_category
+        failures = 3
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            nonlocal failures
+            if failures and kwargs.get("from_position", 1) > 1:  # only the readers' reads
+                failures -= 1
+                raise Unavailable("PostgreSQL pool exhausted: couldn't get a connection")
+            return await read(*args, **kwargs)
+
+        index.read_category = failing  # type: ignore[method-assign]
+        index.commit("Retry-1", "A")
+        hub = Hub(index, page_events=50, closing=asyncio.Event())  # type: ignore[arg-type]
+        feeds = [Subscriber(hub, Feed("category", "Retry", 1, None)) for _ in range(5)]
+        await until(lambda: hub.subscribers() == 5)
+        index.commit("Retry-1", "B")
+        await until(lambda: all(s.seen == [1, 2] for s in feeds), timeout=10)
+        assert hub.reads_failed == 3
+        assert all(s.task is not None and not s.task.done() for s in feeds)  # none ended
+        for s in feeds:
+            await s.stop()
+
+    run(main())
