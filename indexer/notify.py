@@ -95,6 +95,7 @@ class AsyncListener:
         return self.watches.acquire(kind, name)
 
     def unwatch(self, watch: wakeups.Watch) -> None:
+        """Give back a watch taken with :meth:`watch`."""
         self.watches.release(watch)
 
     def _bump(self, touched: wakeups.Touched = wakeups.ANYTHING) -> None:

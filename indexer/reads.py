@@ -235,6 +235,7 @@ class AsyncReads:
         return self._listener.watch(kind, name)
 
     def unwatch(self, watch: Watch) -> None:
+        """Give back a watch taken with :meth:`watch` (its key is forgotten with its last user)."""
         self._listener.unwatch(watch)
 
     read_stream = awaiting(ReadSteps.read_stream)
