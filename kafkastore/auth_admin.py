@@ -135,6 +135,7 @@ async def list_tokens(
 
 @router.delete("/auth/tokens/{token_id}", status_code=204, responses=_NO_SUCH)
 async def revoke_token(request: Request, token_id: TokenId) -> Response:
-    """Revoke a token: it stops working within the cache bound (2 s)."""
+    """Revoke a token: it stops working within milliseconds (NOTIFY), within
+    ``auth_cache_ttl`` + 1 s (2 s by default) at worst."""
     await asyncio.to_thread(authstore.revoke_token, _url(request), token_id)
     return Response(status_code=204)
