@@ -43,7 +43,7 @@ class NewToken(BaseModel):
     expires_in: float | None = Field(
         default=None,
         gt=0,
-        le=10 * 365 * 86400,
+        le=auth.MAX_EXPIRES_IN,
         description="seconds until it expires (10 years at most)",
     )
 

@@ -149,7 +149,7 @@ def create_token(
     if len(label) > auth.MAX_LABEL:
         raise InvalidRequest(f"label is longer than {auth.MAX_LABEL} characters", fields=["label"])
     check_no_nul(label, field="label")
-    if expires_in is not None and not 0 < expires_in <= 10 * 365 * 86400:
+    if expires_in is not None and not 0 < expires_in <= auth.MAX_EXPIRES_IN:
         raise InvalidRequest(
             "expires_in must be more than 0 s and at most 10 years", fields=["expires_in"]
         )

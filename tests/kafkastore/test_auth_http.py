@@ -4,6 +4,7 @@ stated bound, bad input on the admin routes and the CLI, no secret in the logs."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -277,6 +278,96 @@ def test_the_cli_creates_a_user_and_a_token_that_the_api_accepts(secured: Secure
     assert _call(secured, "GET", "/all?limit=1", token).status_code == 200
     listed = _cli(secured, "token", "list", "--user", name).stdout
     assert token.partition(".")[0].removeprefix("kst_") in listed and token not in listed
+
+
+def _said(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The lines on stderr besides the one that says which stack it talks to (docs/cli.md)."""
+    return [line for line in done.stderr.splitlines() if "auth: using " not in line]
+
+
+def test_the_cli_lists_and_removes_users_and_revokes_a_token_the_api_then_refuses(
+    secured: Secured,
+) -> None:
+    name = unique("hank")
+    assert _cli(secured, "user", "add", name, "--role", "ops").returncode == 0
+    token = _cli(secured, "token", "create", name, "--label", "ci").stdout.strip()
+    token_id = token.removeprefix("kst_").partition(".")[0]
+    assert _call(secured, "GET", "/all?limit=1", token).status_code == 200
+
+    users = _cli(secured, "user", "list")
+    assert users.returncode == 0, users.stderr
+    [user] = [u for u in map(json.loads, users.stdout.splitlines()) if u["name"] == name]
+    assert user["roles"] == ["ops"]
+
+    revoked = _cli(secured, "token", "revoke", token_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert _said(revoked) == [f"revoked token {token_id}"]
+    [listed] = map(json.loads, _cli(secured, "token", "list", "--user", name).stdout.splitlines())
+    assert (listed["id"], listed["label"]) == (token_id, "ci") and listed["revoked_at"]
+    revoked_at = time.monotonic()
+    bound = authstore.revocation_bound(secured.settings.auth_cache_ttl)
+    while _call(secured, "GET", "/all?limit=1", token).status_code != 401:
+        assert time.monotonic() - revoked_at <= bound
+        time.sleep(0.05)
+    assert _cli(secured, "token", "revoke", token_id).returncode == 0  # again: nothing changes
+
+    removed = _cli(secured, "user", "remove", name)
+    assert removed.returncode == 0, removed.stderr
+    assert _said(removed) == [f"removed user {name!r} and their tokens"]
+    assert name not in _cli(secured, "user", "list").stdout
+    assert _cli(secured, "token", "list", "--user", name).stdout == ""  # went with the user
+
+
+EXPIRY = "must be more than 0 s and at most 10 years"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--expires-in", "0"), f"argument --expires-in: {EXPIRY}: '0'"),
+        (("--expires-in", "-1"), f"argument --expires-in: {EXPIRY}: '-1'"),
+        (("--expires-in=-0.5",), f"argument --expires-in: {EXPIRY}: '-0.5'"),
+        (("--expires-in", "nan"), f"argument --expires-in: {EXPIRY}: 'nan'"),
+        (("--expires-in", "1e12"), f"argument --expires-in: {EXPIRY}: '1e12'"),
+        (("--expires-in", "soon"), "argument --expires-in: not a number of seconds: 'soon'"),
+        (("--label", "l" * 201), "label is longer than 200 characters"),
+        (("--label", "l" * 100_000), "label is longer than 200 characters"),
+    ],
+)
+def test_a_bad_expiry_or_label_on_the_cli_is_one_clear_line_exit_2_and_no_token(
+    secured: Secured, args: tuple[str, ...], said: str
+) -> None:
+    user = f"bob-{secured.category}"
+    tokens = authstore.list_tokens(secured.settings.database_url, user)
+
+    done = _cli(secured, "token", "create", user, *args)
+
+    assert done.returncode == 2, done.stderr
+    assert _said(done)[-1].endswith(said), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert authstore.list_tokens(secured.settings.database_url, user) == tokens
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("user", "add", "x" * 129), "name must be 1-128 characters"),
+        (("user", "add", "x" * 100_000), "name must be 1-128 characters"),
+        (("user", "remove", "x" * 100_000), "name must be 1-128 characters"),
+        (("token", "create", "x" * 100_000), "user must be 1-128 characters"),
+        (("token", "list", "--user", "x" * 100_000), "user must be 1-128 characters"),
+        (("token", "revoke", "f" * 100_000), "a token id is 12 hex digits"),
+    ],
+)
+def test_a_huge_name_on_the_cli_is_one_clear_line_and_exit_2(
+    secured: Secured, args: tuple[str, ...], said: str
+) -> None:
+    done = _cli(secured, *args)
+
+    assert done.returncode == 2, done.stderr
+    [line] = _said(done)
+    assert line.startswith(f"kafkastore auth: {said}") and len(line) < 200, line
+    assert done.stdout == ""
 
 
 @pytest.mark.parametrize(
