@@ -13,7 +13,7 @@ from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from kafkastore.config import Settings
-from kafkastore.streams import MAX_POSITION, MAX_POSITION_DIGITS
+from kafkastore.streams import MAX_AGE, MAX_POSITION, MAX_POSITION_DIGITS
 
 _CONTROL = r"\x00-\x1f\x7f-\x9f"
 
@@ -144,7 +144,10 @@ class MetadataWrite(BaseModel):
         None, ge=1, le=MAX_POSITION, description="only the newest N events are readable"
     )
     max_age: int | None = Field(
-        None, ge=1, le=MAX_POSITION, description="seconds: only younger events readable"
+        None,
+        ge=1,
+        le=MAX_AGE,
+        description="seconds: only younger events readable (100 years at most)",
     )
     truncate_before: int | None = Field(
         None,
