@@ -361,6 +361,29 @@ def ok(model: type[BaseModel], description: str, **headers: dict[str, Any]) -> d
     return response
 
 
+def link(
+    method: str,
+    path: str,
+    description: str,
+    *,
+    parameters: Mapping[str, str] | None = None,
+    body: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An OpenAPI link from a response to the operation ``method path`` (by ``operationRef``):
+    what a client does next with what the answer says. ``parameters`` and ``body`` (fields of
+    the next request's body) map names to runtime expressions (``$response.body#/id``)."""
+    pointer = path.replace("~", "~0").replace("/", "~1").replace("{", "%7B").replace("}", "%7D")
+    out: dict[str, Any] = {
+        "operationRef": f"#/paths/{pointer}/{method}",
+        "description": description,
+    }
+    if parameters:
+        out["parameters"] = dict(parameters)
+    if body:
+        out["requestBody"] = dict(body)
+    return out
+
+
 def media(description: str, *media_types: str) -> dict[str, Any]:
     """A success response whose body is text of one of ``media_types`` (not JSON). The route
     declares ``response_class=Response`` so that its error responses stay JSON."""

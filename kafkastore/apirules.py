@@ -13,7 +13,7 @@ from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from kafkastore.config import Settings
-from kafkastore.streams import MAX_POSITION, MAX_POSITION_DIGITS
+from kafkastore.streams import MAX_AGE, MAX_POSITION, MAX_POSITION_DIGITS
 
 _CONTROL = r"\x00-\x1f\x7f-\x9f"
 
@@ -25,6 +25,7 @@ STREAM_ID: dict[str, Any] = {
     "pattern": rf"^[^\s${_CONTROL}](?:[^{_CONTROL}]*[^\s{_CONTROL}])?$",
     "description": "1-256 characters, no control characters, no leading or trailing whitespace, "
     "not starting with $ (reserved); / is allowed",
+    "examples": ["Order-1"],
 }
 CATEGORY: dict[str, Any] = {
     "type": "string",
@@ -33,12 +34,14 @@ CATEGORY: dict[str, Any] = {
     "pattern": rf"^[^\s${_CONTROL}-][^{_CONTROL}-]*$",
     "description": "a stream id's part before its first - (no -, no control characters, not "
     "starting with whitespace or $)",
+    "examples": ["Order"],
 }
 EVENT_TYPE: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": 256,
     "pattern": rf"^[^{_CONTROL}]+$",
+    "examples": ["OrderPlaced"],
 }
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 UUID: dict[str, Any] = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
@@ -47,6 +50,7 @@ USER_NAME: dict[str, Any] = {
     "minLength": 1,
     "maxLength": 128,
     "pattern": "^[A-Za-z0-9_.@-]+$",
+    "examples": ["alice"],
 }
 NO_NUL: dict[str, Any] = {"type": "string", "pattern": "^[^\\x00]*$"}
 """A string PostgreSQL can store: no NUL character."""
@@ -78,7 +82,11 @@ BASE64: dict[str, Any] = {
 }
 NO_CONTROL: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": rf"^[^{_CONTROL}]+$"}
 """A path segment: the app refuses control characters anywhere in a path (400)."""
-TOKEN_ID: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{12}$"}
+TOKEN_ID: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{12}$",
+    "examples": ["0123456789ab"],
+}
 EXPECTED_WORD: dict[str, Any] = {
     "type": "string",
     "pattern": f"^(any|no_stream|exists|[0-9]{{1,{MAX_POSITION_DIGITS}}})$",
@@ -144,7 +152,10 @@ class MetadataWrite(BaseModel):
         None, ge=1, le=MAX_POSITION, description="only the newest N events are readable"
     )
     max_age: int | None = Field(
-        None, ge=1, le=MAX_POSITION, description="seconds: only younger events readable"
+        None,
+        ge=1,
+        le=MAX_AGE,
+        description="seconds: only younger events readable (100 years at most)",
     )
     truncate_before: int | None = Field(
         None,

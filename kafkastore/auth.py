@@ -58,6 +58,8 @@ TOKEN_ID_HEX = 12
 _TOKEN = re.compile(r"^kst_([0-9a-f]{12})\.([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 MAX_LABEL = 200
+MAX_EXPIRES_IN = 10 * 365 * 86400
+"""Seconds: the longest a token may be made to live (10 years); it may also never expire."""
 
 DEFAULT_ACL: Mapping[str, Sequence[str]] = {
     READ: (EVERYONE,),

@@ -43,7 +43,7 @@ class NewToken(BaseModel):
     expires_in: float | None = Field(
         default=None,
         gt=0,
-        le=10 * 365 * 86400,
+        le=auth.MAX_EXPIRES_IN,
         description="seconds until it expires (10 years at most)",
     )
 
@@ -89,7 +89,36 @@ def _url(request: Request) -> str:
     return settings.database_url
 
 
-@router.post("/auth/users", status_code=201, response_model=UserOut, responses=_TAKEN)
+_NEW_USER_LINKS = {
+    "CreateAToken": apidoc.link(
+        "post", "/auth/tokens", "a token for the new user", body={"user": "$response.body#/name"}
+    ),
+    "RemoveTheUser": apidoc.link(
+        "delete",
+        "/auth/users/{name}",
+        "remove the new user (and their tokens)",
+        parameters={"name": "$response.body#/name"},
+    ),
+}
+_NEW_TOKEN_LINKS = {
+    "ListTheUsersTokens": apidoc.link(
+        "get", "/auth/tokens", "the user's tokens", parameters={"user": "$response.body#/user"}
+    ),
+    "RevokeIt": apidoc.link(
+        "delete",
+        "/auth/tokens/{token_id}",
+        "revoke the new token",
+        parameters={"token_id": "$response.body#/id"},
+    ),
+}
+
+
+@router.post(
+    "/auth/users",
+    status_code=201,
+    response_model=UserOut,
+    responses={201: {"links": _NEW_USER_LINKS}, **_TAKEN},
+)
 async def add_user(request: Request, body: NewUser) -> Response:
     """Create a user with roles (``admin``, ``ops``; none for a plain user)."""
     user = await asyncio.to_thread(authstore.add_user, _url(request), body.name, tuple(body.roles))
@@ -110,7 +139,12 @@ async def remove_user(request: Request, name: UserName) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/auth/tokens", status_code=201, response_model=CreatedToken, responses=_NO_SUCH)
+@router.post(
+    "/auth/tokens",
+    status_code=201,
+    response_model=CreatedToken,
+    responses={201: {"links": _NEW_TOKEN_LINKS}, **_NO_SUCH},
+)
 async def create_token(request: Request, body: NewToken) -> Response:
     """A new bearer token for a user; the answer is the only place the token ever appears."""
     info, token = await asyncio.to_thread(
@@ -135,6 +169,7 @@ async def list_tokens(
 
 @router.delete("/auth/tokens/{token_id}", status_code=204, responses=_NO_SUCH)
 async def revoke_token(request: Request, token_id: TokenId) -> Response:
-    """Revoke a token: it stops working within the cache bound (2 s)."""
+    """Revoke a token: it stops working within milliseconds (NOTIFY), within
+    ``auth_cache_ttl`` + 1 s (2 s by default) at worst."""
     await asyncio.to_thread(authstore.revoke_token, _url(request), token_id)
     return Response(status_code=204)

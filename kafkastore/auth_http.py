@@ -253,18 +253,23 @@ async def _resources(request: Request, rule: Rule) -> list[auth.Resource]:
     return [auth.SYSTEM]
 
 
-def openapi_url(settings: Settings) -> str | None:
-    """FastAPI's own (unchecked) ``/openapi.json`` unless auth is on and it is not open; then
-    :func:`install` serves it as a checked route."""
-    if not settings.auth_enabled or "/openapi.json" in settings.open_paths:
-        return "/openapi.json"
-    return None
+def openapi_checked(settings: Settings) -> bool:
+    """Whether ``/openapi.json`` needs a token: auth is on and it is not in ``auth_open_paths``
+    (the documentation pages stay open; what they load then needs one)."""
+    return settings.auth_enabled and "/openapi.json" not in settings.open_paths
 
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Policy, cache and stream-ACL hook on ``app.state``; with auth on, the bearer scheme and
     401/403 in the OpenAPI entry of every checked route."""
-    if app.openapi_url is None:
+    if openapi_checked(settings):
+        # FastAPI serves the document on a route of its own, which no dependency checks: it
+        # gives way to a route of the app (its row in ACCESS: any signed-in user).
+        app.router.routes[:] = [
+            r
+            for r in app.router.routes
+            if isinstance(r, APIRoute) or getattr(r, "path", None) != app.openapi_url
+        ]
 
         @app.get("/openapi.json", include_in_schema=False)
         async def openapi() -> Response:

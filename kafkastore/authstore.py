@@ -3,9 +3,12 @@
 The one place users, roles and tokens are read and written (``auth_users`` and ``auth_tokens``
 of migration 0005). :class:`TokenCache` holds a :class:`~kafkastore.auth.Snapshot` of every live
 token; it reloads on ``NOTIFY kafkastore_auth`` (a trigger sends it on every change) and at
-least every ``ttl`` seconds besides, so a revocation takes effect within ``ttl`` plus one reload
-(:data:`REVOCATION_BOUND`, 2 s with the default ttl of 1 s) even when a notification is lost.
-A request costs a dictionary lookup and a SHA-256, no database round trip.
+least every ``ttl`` seconds (``auth_cache_ttl``) besides. So a revoked token, a removed user or
+a changed role takes effect within milliseconds, and within :func:`revocation_bound` (``ttl`` +
+:data:`RELOAD_ALLOWANCE`: 2 s with the default ttl of 1 s) even when the notification is lost,
+as long as the API process reaches PostgreSQL (while it does not, the last snapshot keeps
+answering and the log says so). A request costs a dictionary lookup and a SHA-256, no database
+round trip.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ logger = logging.getLogger("kafkastore.auth")
 
 CHANNEL = "kafkastore_auth"
 LISTEN = "LISTEN kafkastore_auth"
-REVOCATION_BOUND = 2.0
-"""Seconds within which a revoked token stops working, with the default ``auth_cache_ttl``."""
+RELOAD_ALLOWANCE = 1.0
+"""Seconds allowed, on top of the ``ttl``, for the two reloads around a change (a connection
+and one query each: milliseconds while PostgreSQL answers), in :func:`revocation_bound`."""
 MISS_RELOAD_INTERVAL = 0.2
 """An unknown token id reloads the cache at most this often (a fresh token works at once)."""
 
@@ -58,6 +62,14 @@ SELECT t.id, t.hash, t.expires_at, u.name, u.roles
 FROM auth_tokens t JOIN auth_users u ON u.name = t.user_name
 WHERE t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
 """
+
+
+def revocation_bound(ttl: float) -> float:
+    """Seconds within which a change to a token or its user (revoked, removed, roles changed)
+    is enforced by a cache that reloads every ``ttl`` seconds, even without its NOTIFY: the
+    reload under way when the change commits may miss it, the next one starts ``ttl`` after
+    that one ends."""
+    return ttl + RELOAD_ALLOWANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +149,10 @@ def create_token(
     if len(label) > auth.MAX_LABEL:
         raise InvalidRequest(f"label is longer than {auth.MAX_LABEL} characters", fields=["label"])
     check_no_nul(label, field="label")
-    if expires_in is not None and not 0 < expires_in <= 10 * 365 * 86400:
-        raise InvalidRequest("expires_in must be 1 s to 10 years", fields=["expires_in"])
+    if expires_in is not None and not 0 < expires_in <= auth.MAX_EXPIRES_IN:
+        raise InvalidRequest(
+            "expires_in must be more than 0 s and at most 10 years", fields=["expires_in"]
+        )
     expires_at = None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in)
     token_id, token = auth.new_token()
     with pg.connect(database_url, autocommit=True) as conn, pg.translated():

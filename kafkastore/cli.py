@@ -256,7 +256,9 @@ def _auth_parser(sub: Any) -> None:
     c = tsub.add_parser("create", help="create a token (printed once, on stdout)")
     c.add_argument("user", help="the user the token authenticates")
     c.add_argument("--label", default="", help="a note to tell tokens apart in `token list`")
-    c.add_argument("--expires-in", type=float, help="seconds until the token expires")
+    c.add_argument(
+        "--expires-in", type=_expiry, help="seconds until the token expires (at most 10 years)"
+    )
     _common(c, "database_url")
     c = tsub.add_parser("list", help="list tokens (never their secrets)")
     c.add_argument("--user", help="only this user's tokens")
@@ -264,6 +266,19 @@ def _auth_parser(sub: Any) -> None:
     c = tsub.add_parser("revoke", help="revoke a token by its id")
     c.add_argument("token_id", help="the token's id (`token list` shows it)")
     _common(c, "database_url")
+
+
+def _expiry(text: str) -> float:
+    """``--expires-in``: seconds, more than 0 and at most 10 years (argparse says which flag)."""
+    from kafkastore.auth import MAX_EXPIRES_IN
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds <= MAX_EXPIRES_IN:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be more than 0 s and at most 10 years: {text!r}")
+    return seconds
 
 
 def subcommands() -> set[str]:

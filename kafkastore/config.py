@@ -166,12 +166,15 @@ class Settings:
     """Per-category default ACLs as JSON, ``{"Order": {"write": ["alice"]}, ...}``; an action a
     category ACL does not name falls back to the global default."""
     auth_cache_ttl: float = 1.0
-    """The token cache reloads at least this often (and at once on NOTIFY)."""
+    """The token cache reloads at least this often (and at once on NOTIFY): a revoked token, a
+    removed user or a changed role is enforced within this + 1 s even when its NOTIFY is lost."""
     auth_stream_acl_ttl: float = 1.0
     """Seconds a stream's ACL (its metadata's ``acl``) is cached per API process at most: a
     change is enforced within this even when its NOTIFY is lost (at once otherwise)."""
     auth_open_paths: str = "/readyz,/openapi.json,/docs,/docs/oauth2-redirect"
-    """Comma-separated paths served without a token when auth is on (``/healthz`` always is)."""
+    """Comma-separated paths served without a token when auth is on (``/healthz`` always is):
+    ``/healthz`` alone opens nothing more. An empty variable means this default, as for every
+    setting; an empty value given in Python is refused."""
     tls_certfile: str = ""
     """PEM certificate of the HTTP API; with ``tls_keyfile`` the API serves HTTPS only."""
     tls_keyfile: str = ""
@@ -263,6 +266,9 @@ class Settings:
             raise ConfigurationError("auth_cache_ttl must be positive")
         if self.auth_stream_acl_ttl <= 0:
             raise ConfigurationError("auth_stream_acl_ttl must be positive")
+        if not self.auth_open_paths.strip(" ,"):
+            # From the environment an empty value is the default: it must not mean "none" here.
+            raise ConfigurationError("auth_open_paths is empty: give /healthz to open nothing more")
         if self.statement_timeout <= self.delivery_timeout:
             raise ConfigurationError("statement_timeout must be above delivery_timeout")
 

@@ -195,7 +195,6 @@ def create_app(settings: Settings) -> FastAPI:
         # Every route is checked by one table (kafkastore.auth_http.ACCESS), and refuses unknown
         # query parameters.
         dependencies=[Depends(auth_http.authorise), Depends(known_query_only)],
-        openapi_url=auth_http.openapi_url(settings),
         # No request to a validator service on the internet from /docs.
         swagger_ui_parameters={"validatorUrl": None},
     )

@@ -2,9 +2,10 @@
 section 12).
 
 - :func:`parse_metadata` checks a metadata write (HTTP body or Python keywords) before any
-  transaction starts: unknown fields, wrong types, ``max_count``/``max_age`` below 1 are
-  InvalidRequest. Whether ``truncate_before`` is at most the head + 1 needs the head, so the
-  writer checks it under the stream's row lock.
+  transaction starts: unknown fields, wrong types, ``max_count``/``max_age`` below 1 (or
+  ``max_age`` above :data:`~kafkastore.streams.MAX_AGE`) are InvalidRequest. Whether
+  ``truncate_before`` is at most the head + 1 needs the head, so the writer checks it under
+  the stream's row lock.
 - What is hidden is decided in SQL by one function of migration 0004, ``kafkastore_visible``:
   the reads call it in their statements, the indexer (:func:`hidden`) calls it before it
   indexes a batch, so an event the scavenger removed never comes back when old offsets are read
@@ -22,7 +23,7 @@ import psycopg
 from kafkastore import pg
 from kafkastore.errors import InvalidRequest
 from kafkastore.records import RecordedEvent
-from kafkastore.streams import MAX_POSITION, as_integer, check_no_nul
+from kafkastore.streams import MAX_AGE, MAX_POSITION, as_integer, check_no_nul
 
 MetadataVersion = int | Literal["any"]
 """``expected_metadata_version``: ``"any"`` or the exact ``metadata_version`` (0 = never set)."""
@@ -57,7 +58,7 @@ class MetadataUpdate:
     custom: dict[str, Any] | None = None
 
 
-def _positive(name: str, value: object, minimum: int) -> int | None:
+def _positive(name: str, value: object, minimum: int, maximum: int = MAX_POSITION) -> int | None:
     if value is None:
         return None
     number = as_integer(value)
@@ -65,8 +66,8 @@ def _positive(name: str, value: object, minimum: int) -> int | None:
         raise InvalidRequest(f"{name} must be an integer, got {value!r}", fields=[name])
     if number < minimum:
         raise InvalidRequest(f"{name} must be at least {minimum}, got {number}", fields=[name])
-    if number > MAX_POSITION:
-        raise InvalidRequest(f"{name} must be at most {MAX_POSITION}", fields=[name])
+    if number > maximum:
+        raise InvalidRequest(f"{name} must be at most {maximum}", fields=[name])
     return number
 
 
@@ -117,7 +118,7 @@ def parse_metadata(document: Mapping[str, Any]) -> MetadataUpdate:
     return MetadataUpdate(
         expected=_expected(document.get("expected_metadata_version", "any")),
         max_count=_positive("max_count", document.get("max_count"), 1),
-        max_age=_positive("max_age", document.get("max_age"), 1),
+        max_age=_positive("max_age", document.get("max_age"), 1, MAX_AGE),
         truncate_before=_positive("truncate_before", document.get("truncate_before"), 0),
         acl=_acl(document.get("acl")),
         custom=custom,

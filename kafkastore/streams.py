@@ -14,6 +14,10 @@ MAX_POSITION = 2**53 - 1
 """The largest version or global position a request may name (a larger one is refused, 400,
 never sent to PostgreSQL): the largest integer every JSON reader holds exactly (JavaScript's
 ``Number.MAX_SAFE_INTEGER``), far below PostgreSQL's ``bigint``."""
+MAX_AGE = 100 * 365 * 86400
+"""The longest ``max_age`` of a stream's metadata, in seconds (100 years): PostgreSQL computes
+``now() - max_age`` for every read, and a timestamp millions of years back is out of its range
+(every read of the stream, and the indexer, would fail)."""
 MAX_POSITION_DIGITS = 15
 """Digits of a version in a query string or ``Last-Event-ID`` (a pattern can say it; every
 15-digit number is below :data:`MAX_POSITION`)."""

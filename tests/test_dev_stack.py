@@ -269,30 +269,39 @@ def test_dev_with_auth_prints_an_admin_token_that_the_api_demands_and_accepts(
 
 
 def _run_the_readme_auth_example(home: Path, api: str, token: str) -> None:
-    """The README's round trip against a secured stack (the block it marks as run here), as a
-    user runs it after exporting the printed token: every request must succeed."""
+    """The README's blocks of its "Security" section that it marks as run here (a stream ACL, the
+    round trip, the CLI's users and tokens), in order in one shell, as a user runs them after
+    exporting the printed token: every command must succeed."""
     import os
     import subprocess
 
     from tests.test_readme import README, ROOT, blocks
 
-    [block] = [b for b in blocks(README.read_text()) if "test_dev_stack.py" in (b.not_run or "")]
+    marked = [b for b in blocks(README.read_text()) if "test_dev_stack.py" in (b.not_run or "")]
+    assert len(marked) == 3, [b.line for b in marked]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKASTORE_")}
     env.update(KAFKASTORE_DEV_HOME=str(home), KAFKASTORE_API_URL=api, KAFKASTORE_TOKEN=token)
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block.code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"README.md line {block.line}:\n{done.stdout}\n{done.stderr}"
+    said: list[str] = []
+    for block in marked:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block.code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"README.md line {block.line}:\n{done.stdout}\n{done.stderr}"
+        said.append(done.stdout + done.stderr)
+    acl, round_trip, cli = said
+    assert '"stream_id":"Payroll-7"' in acl.replace(" ", "") and '"$ops"' in acl
     # curl's answers have no newline: the status of the request without a token ends a line.
-    assert any(line.endswith("}401") for line in done.stdout.splitlines())
-    assert '"type":"OrderPlaced"' in done.stdout.replace(" ", "")  # kafkastore read, with it
-    assert token not in done.stdout + done.stderr
+    assert any(line.endswith("}401") for line in round_trip.splitlines())
+    assert '"type":"OrderPlaced"' in round_trip.replace(" ", "")  # kafkastore read, with it
+    assert '"name": "bob"' in cli and "revoked token " in cli and "removed user 'bob'" in cli
+    assert "kst_" not in cli  # the new token is kept in a variable, never printed
+    assert all(token not in text for text in said)
 
 
 def test_dev_says_at_start_when_auth_is_off(capsys: pytest.CaptureFixture[str]) -> None:

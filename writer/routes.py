@@ -82,6 +82,31 @@ _MANY_SCHEMA: dict[str, Any] = {
 }
 _ERRORS = apidoc.errors(400, 409, 410, 413, 415, 503)
 
+_READ_YOUR_WRITE = {
+    "ReadTheStream": apidoc.link(
+        "get",
+        "/streams/{stream_id}",
+        "read the stream up to the events just appended (it waits until they are indexed)",
+        parameters={
+            "stream_id": "$request.path.stream_id",
+            "min_version": "$response.body#/to_version",
+        },
+    )
+}
+"""The link of an append's answer: read your write."""
+_READ_YOUR_WRITES = {
+    "ReadTheFirstStream": apidoc.link(
+        "get",
+        "/streams/{stream_id}",
+        "read the first stream of the atomic append up to its events (once they are indexed)",
+        parameters={
+            "stream_id": "$response.body#/results/0/stream_id",
+            "min_version": "$response.body#/results/0/to_version",
+        },
+    )
+}
+"""The link of an atomic append's answer."""
+
 
 def _check_json(request: Request) -> None:
     """Refuse a body declared as anything but JSON (415). No ``content-type`` at all is taken
@@ -122,10 +147,14 @@ async def _submit(
     response_model=apidoc.AppendResult,
     response_description="the events were appended: their versions, partitions and offsets",
     responses={
-        200: apidoc.ok(
-            apidoc.AppendResult,
-            "an idempotent repeat: these events were already committed, at these positions",
-        ),
+        201: {"links": _READ_YOUR_WRITE},
+        200: {
+            **apidoc.ok(
+                apidoc.AppendResult,
+                "an idempotent repeat: these events were already committed, at these positions",
+            ),
+            "links": _READ_YOUR_WRITE,
+        },
         **_ERRORS,
     },
 )
@@ -149,7 +178,11 @@ async def append_to_stream(stream_id: apirules.StreamIdPath, request: Request) -
     response_model=apidoc.AppendResults,
     response_description="every entry was appended (one result per entry, in order)",
     responses={
-        200: apidoc.ok(apidoc.AppendResults, "an idempotent repeat of every entry"),
+        201: {"links": _READ_YOUR_WRITES},
+        200: {
+            **apidoc.ok(apidoc.AppendResults, "an idempotent repeat of every entry"),
+            "links": _READ_YOUR_WRITES,
+        },
         **_ERRORS,
     },
 )

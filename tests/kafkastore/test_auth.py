@@ -201,6 +201,20 @@ def test_auth_is_off_unless_configured_and_on_with_kafkastore_auth_on() -> None:
     assert Settings.from_env({"KAFKASTORE_AUTH": "on"}).auth_enabled
 
 
+def test_no_open_path_but_healthz_is_said_with_healthz_never_with_an_empty_value() -> None:
+    closed = Settings.from_env({"KAFKASTORE_AUTH_OPEN_PATHS": "/healthz"})
+    # An empty variable is the default, as for every setting (docs/configuration.md) ...
+    default = Settings.from_env({"KAFKASTORE_AUTH_OPEN_PATHS": ""})
+
+    assert closed.open_paths == {"/healthz"}
+    assert default.open_paths == Settings().open_paths >= {"/readyz", "/openapi.json"}
+    # ... so an empty value in Python, which another process would read as the default, is
+    # refused rather than meaning something else here.
+    for empty in ("", " ", ","):
+        with pytest.raises(ConfigurationError, match="give /healthz"):
+            Settings.from_env({}, auth_open_paths=empty)
+
+
 def test_a_certificate_without_its_key_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
         Settings.from_env({}, tls_certfile="/tmp/cert.pem")

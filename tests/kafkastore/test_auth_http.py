@@ -4,6 +4,7 @@ stated bound, bad input on the admin routes and the CLI, no secret in the logs."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from kafkastore import authstore
@@ -64,9 +66,10 @@ def _event() -> dict[str, Any]:
     return {"events": [{"type": "Tested", "data": {"n": 1}}]}
 
 
-def _routes(s: Secured) -> list[tuple[str, str, Any, str, str, int]]:
-    """(method, path, body, caller without the right, caller with it, status when allowed)."""
-    stream = f"{s.category}-1"
+def _routes(s: Secured, stream: str = "") -> list[tuple[str, str, Any, str, str, int]]:
+    """(method, path, body, caller without the right, caller with it, status when allowed), on
+    ``stream`` (``<category>-1`` unless given)."""
+    stream = stream or f"{s.category}-1"
     return [
         ("POST", f"/streams/{stream}", _event(), "bob", "alice", 201),
         ("POST", "/append", {"appends": [{"stream_id": stream, **_event()}]}, "bob", "alice", 201),
@@ -89,17 +92,34 @@ def _version(s: Secured, stream_id: str) -> int:
     return int(answer.json()["version"]) if answer.status_code == 200 else 0
 
 
+def _head(s: Secured, stream_id: str) -> Any:
+    """The writer's head of ``stream_id`` in PostgreSQL (None: never appended to), which an
+    append moves before it answers (the index may lag behind it)."""
+    with psycopg.connect(s.settings.database_url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT version FROM streams WHERE stream_id = %s", (stream_id,)
+        ).fetchone()
+
+
 def test_every_route_refuses_missing_bad_revoked_and_expired_tokens_with_401(
     secured: Secured,
 ) -> None:
     bad = "kst_0123456789ab." + "A" * 43
-    for method, path, body, _, _, _ in _routes(secured):
+    url, bob = secured.settings.database_url, f"bob-{secured.category}"
+    stream = f"{secured.category}-{unique('untouched')}"  # of this test only
+    routes = _routes(secured, stream)
+    bobs_tokens = authstore.list_tokens(url, bob)
+    for method, path, body, _, _, _ in routes:
         for who in (None, bad, "revoked", "expired", "not-a-token"):
             answer = _call(secured, method, path, who, body)
             assert answer.status_code == 401, (method, path, who, answer.text)
             assert answer.json() == UNAUTHORIZED
             assert answer.headers["WWW-Authenticate"].startswith("Bearer")
-    assert _version(secured, f"{secured.category}-1") in (0, 2)  # only allowed appends count
+    # Nothing appended, created or revoked by the refusals.
+    assert _head(secured, stream) is None
+    [new_user] = [body["name"] for _, path, body, *_ in routes if path == "/auth/users" and body]
+    assert new_user not in {u.name for u in authstore.list_users(url)}
+    assert authstore.list_tokens(url, bob) == bobs_tokens
 
 
 def test_every_route_refuses_a_principal_without_the_right_with_403_and_allows_one_with_it(
@@ -156,22 +176,31 @@ def test_a_revoked_token_stops_working_within_the_stated_bound(secured: Secured)
 
     authstore.revoke_token(secured.settings.database_url, info.id)
     revoked_at = time.monotonic()
+    bound = authstore.revocation_bound(secured.settings.auth_cache_ttl)
     while _call(secured, "GET", "/all?limit=1", token).status_code != 401:
-        assert time.monotonic() - revoked_at <= authstore.REVOCATION_BOUND
+        assert time.monotonic() - revoked_at <= bound
         time.sleep(0.05)
 
 
-def test_a_role_change_takes_effect_within_the_stated_bound(secured: Secured) -> None:
+def test_a_user_removed_and_added_again_with_a_role_has_it_with_a_new_token_only(
+    secured: Secured,
+) -> None:
+    # A role change of a token already cached: tests/kafkastore/test_auth_cache.py.
     name = unique("dora")
     authstore.add_user(secured.settings.database_url, name)
-    _, token = authstore.create_token(secured.settings.database_url, name)
-    assert _call(secured, "GET", "/all?limit=1", token).status_code == 403
+    _, old = authstore.create_token(secured.settings.database_url, name)
+    assert _call(secured, "GET", "/all?limit=1", old).status_code == 403
 
     authstore.remove_user(secured.settings.database_url, name)
     authstore.add_user(secured.settings.database_url, name, ("ops",))
     _, token = authstore.create_token(secured.settings.database_url, name)
 
     assert _call(secured, "GET", "/all?limit=1", token).status_code == 200
+    removed_at = time.monotonic()
+    bound = authstore.revocation_bound(secured.settings.auth_cache_ttl)
+    while _call(secured, "GET", "/all?limit=1", old).status_code != 401:  # went with the user
+        assert time.monotonic() - removed_at <= bound
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -249,6 +278,96 @@ def test_the_cli_creates_a_user_and_a_token_that_the_api_accepts(secured: Secure
     assert _call(secured, "GET", "/all?limit=1", token).status_code == 200
     listed = _cli(secured, "token", "list", "--user", name).stdout
     assert token.partition(".")[0].removeprefix("kst_") in listed and token not in listed
+
+
+def _said(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The lines on stderr besides the one that says which stack it talks to (docs/cli.md)."""
+    return [line for line in done.stderr.splitlines() if "auth: using " not in line]
+
+
+def test_the_cli_lists_and_removes_users_and_revokes_a_token_the_api_then_refuses(
+    secured: Secured,
+) -> None:
+    name = unique("hank")
+    assert _cli(secured, "user", "add", name, "--role", "ops").returncode == 0
+    token = _cli(secured, "token", "create", name, "--label", "ci").stdout.strip()
+    token_id = token.removeprefix("kst_").partition(".")[0]
+    assert _call(secured, "GET", "/all?limit=1", token).status_code == 200
+
+    users = _cli(secured, "user", "list")
+    assert users.returncode == 0, users.stderr
+    [user] = [u for u in map(json.loads, users.stdout.splitlines()) if u["name"] == name]
+    assert user["roles"] == ["ops"]
+
+    revoked = _cli(secured, "token", "revoke", token_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert _said(revoked) == [f"revoked token {token_id}"]
+    [listed] = map(json.loads, _cli(secured, "token", "list", "--user", name).stdout.splitlines())
+    assert (listed["id"], listed["label"]) == (token_id, "ci") and listed["revoked_at"]
+    revoked_at = time.monotonic()
+    bound = authstore.revocation_bound(secured.settings.auth_cache_ttl)
+    while _call(secured, "GET", "/all?limit=1", token).status_code != 401:
+        assert time.monotonic() - revoked_at <= bound
+        time.sleep(0.05)
+    assert _cli(secured, "token", "revoke", token_id).returncode == 0  # again: nothing changes
+
+    removed = _cli(secured, "user", "remove", name)
+    assert removed.returncode == 0, removed.stderr
+    assert _said(removed) == [f"removed user {name!r} and their tokens"]
+    assert name not in _cli(secured, "user", "list").stdout
+    assert _cli(secured, "token", "list", "--user", name).stdout == ""  # went with the user
+
+
+EXPIRY = "must be more than 0 s and at most 10 years"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--expires-in", "0"), f"argument --expires-in: {EXPIRY}: '0'"),
+        (("--expires-in", "-1"), f"argument --expires-in: {EXPIRY}: '-1'"),
+        (("--expires-in=-0.5",), f"argument --expires-in: {EXPIRY}: '-0.5'"),
+        (("--expires-in", "nan"), f"argument --expires-in: {EXPIRY}: 'nan'"),
+        (("--expires-in", "1e12"), f"argument --expires-in: {EXPIRY}: '1e12'"),
+        (("--expires-in", "soon"), "argument --expires-in: not a number of seconds: 'soon'"),
+        (("--label", "l" * 201), "label is longer than 200 characters"),
+        (("--label", "l" * 100_000), "label is longer than 200 characters"),
+    ],
+)
+def test_a_bad_expiry_or_label_on_the_cli_is_one_clear_line_exit_2_and_no_token(
+    secured: Secured, args: tuple[str, ...], said: str
+) -> None:
+    user = f"bob-{secured.category}"
+    tokens = authstore.list_tokens(secured.settings.database_url, user)
+
+    done = _cli(secured, "token", "create", user, *args)
+
+    assert done.returncode == 2, done.stderr
+    assert _said(done)[-1].endswith(said), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert authstore.list_tokens(secured.settings.database_url, user) == tokens
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("user", "add", "x" * 129), "name must be 1-128 characters"),
+        (("user", "add", "x" * 100_000), "name must be 1-128 characters"),
+        (("user", "remove", "x" * 100_000), "name must be 1-128 characters"),
+        (("token", "create", "x" * 100_000), "user must be 1-128 characters"),
+        (("token", "list", "--user", "x" * 100_000), "user must be 1-128 characters"),
+        (("token", "revoke", "f" * 100_000), "a token id is 12 hex digits"),
+    ],
+)
+def test_a_huge_name_on_the_cli_is_one_clear_line_and_exit_2(
+    secured: Secured, args: tuple[str, ...], said: str
+) -> None:
+    done = _cli(secured, *args)
+
+    assert done.returncode == 2, done.stderr
+    [line] = _said(done)
+    assert line.startswith(f"kafkastore auth: {said}") and len(line) < 200, line
+    assert done.stdout == ""
 
 
 @pytest.mark.parametrize(

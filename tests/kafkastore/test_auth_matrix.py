@@ -108,6 +108,7 @@ def _routes(s: Served, stream: str) -> list[tuple[str, str, Any, str, str, int]]
     """(method, path, body, caller without the right, caller with it, status when allowed)."""
     acl = {key: [s.users["alice"]] for key in auth.ACL_ACTIONS}
     category = stream.partition("-")[0]
+    event_id = _call(s, "GET", f"/streams/{stream}", "admin").json()["events"][0]["id"]
     return [
         ("GET", f"/streams/{stream}/metadata", None, "bob", "alice", 200),
         ("PUT", f"/streams/{stream}/metadata", {"acl": acl}, "bob", "alice", 200),
@@ -125,7 +126,10 @@ def _routes(s: Served, stream: str) -> list[tuple[str, str, Any, str, str, int]]
         ("GET", "/subscribe/all", None, "alice", "ops", 200),
         ("GET", "/console/api/overview", None, "alice", "ops", 200),
         ("GET", "/console/api/streams", None, "alice", "ops", 200),
+        # alice may read the stream, yet the console's event route needs ops (any event by id)
+        ("GET", f"/console/api/events/{event_id}", None, "alice", "ops", 200),
         ("GET", "/console/api/groups", None, "alice", "ops", 200),
+        ("GET", "/console/api/groups/nobody/dead-letters", None, "alice", "ops", 200),
         ("POST", "/console/api/groups/nobody/dead-letters/replay", None, "ops", "admin", 200),
         ("DELETE", f"/streams/{stream}", None, "bob", "alice", 204),  # last: it deletes
     ]
@@ -155,6 +159,70 @@ def test_the_lifecycle_subscription_and_console_routes_refuse_403_and_allow_the_
         allowed = _call(served, method, path, with_right, body)
         assert allowed.status_code == status, (method, path, allowed.text)
     assert _call(served, "GET", f"/streams/{guarded}", "alice").status_code == 404  # deleted
+
+
+@pytest.fixture(scope="module")
+def closed(kafka_bootstrap: str, database_url: str, logs_dir: Path) -> Iterator[Served]:
+    """``kafkastore serve`` with auth on and no open path but ``/healthz``: only the routes
+    that hold no data are open (``/readyz`` cannot tell readiness, so the log does)."""
+    tag = unique("c").replace("-", "")
+    settings = own_settings(kafka_bootstrap, database_url, auth="on", auth_open_paths="/healthz")
+    users = {who: f"{who}-{tag}" for who in CALLERS}
+    tokens = users_with_tokens(database_url, CALLERS, tag)
+    tokens.update(spoiled_tokens(database_url, users["alice"]))
+    log = logs_dir / f"closed-serve-{tag}.log"
+    with serving(settings, log, ready_line="Application startup complete") as url:
+        time.sleep(1.0)  # the expired token is past its expiry
+        yield Served(url, settings, tokens, users, [log], [], "")
+
+
+def test_with_no_open_paths_readyz_needs_ops_and_the_document_a_signed_in_user(
+    closed: Served,
+) -> None:
+    for path, without in (("/readyz", "alice"), ("/openapi.json", None)):
+        for who in (None, BAD, "revoked", "expired", "not-a-token"):
+            answer = _call(closed, "GET", path, who)
+            assert (answer.status_code, answer.json()) == (401, UNAUTHORIZED), (path, who)
+            assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+        if without is not None:
+            refused = _call(closed, "GET", path, without)
+            assert (refused.status_code, refused.json()) == (403, FORBIDDEN), path
+    ready = _call(closed, "GET", "/readyz", "ops")
+    for _ in range(300):  # until the indexer has its partitions
+        if ready.status_code != 503:
+            break
+        time.sleep(0.1)
+        ready = _call(closed, "GET", "/readyz", "ops")
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready"), ready.text
+    document = _call(closed, "GET", "/openapi.json", "bob")
+    assert document.status_code == 200
+    assert "/streams/{stream_id}" in document.json()["paths"]
+    # The document of this app says so: /readyz needs the bearer scheme too.
+    assert document.json()["paths"]["/readyz"]["get"]["security"] == [{"HTTPBearer": []}]
+
+
+@pytest.mark.parametrize(
+    ("path", "media_type"),
+    [
+        ("/healthz", "application/json"),
+        ("/docs", "text/html"),
+        ("/redoc", "text/html"),
+        ("/docs/oauth2-redirect", "text/html"),
+        ("/console", "text/html"),
+        ("/console/assets/console.js", "text/javascript"),
+        ("/console/assets/console.css", "text/css"),
+    ],
+)
+def test_the_routes_that_hold_no_data_answer_without_a_token_whatever_the_open_paths(
+    closed: Served, path: str, media_type: str
+) -> None:
+    answer = _call(closed, "GET", path, None)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith(media_type)
+    # The pages load what needs a token; they hold none of the store's data themselves.
+    if path == "/docs":
+        assert "/openapi.json" in answer.text
 
 
 def _category_page(s: Served, category: str, who: str, **query: int) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The store's processes as least-privileged PostgreSQL roles (``kafkastore db roles``, README
 "Security"): the writer appends, the indexer indexes, the API reads, a subscription
-checkpoints, each connected as its own role; and each role is refused what it must not do."""
+checkpoints, each connected as its own role (with auth off, and the API with auth on: its token
+and stream-ACL caches and its admin routes); and each role is refused what it must not do."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -16,12 +18,13 @@ import pytest
 from psycopg import sql
 
 from consumers import PostgresProjection, Subscription
-from kafkastore import dbroles
+from kafkastore import authstore, dbroles, streamacl
 from kafkastore.client import EventStore
 from kafkastore.config import Settings, settings_environ
 from kafkastore.records import NewEvent, RecordedEvent
 from tests.indexer.helpers import running_indexer
 from tests.support import unique
+from tests.support.serving import users_with_tokens
 
 
 def _as(database_url: str, role: str) -> str:
@@ -145,6 +148,74 @@ def test_the_writer_indexer_api_and_a_subscription_run_as_their_own_roles(
             "SELECT count(*) FROM subscription_checkpoints WHERE topic = %s", (settings.topic,)
         ).fetchone()
     assert checkpoints is not None and checkpoints[0] >= 1
+
+
+def _listening(database_url: str) -> set[tuple[str, str]]:
+    """(role, channel) of every connection that listens (its last statement was LISTEN)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT usename, query FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        ).fetchall()
+    return {(r[0], r[1].removeprefix("LISTEN ")) for r in rows}
+
+
+def test_the_api_with_auth_on_runs_its_caches_and_admin_routes_as_its_own_role(
+    roles: dict[str, str],
+    database_url: str,
+    make_settings: Callable[..., Settings],
+    api_server: Callable[..., str],
+) -> None:
+    tag = unique("r").replace("-", "")
+    category, alice = f"Roles{tag}", f"alice-{tag}"
+    stream = f"{category}-1"
+    settings = make_settings(
+        database_url=roles[dbroles.API], writer_database_url=roles[dbroles.WRITER], auth="on"
+    )
+    # The first admin comes from whoever owns the tables (kafkastore auth user add ...).
+    tokens = users_with_tokens(database_url, {"admin": ("admin",), "bob": ()}, tag)
+    indexer_settings = settings.replace(database_url=roles[dbroles.INDEXER], writer_database_url="")
+
+    with running_indexer(indexer_settings):
+        api = api_server(settings)
+
+        def call(method: str, path: str, token: str, body: Any = None) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {token}"}
+            return httpx.request(method, api + path, json=body, headers=headers, timeout=30)
+
+        admin = tokens["admin"]
+        # The admin routes: users and tokens, written and read as kafkastore_api.
+        assert call("POST", "/auth/users", admin, {"name": alice}).status_code == 201
+        created = call("POST", "/auth/tokens", admin, {"user": alice})
+        assert created.status_code == 201, created.text
+        token_id, token = created.json()["id"], created.json()["token"]
+        assert alice in {u["name"] for u in call("GET", "/auth/users", admin).json()["users"]}
+        listed = call("GET", f"/auth/tokens?user={alice}", admin).json()["tokens"]
+        assert [t["id"] for t in listed] == [token_id]
+        # The new token works at once (the token cache reloads as kafkastore_api) ...
+        event = {"events": [{"type": "Placed", "data": {"n": 1}}]}
+        assert call("POST", f"/streams/{stream}", token, event).status_code == 201
+        # ... and so does a stream ACL (written by the writer's role, read by the API's cache).
+        acl = {"acl": {"read": [alice], "write": [alice]}}
+        assert call("PUT", f"/streams/{stream}/metadata", admin, acl).status_code == 200
+        page = call("GET", f"/streams/{stream}?min_version=1&timeout_ms=20000", token)
+        assert page.status_code == 200, page.text
+        assert call("GET", f"/streams/{stream}", tokens["bob"]).status_code == 403
+        assert call("GET", "/metrics", admin).status_code == 200
+        listening = _listening(database_url)
+        # A revocation (an UPDATE by kafkastore_api, whose trigger notifies) is enforced.
+        assert call("DELETE", f"/auth/tokens/{token_id}", admin).status_code == 204
+        deadline = time.monotonic() + authstore.revocation_bound(settings.auth_cache_ttl)
+        while call("GET", f"/streams/{stream}/state", token).status_code != 401:
+            assert time.monotonic() < deadline, "the revoked token still works"
+            time.sleep(0.05)
+        assert call("DELETE", f"/auth/users/{alice}", admin).status_code == 204
+
+    assert {
+        (dbroles.API, authstore.CHANNEL),
+        (dbroles.API, streamacl.CHANNEL),
+    } <= listening
+    assert alice not in {u.name for u in authstore.list_users(database_url)}
 
 
 REFUSED: list[tuple[str, str]] = [

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from kafkastore.config import Settings
 from kafkastore.http import create_app
+from kafkastore.streams import MAX_AGE, MAX_POSITION
 from tests.indexer.helpers import IndexerThread
 from tests.kafkastore import lifecycle_support as support
 from tests.support import unique
@@ -90,6 +91,8 @@ BAD_METADATA = {
     "string max_age": ({"max_age": "10"}, 400, "max_age"),
     "fractional max_age": ({"max_age": 1.5}, 400, "max_age"),
     "boolean max_count": ({"max_count": True}, 400, "max_count"),
+    "max_age above 100 years": ({"max_age": MAX_AGE + 1}, 400, "max_age"),
+    "max_age of millions of years": ({"max_age": MAX_POSITION}, 400, "max_age"),
     "truncate_before above head + 1": ({"truncate_before": 4}, 409, None),
     "unknown field": ({"maxCount": 3}, 400, "maxCount"),
     "acl not an object": ({"acl": ["alice"]}, 400, "acl"),
@@ -125,6 +128,20 @@ def test_bad_metadata_is_refused_clearly_and_changes_nothing(client: TestClient,
     if field is not None:
         assert field in error["details"]
     assert client.get(f"/streams/{stream}/metadata").json() == before
+
+
+def test_the_longest_max_age_keeps_the_stream_readable_and_indexed(client: TestClient) -> None:
+    # PostgreSQL computes now() - max_age for every read and for the indexer: a max_age of
+    # millions of years was once stored, and then every read of the stream and the indexer
+    # failed ("timestamp out of range").
+    stream = unique("Aged")
+    put = client.put(f"/streams/{stream}/metadata", json={"max_age": MAX_AGE})
+    assert put.status_code == 200, put.text
+
+    assert client.post(f"/streams/{stream}", json=events(2)).status_code == 201
+
+    assert [e["version"] for e in indexed(client, stream, 2)["events"]] == [1, 2]
+    assert client.get(f"/streams/{stream}/state").json()["readable_from"] == 1
 
 
 def test_soft_delete_answers_204_then_404_and_an_append_recreates_the_stream(

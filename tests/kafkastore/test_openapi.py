@@ -329,3 +329,52 @@ def test_the_console_page_and_assets_answer_their_documented_media_types(
     assert page.headers["content-type"].startswith("text/html")
     assert css.headers["content-type"].startswith("text/css")
     assert js.headers["content-type"].startswith("text/javascript")
+
+
+def test_every_link_leads_to_an_operation_with_the_parameters_and_fields_it_names(
+    document: dict[str, Any],
+) -> None:
+    def fields(schema: dict[str, Any]) -> set[str]:
+        return set(resolve(document, schema).get("properties", {}))
+
+    found = []
+    for method, path, operation in operations(document):
+        for status, response in operation["responses"].items():
+            for name, link in response.get("links", {}).items():
+                found.append(f"{method.upper()} {path} {status} {name}")
+                pointer, _, target_method = link["operationRef"].rpartition("/")
+                target_path = (
+                    pointer.removeprefix("#/paths/")
+                    .replace("%7B", "{")
+                    .replace("%7D", "}")
+                    .replace("~1", "/")
+                    .replace("~0", "~")
+                )
+                target = document["paths"][target_path][target_method]
+                names = {p["name"] for p in target.get("parameters", [])}
+                assert set(link.get("parameters", {})) <= names, name
+                if "requestBody" in link:
+                    body = target["requestBody"]["content"]["application/json"]["schema"]
+                    assert set(link["requestBody"]) <= fields(body), name
+                answer = fields(response["content"]["application/json"]["schema"])
+                for expression in [
+                    *link.get("parameters", {}).values(),
+                    *link.get("requestBody", {}).values(),
+                ]:
+                    if expression.startswith("$response.body#/"):
+                        assert expression.split("/")[1] in answer, (name, expression)
+                    else:
+                        assert expression.removeprefix("$request.path.") in {
+                            p["name"] for p in operation.get("parameters", []) if p["in"] == "path"
+                        }, (name, expression)
+
+    assert sorted(found) == [
+        "POST /append 200 ReadTheFirstStream",
+        "POST /append 201 ReadTheFirstStream",
+        "POST /auth/tokens 201 ListTheUsersTokens",
+        "POST /auth/tokens 201 RevokeIt",
+        "POST /auth/users 201 CreateAToken",
+        "POST /auth/users 201 RemoveTheUser",
+        "POST /streams/{stream_id} 200 ReadTheStream",
+        "POST /streams/{stream_id} 201 ReadTheStream",
+    ]

@@ -49,13 +49,17 @@ def serve_process(
 
 @contextlib.contextmanager
 def serving(
-    settings: Settings, log_path: Path, *serve_args: str, indexer_log: Path | None = None
+    settings: Settings,
+    log_path: Path,
+    *serve_args: str,
+    indexer_log: Path | None = None,
+    ready_line: str | None = None,
 ) -> Iterator[str]:
-    """``kafkastore serve`` (see :func:`serve_process`) and an indexer, both with ``settings``,
-    stopped cleanly at the end; yields the API's base URL once it is ready. The indexer runs on
-    a thread of this process, or, given ``indexer_log``, as a process of its own (``kafkastore
-    indexer``) logging there and ready when it has its partitions."""
-    api, url = serve_process(settings, log_path, *serve_args)
+    """``kafkastore serve`` (see :func:`serve_process`, ``ready_line`` included) and an indexer,
+    both with ``settings``, stopped cleanly at the end; yields the API's base URL once it is
+    ready. The indexer runs on a thread of this process, or, given ``indexer_log``, as a process
+    of its own (``kafkastore indexer``) logging there and ready when it has its partitions."""
+    api, url = serve_process(settings, log_path, *serve_args, ready_line=ready_line)
     with contextlib.ExitStack() as stack:
         if indexer_log is None:
             stack.enter_context(running_indexer(settings))
