@@ -9,8 +9,10 @@ works" argues them):
 - nothing is ever read or delivered that no append could have written: an id no operation
   carried, or one that only failed operations carried (``phantom``);
 - an unknown outcome is all-or-nothing (``partial``); its retry with the same ids is answered
-  idempotently (a retry that says ``created`` while the first attempt's events are in the
-  stream shows as ``duplicate``);
+  idempotently: a retry that wrote the events again shows as ``duplicate``, and one answered
+  ``created`` although its ids were committed before it was sent (acknowledged, or read by the
+  tail), or answered as a repeat although nothing earlier could have committed them, is
+  ``idempotency``;
 - a stream's versions are 1..n (``version_gap``); ``$all`` positions are 1..N (``all_gap``) and
   keep each stream in version order (``order``); a tailing ``$all`` reader never sees a jump
   (``tail_skip``) and never sees an event the final ``$all`` has at another position
@@ -116,10 +118,14 @@ class _Check:
     # -- what the history says about each event id ---------------------------------------
 
     def classify(self) -> None:
+        # An op belongs to the last fault whose window [injected, ended) overlaps the op's own
+        # [invoked, completed]: a cut made inside a batch already in flight hits the appends
+        # invoked before it (a crashed client's op, never completed, counts at its invocation).
         for op in self.ops.values():
+            done = op.completed if op.completed is not None else op.invoked
             for phase in self.phases:
                 end = phase.ended if phase.ended is not None else float("inf")
-                if phase.injected <= op.invoked < end:
+                if phase.injected <= done and op.invoked < end:
                     op.phase = phase.name
         self.acked: dict[str, tuple[str, int]] = {}
         self.acked_by: dict[str, Op] = {}
@@ -199,6 +205,68 @@ class _Check:
                         op.events[0][0],
                     )
         self.lost_in("stream reads", present)
+        self.check_idempotency()
+
+    def check_idempotency(self) -> None:
+        """The ``created`` flag of every acknowledgement (README "How an append works",
+        docs/design.md section 5): re-sending events whose ids are committed is answered with
+        the original result and ``created`` False; anything else that is acknowledged wrote, and
+        says ``created`` True. So ``created`` True is wrong once the ids were committed before the
+        append was sent (an earlier append acknowledged them, or the tail read one of them), and
+        ``created`` False is wrong when no earlier append that may have committed carried them.
+        Evidence from a fault that may lose acknowledged events (until its heal) does not count:
+        the commit it saw may be gone, and the retry may rightly write anew."""
+        carriers: dict[str, list[Op]] = {}
+        for op in sorted(self.ops.values(), key=lambda o: o.invoked):
+            for event, _n in op.events:
+                carriers.setdefault(event, []).append(op)
+        for op in self.ops.values():
+            if op.outcome != "ok" or not op.events:
+                continue
+            earlier = {
+                o.op: o
+                for event, _n in op.events
+                for o in carriers[event]
+                if o is not op and o.invoked <= op.invoked
+            }
+            if op.created is False:
+                if not any(o.outcome in ("ok", "unknown") for o in earlier.values()):
+                    self.fail(
+                        "idempotency",
+                        f"op {op.op} on {op.stream} was answered as a repeat (created false), "
+                        "but no earlier append that may have committed carried its ids",
+                        op.events[0][0],
+                    )
+                continue
+            evidence = [
+                (o.completed, f"op {o.op} acknowledged them at {o.completed:.3f}")
+                for o in earlier.values()
+                if o.outcome == "ok" and o.completed is not None and o.completed < op.invoked
+            ]
+            evidence += [
+                (self.first_seen[e], f"the tail read {e} at {self.first_seen[e]:.3f}")
+                for e, _n in op.events
+                if self.first_seen.get(e, float("inf")) < op.invoked
+            ]
+            for when, why in evidence:
+                if not self.commit_may_be_lost(when, op):
+                    self.fail(
+                        "idempotency",
+                        f"op {op.op} on {op.stream}, sent at {op.invoked:.3f}, was answered "
+                        f"created (written anew) though its ids were committed before: {why}",
+                        op.events[0][0],
+                    )
+                    break
+
+    def commit_may_be_lost(self, when: float, op: Op) -> bool:
+        """Whether a commit seen at ``when`` may have been lost before ``op`` completed (a
+        fault that allows acknowledged loss was on at ``when`` and not over before ``op``)."""
+        return any(
+            p.loses_acknowledged
+            and p.injected <= when <= (p.healed if p.healed is not None else float("inf"))
+            and (op.completed or op.invoked) >= p.injected
+            for p in self.phases
+        )
 
     def lost_in(self, where: str, present: set[str]) -> None:
         for event in sorted(set(self.acked) - present):
@@ -304,6 +372,11 @@ class _Check:
     def run(self) -> Verdict:
         self.lost_by_setting: set[str] = set()
         self.tail_rewound = 0
+        self.first_seen: dict[str, float] = {}
+        for pages in self.tails.values():
+            for t, page in pages:
+                for *_x, event in page:
+                    self.first_seen[event] = min(t, self.first_seen.get(event, t))
         self.classify()
         self.check_streams()
         self.check_all()

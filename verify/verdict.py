@@ -17,6 +17,7 @@ KINDS = (
     "duplicate",
     "wrong_version",
     "partial",
+    "idempotency",
     "version_gap",
     "all_gap",
     "order",

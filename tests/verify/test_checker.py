@@ -170,6 +170,77 @@ def test_a_retry_that_writes_again_what_the_first_attempt_wrote_is_a_duplicate()
     assert "duplicate" in kinds(h.entries())
 
 
+def test_a_retry_answered_created_after_the_tail_read_the_first_attempt_is_caught() -> None:
+    h = History()
+    first = h.append("A-1", ["a1"], "unknown")
+    h.rec.observe("tail", process="early", events=[[1, "A-1", 1, "a1"]])  # it did commit
+    h.append("A-1", ["a1"], created=True, retry_of=first)  # ...yet "written anew"
+    h.reads({"A-1": ["a1"]})
+
+    found = check(h.entries()).violations
+
+    assert {v.kind for v in found} == {"idempotency"}
+    assert "the tail read a1" in found[0].detail
+
+
+def test_an_append_answered_created_for_ids_acknowledged_before_is_caught() -> None:
+    h = History()
+    h.append("A-1", ["a1"])
+    h.append("A-1", ["a1"], created=True)  # a repeat must say created false
+    h.reads({"A-1": ["a1"]})
+
+    assert kinds(h.entries()) == {"idempotency"}
+
+
+def test_a_repeat_of_ids_no_earlier_append_could_have_committed_is_caught() -> None:
+    h = History()
+    failed = h.append("A-1", ["a1"], "fail")  # definite: nothing written
+    h.append("A-1", ["a1"], created=False, retry_of=failed)
+    h.append("B-1", ["b1"], created=False)  # the first append of its ids
+    h.reads({"A-1": ["a1"], "B-1": ["b1"]})
+
+    found = check(h.entries()).violations
+
+    assert [v.kind for v in found] == ["idempotency", "idempotency"]
+    assert {v.event for v in found} == {"a1", "b1"}
+
+
+def test_a_retry_that_writes_anew_what_a_wal_losing_crash_took_is_fine() -> None:
+    h = History()
+    h.rec.nemesis("wal-loss", "inject", loses_acknowledged=True)
+    first = h.append("A-1", ["a1"], "unknown")
+    h.rec.observe("tail", process="early", events=[[1, "A-1", 1, "a1"]])
+    h.rec.nemesis("wal-loss", "heal")  # the crash took a1's commit
+    h.append("A-1", ["a1"], created=True, retry_of=first)
+    h.rec.nemesis("wal-loss", "end")
+    h.reads({"A-1": ["a1"]})
+
+    verdict = check(h.entries())
+
+    assert verdict.ok, verdict.summary()
+
+
+def test_an_op_in_flight_when_a_fault_began_counts_under_that_fault() -> None:
+    h = History()
+    h.rec.nemesis("none", "inject")
+    h.rec.nemesis("none", "heal")
+    h.rec.nemesis("none", "end")
+    op = h.rec.invoke("w1", "A-1", "any", [("a1", 1)])  # invoked between faults...
+    h.rec.nemesis("cut", "inject")
+    h.rec.unknown(op, "OutcomeUnknown")  # ...its reply lost to the cut
+    h.rec.nemesis("cut", "heal")
+    h.rec.nemesis("cut", "end")
+    before = h.append("A-1", ["a0"], "unknown")  # invoked and settled after every fault
+    h.append("A-1", ["a0"], created=False, retry_of=before)
+    h.reads({"A-1": ["a1", "a0"]})
+
+    by_name = {p.name: p for p in check(h.entries()).phases}
+
+    assert by_name["cut"].unknown == 1
+    assert by_name["none"].unknown == 0
+    assert by_name[BETWEEN].unknown == 1
+
+
 def test_a_hole_in_a_stream_is_a_version_gap() -> None:
     h = History()
     h.append("A-1", ["a1"])
