@@ -25,7 +25,8 @@ Observations (``type: observe``), by ``f``:
 - ``stream``: ``stream``, ``events`` = ``[[version, id], ...]`` (the whole stream);
 - ``all``: ``events`` = ``[[position, stream, version, id], ...]`` (the whole of ``$all``);
 - ``tail``: ``process``, ``events`` (as ``all``), one page as a tailing reader got it;
-- ``delivered``: ``process``, ``events`` = ``[[stream, version, id], ...]`` in delivery order;
+- ``delivered``: ``process``, ``events`` = ``[[stream, version, id, t], ...]`` in delivery order
+  (``t``, when there: the delivery's time on the history's clock);
 - ``projection``: ``process``, ``state`` = ``{stream: [count, sum of n, last version]}``.
 
 The last observation of each stream / process is the final one. Events acknowledged during a
@@ -63,6 +64,8 @@ class _Check:
         self.tails: dict[str, list[tuple[float, list[tuple[int, str, int, str]]]]] = {}
         self.delivered: dict[str, list[tuple[str, int, str]]] = {}
         self.projections: dict[str, dict[str, list[int]]] = {}
+        self.delivered_at: dict[str, float] = {}
+        """Each event's first delivery (when the ``delivered`` observations have times)."""
         for e in entries:
             self._take(e)
 
@@ -107,7 +110,12 @@ class _Check:
                 page = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
                 self.tails.setdefault(e["process"], []).append((e["t"], page))
             elif f == "delivered":
-                self.delivered[e["process"]] = [(s, int(v), str(i)) for s, v, i in e["events"]]
+                rows = e["events"]
+                self.delivered[e["process"]] = [(s, int(v), str(i)) for s, v, i, *_t in rows]
+                for _s, _v, i, *t in rows:
+                    if t and t[0] is not None:
+                        first = self.delivered_at.get(str(i), float(t[0]))
+                        self.delivered_at[str(i)] = min(first, float(t[0]))
             elif f == "projection":
                 self.projections[e["process"]] = {s: list(x) for s, x in e["state"].items()}
 
@@ -438,7 +446,14 @@ class _Check:
                 reports[phase].duplicates += 1
         for event in self.lost_by_setting:
             reports[self.carrier[event].phase].lost_by_setting += 1
-        recovery_times(reports, self.phases, list(self.ops.values()), self.tails, self.acked_by)
+        recovery_times(
+            reports,
+            self.phases,
+            list(self.ops.values()),
+            self.tails,
+            self.acked_by,
+            delivered_at=self.delivered_at,
+        )
         return list(reports.values())
 
     def _settlement(self, op: Op, present: set[str]) -> str:

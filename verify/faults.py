@@ -9,7 +9,8 @@ Each is a :class:`verify.nemesis.Nemesis` over an :class:`verify.environment.Env
   exactly-once projection's process, restarted with default settings; each notes how long after
   the restart it was working again (static membership: no wait for the session timeout);
 - :class:`Rebalance` - a second member joins the projection's group while the first is mid-batch,
-  and leaves again at heal;
+  and leaves again at heal; what it costs shows in the projection's deliveries (the report's
+  *deliveries recovered*), not in the tail, which reads the index;
 - :class:`CrashPostgres` - ``synchronous_commit=off``, then SIGKILL of the postmaster and every
   backend: commits whose WAL was not flushed are lost (acknowledged loss, allowed by that
   setting and reported apart), and their xids are handed out again after recovery - the verdict
@@ -199,7 +200,11 @@ class KillConsumer(_KillService):
 
 
 class Rebalance:
-    """A second member joins the projection's group mid-batch; it leaves (SIGTERM) at heal."""
+    """A second member joins the projection's group mid-batch; it leaves (SIGTERM) at heal.
+
+    The index is not involved, so the fault's row measures the projection: *deliveries
+    recovered* (:attr:`verify.verdict.PhaseReport.deliveries_recovered_s`, from the deliveries'
+    times) is how long its deliveries stalled."""
 
     name = "rebalance"
     hold: tuple[float, float] = (4.0, 8.0)

@@ -33,7 +33,11 @@ SET events = s.events + 1, total = s.total + EXCLUDED.total,
     last_version = greatest(s.last_version, EXCLUDED.last_version)
 """
 
-DELIVERED = "SELECT stream_id, version, event_id::text FROM verify_delivered ORDER BY serial"
+DELIVERED = """
+SELECT stream_id, version, event_id::text, extract(epoch FROM delivered_at)::float8
+FROM verify_delivered ORDER BY serial
+"""
+"""Every delivery in order, with its time (seconds since the epoch, the server's clock)."""
 
 STATE = "SELECT stream_id, events, total, last_version FROM verify_state"
 

@@ -367,6 +367,8 @@ class AppendWorkload:
         recorder.observe("all", events=self._read_all())
         if self.watch_projection:
             delivered, state = self._projection()
+            for row in delivered:
+                row[3] = recorder.at_wall(float(row[3]))
             recorder.observe("delivered", process="projection", events=delivered)
             recorder.observe("projection", process="projection", state=state)
 

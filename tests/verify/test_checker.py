@@ -383,6 +383,39 @@ def test_recovery_times_come_from_the_failures_and_the_tail() -> None:
     assert kill.max_read_lag_s == pytest.approx(2.0, abs=0.05)
 
 
+def test_delivery_recovery_comes_from_the_projections_delivery_times() -> None:
+    h = History()
+    h.rec.nemesis("rebalance", "inject")  # t = 0.01
+    h.append("A-1", ["a1"])  # acknowledged at 0.03
+    h.t = 1.0
+    h.append("A-1", ["a2"], from_version=2)  # acknowledged at 1.02
+    h.rec.nemesis("rebalance", "heal")
+    h.rec.nemesis("rebalance", "end")
+    h.reads({"A-1": ["a1", "a2"]})
+    # a1 delivered at once, a2 only 6 s after its acknowledgement (a partition held meanwhile)
+    delivered = [["A-1", 1, "a1", 0.2], ["A-1", 2, "a2", 7.02]]
+    h.rec.observe("delivered", process="sub", events=delivered)
+
+    verdict = check(h.entries())
+    row = next(p for p in verdict.phases if p.name == "rebalance")
+
+    assert verdict.ok, verdict.summary()
+    assert row.deliveries_recovered_s == pytest.approx(7.01, abs=0.01)
+    assert row.max_delivery_lag_s == pytest.approx(6.0, abs=0.01)
+
+
+def test_deliveries_without_times_leave_the_delivery_figures_out() -> None:
+    h = History()
+    h.rec.nemesis("kill", "inject")
+    h.append("A-1", ["a1"])
+    h.rec.nemesis("kill", "end")
+    h.reads({"A-1": ["a1"]})  # deliveries as [stream, version, id]
+
+    row = next(p for p in check(h.entries()).phases if p.name == "kill")
+
+    assert row.deliveries_recovered_s is None and row.max_delivery_lag_s is None
+
+
 def test_every_kind_of_violation_has_a_test_here() -> None:
     source = Path(__file__).read_text(encoding="utf-8")
     assert [k for k in KINDS if f'"{k}"' not in source] == []
