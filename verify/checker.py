@@ -23,11 +23,16 @@ works" argues them):
 Observations (``type: observe``), by ``f``:
 
 - ``stream``: ``stream``, ``events`` = ``[[version, id], ...]`` (the whole stream);
-- ``all``: ``events`` = ``[[position, stream, version, id], ...]`` (the whole of ``$all``);
+- ``all``: ``events`` = ``[[position, stream, version, id, partition, offset], ...]`` (the whole
+  of ``$all``; the place in the log may be left out);
 - ``tail``: ``process``, ``events`` (as ``all``), one page as a tailing reader got it;
 - ``delivered``: ``process``, ``events`` = ``[[stream, version, id, t], ...]`` in delivery order
   (``t``, when there: the delivery's time on the history's clock);
-- ``projection``: ``process``, ``state`` = ``{stream: [count, sum of n, last version]}``.
+- ``projection``: ``process``, ``state`` = ``{stream: [count, sum of n, last version]}``;
+- ``reissued``: ``fault``, ``messages`` = ``[[xid, write id, id, partition, offset, when], ...]``:
+  the writer's messages of every xid two transactions carried (a crash lost the first one's
+  WAL), ``when`` ``before`` the crash (that transaction never committed: none of them may be
+  in the final ``$all``, a ``phantom``) or ``after`` it.
 
 The last observation of each stream / process is the final one. Events acknowledged during a
 fault whose configuration allows acknowledged loss (``loses_acknowledged``) and then lost are
@@ -66,6 +71,9 @@ class _Check:
         self.projections: dict[str, dict[str, list[int]]] = {}
         self.delivered_at: dict[str, float] = {}
         """Each event's first delivery (when the ``delivered`` observations have times)."""
+        self.places: dict[tuple[int, int], tuple[int, str]] = {}
+        """(partition, offset) -> (position, id) of the final ``$all`` (when it has places)."""
+        self.reissued: list[tuple[int, str, str, int, int, str]] = []
         for e in entries:
             self._take(e)
 
@@ -105,9 +113,14 @@ class _Check:
             if f == "stream":
                 self.streams[e["stream"]] = [(int(v), str(i)) for v, i in e["events"]]
             elif f == "all":
-                self.all_read = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+                self.all_read = [(int(p), s, int(v), str(i)) for p, s, v, i, *_x in e["events"]]
+                self.places = {
+                    (int(x[0]), int(x[1])): (int(p), str(i))
+                    for p, _s, _v, i, *x in e["events"]
+                    if len(x) == 2
+                }
             elif f == "tail":
-                page = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+                page = [(int(p), s, int(v), str(i)) for p, s, v, i, *_x in e["events"]]
                 self.tails.setdefault(e["process"], []).append((e["t"], page))
             elif f == "delivered":
                 rows = e["events"]
@@ -118,6 +131,11 @@ class _Check:
                         self.delivered_at[str(i)] = min(first, float(t[0]))
             elif f == "projection":
                 self.projections[e["process"]] = {s: list(x) for s, x in e["state"].items()}
+            elif f == "reissued":
+                self.reissued += [
+                    (int(x), w, str(i), int(p), int(o), when)
+                    for x, w, i, p, o, when in e["messages"]
+                ]
 
     def fail(self, kind: str, detail: str, event: str | None = None) -> None:
         op = self.carrier.get(event) if event is not None else None
@@ -310,6 +328,21 @@ class _Check:
                 )
         self.lost_in("$all", {i for *_x, i in self.all_read})
 
+    def check_reissued(self) -> None:
+        """The messages of a transaction whose xid PostgreSQL handed out again after a crash
+        (``before``) never committed: none may be in the final ``$all`` at its place. (The ones
+        of the transaction that got the xid again, ``after``, are judged like any other.)"""
+        for xid, write, event, partition, offset, when in self.reissued:
+            held = self.places.get((partition, offset))
+            if when == "before" and held is not None:
+                self.fail(
+                    "phantom",
+                    f"$all@{held[0]} holds {held[1]} from {partition}/{offset}, a message of "
+                    f"transaction {write}, whose xid {xid} was handed out again after a crash: "
+                    "that transaction never committed",
+                    event,
+                )
+
     def check_tails(self) -> None:
         final = {p: i for p, _s, _v, i in self.all_read or []}
         rewound = any(p.loses_acknowledged for p in self.phases)
@@ -388,6 +421,7 @@ class _Check:
         self.classify()
         self.check_streams()
         self.check_all()
+        self.check_reissued()
         self.check_tails()
         self.check_delivered()
         if self.projections:
@@ -414,6 +448,13 @@ class _Check:
             "delivered": sum(len(d) for d in self.delivered.values()),
             "lost_by_setting": len(self.lost_by_setting),
             "tail_rewound": self.tail_rewound,
+            "xids_reissued": len({x for x, *_r in self.reissued}),
+            "reissued_read_before": sum(
+                when == "before" and (p, o) in self.places for *_x, p, o, when in self.reissued
+            ),
+            "reissued_read_after": sum(
+                when == "after" and (p, o) in self.places for *_x, p, o, when in self.reissued
+            ),
         }
 
     def report(self) -> list[PhaseReport]:

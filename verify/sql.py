@@ -53,5 +53,6 @@ SYNCHRONOUS_COMMIT_RESET = "ALTER SYSTEM RESET synchronous_commit"
 
 RELOAD = "SELECT pg_reload_conf()"
 
-NEXT_XID = "SELECT pg_current_xact_id()::text"
-"""Takes an xid (and commits it): the highest one handed out so far."""
+XMAX = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
+"""One past the highest completed xid (takes none): once it is past an xid, every xid up to it
+was handed out and its transaction is over."""

@@ -335,6 +335,40 @@ def test_the_projection_model_leaves_out_what_a_fault_lost_by_setting() -> None:
     assert check(h.entries()).ok, check(h.entries()).summary()
 
 
+def _reissued_history(held_offset: int) -> History:
+    """A crash lost a1's commit and handed its xid 7 out again to the append of a2; the final
+    $all holds the message at ``held_offset`` of partition 0 (a1's copy is at 10, a2's at 12)."""
+    h = History()
+    h.rec.nemesis("wal-loss", "inject", loses_acknowledged=True)
+    h.append("A-1", ["a1"])  # acknowledged, its WAL lost with the crash
+    h.rec.nemesis("wal-loss", "heal")
+    h.append("A-1", ["a2"], from_version=1)
+    h.rec.observe(
+        "reissued",
+        fault="wal-loss",
+        messages=[[7, "w-old", "a1", 0, 10, "before"], [7, "w-new", "a2", 0, 12, "after"]],
+    )
+    h.rec.nemesis("wal-loss", "end")
+    event = {10: "a1", 12: "a2"}[held_offset]
+    h.rec.observe("stream", stream="A-1", events=[[1, event]])
+    h.rec.observe("all", events=[[1, "A-1", 1, event, 0, held_offset]])
+    return h
+
+
+def test_the_message_of_a_transaction_whose_xid_was_handed_out_again_is_never_real() -> None:
+    verdict = check(_reissued_history(held_offset=12).entries())  # the index took a2: right
+    assert verdict.ok, verdict.summary()
+    assert verdict.counts["xids_reissued"] == 1
+    assert verdict.counts["reissued_read_after"] == 1
+    assert verdict.counts["reissued_read_before"] == 0
+
+    # An index that took a1's message for real (a verdict by xid: xid 7 did commit, as a2's).
+    verdict = check(_reissued_history(held_offset=10).entries())
+    phantoms = [v for v in verdict.violations if v.kind == "phantom"]
+    assert len(phantoms) == 1 and "handed out again" in phantoms[0].detail
+    assert verdict.counts["reissued_read_before"] == 1
+
+
 def test_loss_of_what_was_acknowledged_before_such_a_fault_is_a_violation() -> None:
     h = History()
     h.append("A-1", ["a0"])  # durable: acknowledged before the setting was relaxed
