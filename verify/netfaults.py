@@ -170,7 +170,7 @@ class CutWriterPostgres(_Cut):
 
 DEGRADE_MODES = ("latency", "bandwidth", "reset_peer")
 
-RESET_TOXICITY = 0.3
+RESET_TOXICITY = 0.5
 """The share of the writer's connections a ``reset_peer`` degradation resets (each connection,
 and each new one, drawn apart): the others carry on, so batches fail at random steps while
 appends keep being acknowledged."""
@@ -183,8 +183,9 @@ class DegradeWriterLinks:
 
     - ``latency``: Kafka 100-300 ms with jitter of half that, both ways; PostgreSQL's replies
       only, 20-80 ms with jitter of half that;
-    - ``bandwidth``: the requests to Kafka limited to 32 or 64 KB/s (one way: its replies are
-      not), PostgreSQL's replies to 64 or 128 KB/s;
+    - ``bandwidth``: each connection's requests to Kafka limited to 1 or 2 KB/s (one way: its
+      replies are not; below what the load sends it, compressed), each one's replies from
+      PostgreSQL to 4 or 8 KB/s;
     - ``reset_peer``: a TCP RST on :data:`RESET_TOXICITY` of the connections - to Kafka as a
       request arrives (0-200 ms after), from PostgreSQL as a reply arrives (the statement ran,
       its answer never comes: when that is COMMIT's, the writer settles it through the marker).
@@ -221,7 +222,7 @@ class DegradeWriterLinks:
             for proxy in links.postgres:
                 proxy.latency(pg_ms, jitter=pg_ms // 2, stream="downstream")
         elif mode == "bandwidth":
-            kafka_rate, pg_rate = rng.choice((32, 64)), rng.choice((64, 128))
+            kafka_rate, pg_rate = rng.choice((1, 2)), rng.choice((4, 8))
             ctx.note("kafka_request_kb_s", kafka_rate)
             ctx.note("postgres_reply_kb_s", pg_rate)
             for proxy in links.kafka.values():
