@@ -230,9 +230,18 @@ class Rebalance:
         if "consumer-2" not in self.env.services:
             return
         self.env.services["consumer-2"].stop()
-        head = _index_head(self.env)
-        caught_up = _wait_growth(lambda: _delivered(self.env), head - 1, timeout=CATCH_UP_TIMEOUT)
-        ctx.note("caught_up_after_leave_s", caught_up)
+        left = time.monotonic()
+        url = self.env.settings.database_url
+        with pg.translated(), pg.connect(url, autocommit=True) as conn:
+            row = conn.execute(sql.INDEX_HEAD).fetchone()
+            head = int(row[0]) if row else 0
+            while time.monotonic() - left < CATCH_UP_TIMEOUT:
+                row = conn.execute(sql.UNDELIVERED, (head,)).fetchone()
+                if row is not None and int(row[0]) == 0:
+                    ctx.note("caught_up_after_leave_s", round(time.monotonic() - left, 3))
+                    return
+                time.sleep(0.5)
+        ctx.note("not_caught_up_within_s", CATCH_UP_TIMEOUT)
 
 
 def _reaped(pid: int, *, timeout: float) -> bool:

@@ -45,6 +45,15 @@ DELIVERED_COUNT = "SELECT count(*) FROM verify_delivered"
 
 TABLES_EXIST = "SELECT to_regclass('verify_delivered') IS NOT NULL"
 
+INDEX_HEAD = "SELECT coalesce(max(global_position), 0) FROM events"
+
+UNDELIVERED = """
+SELECT count(*) FROM events e
+WHERE e.global_position <= %s
+  AND NOT EXISTS (SELECT 1 FROM verify_delivered d WHERE d.event_id = e.event_id)
+"""
+"""How many of the indexed events up to a position the projection has not delivered."""
+
 # The WAL-losing crash (verify.faults.CrashPostgres): ALTER SYSTEM takes no parameters, so the
 # two values are fixed statements.
 SYNCHRONOUS_COMMIT_OFF = "ALTER SYSTEM SET synchronous_commit = off"

@@ -66,6 +66,10 @@ def test_the_short_schedule_of_process_faults_keeps_every_guarantee(
     assert by_name["kill-partition-leader"].notes.get("leader_moved_s") is not None
     assert by_name["kill-indexer"].notes.get("resumed_after_restart_s") is not None
     assert by_name["kill-consumer"].notes.get("resumed_after_restart_s") is not None
+    # The member that left held its partitions until its session timed out: the rebalance's
+    # row, not the next fault's, shows that stall of the deliveries.
+    assert by_name["rebalance"].notes.get("caught_up_after_leave_s") is not None
+    assert by_name["rebalance"].deliveries_recovered_s is not None
     crash = by_name["postgres-crash-losing-wal"]
     assert crash.notes.get("killed_processes", 0) > 1
     assert crash.notes.get("walwriter_stopped") is True
