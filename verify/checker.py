@@ -37,6 +37,11 @@ Observations (``type: observe``), by ``f``:
 The last observation of each stream / process is the final one. Events acknowledged during a
 fault whose configuration allows acknowledged loss (``loses_acknowledged``) and then lost are
 counted apart (``lost_by_setting``), as are the tail's mismatches after such a fault.
+
+Why this module is longer than ~400 lines: it is one verdict. Every check reads the same
+classified history - which op carried, acknowledged or may have committed each id, and which
+fault windows excuse a loss - and the report's figures count the violations the checks found;
+split over modules, that state would be handed around instead of read in one place.
 """
 
 from __future__ import annotations

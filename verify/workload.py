@@ -17,6 +17,11 @@ The tailing reader reads ``$all`` from position 1 onwards all along the run (eac
 observation), so the checker can prove it never saw a jump or a phantom. After the run
 :meth:`AppendWorkload.observe` waits until the index and the projection have caught up (bounded)
 and records the final stream reads, ``$all``, the projection's deliveries and state.
+
+Why this module is longer than ~400 lines: the writers, the tailing reader and the final
+observation share one run's state (the heads the writers saw, the outcomes still unknown, the
+reader and its position, the streams touched), and the observation must wait on what the
+writers recorded; apart, each would need the others' internals.
 """
 
 from __future__ import annotations
