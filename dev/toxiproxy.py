@@ -145,17 +145,24 @@ class Proxy:
         doc = self.api.request("POST", f"/proxies/{self.name}/toxics", body)
         return _toxic(doc)
 
-    def latency(self, ms: int, *, jitter: int = 0, stream: Stream = "downstream") -> Toxic:
+    def latency(
+        self, ms: int, *, jitter: int = 0, stream: Stream = "downstream", toxicity: float = 1.0
+    ) -> Toxic:
         """Delay each chunk of data by ``ms`` ± ``jitter`` milliseconds."""
-        return self.add("latency", stream=stream, latency=ms, jitter=jitter)
+        return self.add("latency", stream=stream, toxicity=toxicity, latency=ms, jitter=jitter)
 
-    def bandwidth(self, kb_per_s: int, *, stream: Stream = "downstream") -> Toxic:
+    def bandwidth(
+        self, kb_per_s: int, *, stream: Stream = "downstream", toxicity: float = 1.0
+    ) -> Toxic:
         """Limit the rate to ``kb_per_s`` KB/s."""
-        return self.add("bandwidth", stream=stream, rate=kb_per_s)
+        return self.add("bandwidth", stream=stream, toxicity=toxicity, rate=kb_per_s)
 
-    def reset_peer(self, *, after_ms: int = 0, stream: Stream = "upstream") -> Toxic:
-        """Reset the connections (TCP RST) ``after_ms`` after data arrives (0: at once)."""
-        return self.add("reset_peer", stream=stream, timeout=after_ms)
+    def reset_peer(
+        self, *, after_ms: int = 0, stream: Stream = "upstream", toxicity: float = 1.0
+    ) -> Toxic:
+        """Reset the connections (TCP RST) ``after_ms`` after data arrives (0: at once);
+        ``toxicity``: the share of the connections it applies to (each drawn apart)."""
+        return self.add("reset_peer", stream=stream, toxicity=toxicity, timeout=after_ms)
 
     def black_hole(self, *, close_after_ms: int = 0, stream: Stream = "downstream") -> Toxic:
         """Drop all data in ``stream``; close after ``close_after_ms`` (0: never)."""

@@ -9,8 +9,10 @@ works" argues them):
 - nothing is ever read or delivered that no append could have written: an id no operation
   carried, or one that only failed operations carried (``phantom``);
 - an unknown outcome is all-or-nothing (``partial``); its retry with the same ids is answered
-  idempotently (a retry that says ``created`` while the first attempt's events are in the
-  stream shows as ``duplicate``);
+  idempotently: a retry that wrote the events again shows as ``duplicate``, and one answered
+  ``created`` although its ids were committed before it was sent (acknowledged, or read by the
+  tail), or answered as a repeat although nothing earlier could have committed them, is
+  ``idempotency``;
 - a stream's versions are 1..n (``version_gap``); ``$all`` positions are 1..N (``all_gap``) and
   keep each stream in version order (``order``); a tailing ``$all`` reader never sees a jump
   (``tail_skip``) and never sees an event the final ``$all`` has at another position
@@ -21,14 +23,25 @@ works" argues them):
 Observations (``type: observe``), by ``f``:
 
 - ``stream``: ``stream``, ``events`` = ``[[version, id], ...]`` (the whole stream);
-- ``all``: ``events`` = ``[[position, stream, version, id], ...]`` (the whole of ``$all``);
+- ``all``: ``events`` = ``[[position, stream, version, id, partition, offset], ...]`` (the whole
+  of ``$all``; the place in the log may be left out);
 - ``tail``: ``process``, ``events`` (as ``all``), one page as a tailing reader got it;
-- ``delivered``: ``process``, ``events`` = ``[[stream, version, id], ...]`` in delivery order;
-- ``projection``: ``process``, ``state`` = ``{stream: [count, sum of n, last version]}``.
+- ``delivered``: ``process``, ``events`` = ``[[stream, version, id, t], ...]`` in delivery order
+  (``t``, when there: the delivery's time on the history's clock);
+- ``projection``: ``process``, ``state`` = ``{stream: [count, sum of n, last version]}``;
+- ``reissued``: ``fault``, ``messages`` = ``[[xid, write id, id, partition, offset, when], ...]``:
+  the writer's messages of every xid two transactions carried (a crash lost the first one's
+  WAL), ``when`` ``before`` the crash (that transaction never committed: none of them may be
+  in the final ``$all``, a ``phantom``) or ``after`` it.
 
 The last observation of each stream / process is the final one. Events acknowledged during a
 fault whose configuration allows acknowledged loss (``loses_acknowledged``) and then lost are
 counted apart (``lost_by_setting``), as are the tail's mismatches after such a fault.
+
+Why this module is longer than ~400 lines: it is one verdict. Every check reads the same
+classified history - which op carried, acknowledged or may have committed each id, and which
+fault windows excuse a loss - and the report's figures count the violations the checks found;
+split over modules, that state would be handed around instead of read in one place.
 """
 
 from __future__ import annotations
@@ -61,6 +74,11 @@ class _Check:
         self.tails: dict[str, list[tuple[float, list[tuple[int, str, int, str]]]]] = {}
         self.delivered: dict[str, list[tuple[str, int, str]]] = {}
         self.projections: dict[str, dict[str, list[int]]] = {}
+        self.delivered_at: dict[str, float] = {}
+        """Each event's first delivery (when the ``delivered`` observations have times)."""
+        self.places: dict[tuple[int, int], tuple[int, str]] = {}
+        """(partition, offset) -> (position, id) of the final ``$all`` (when it has places)."""
+        self.reissued: list[tuple[int, str, str, int, int, str]] = []
         for e in entries:
             self._take(e)
 
@@ -100,14 +118,29 @@ class _Check:
             if f == "stream":
                 self.streams[e["stream"]] = [(int(v), str(i)) for v, i in e["events"]]
             elif f == "all":
-                self.all_read = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+                self.all_read = [(int(p), s, int(v), str(i)) for p, s, v, i, *_x in e["events"]]
+                self.places = {
+                    (int(x[0]), int(x[1])): (int(p), str(i))
+                    for p, _s, _v, i, *x in e["events"]
+                    if len(x) == 2
+                }
             elif f == "tail":
-                page = [(int(p), s, int(v), str(i)) for p, s, v, i in e["events"]]
+                page = [(int(p), s, int(v), str(i)) for p, s, v, i, *_x in e["events"]]
                 self.tails.setdefault(e["process"], []).append((e["t"], page))
             elif f == "delivered":
-                self.delivered[e["process"]] = [(s, int(v), str(i)) for s, v, i in e["events"]]
+                rows = e["events"]
+                self.delivered[e["process"]] = [(s, int(v), str(i)) for s, v, i, *_t in rows]
+                for _s, _v, i, *t in rows:
+                    if t and t[0] is not None:
+                        first = self.delivered_at.get(str(i), float(t[0]))
+                        self.delivered_at[str(i)] = min(first, float(t[0]))
             elif f == "projection":
                 self.projections[e["process"]] = {s: list(x) for s, x in e["state"].items()}
+            elif f == "reissued":
+                self.reissued += [
+                    (int(x), w, str(i), int(p), int(o), when)
+                    for x, w, i, p, o, when in e["messages"]
+                ]
 
     def fail(self, kind: str, detail: str, event: str | None = None) -> None:
         op = self.carrier.get(event) if event is not None else None
@@ -116,10 +149,14 @@ class _Check:
     # -- what the history says about each event id ---------------------------------------
 
     def classify(self) -> None:
+        # An op belongs to the last fault whose window [injected, ended) overlaps the op's own
+        # [invoked, completed]: a cut made inside a batch already in flight hits the appends
+        # invoked before it (a crashed client's op, never completed, counts at its invocation).
         for op in self.ops.values():
+            done = op.completed if op.completed is not None else op.invoked
             for phase in self.phases:
                 end = phase.ended if phase.ended is not None else float("inf")
-                if phase.injected <= op.invoked < end:
+                if phase.injected <= done and op.invoked < end:
                     op.phase = phase.name
         self.acked: dict[str, tuple[str, int]] = {}
         self.acked_by: dict[str, Op] = {}
@@ -199,6 +236,68 @@ class _Check:
                         op.events[0][0],
                     )
         self.lost_in("stream reads", present)
+        self.check_idempotency()
+
+    def check_idempotency(self) -> None:
+        """The ``created`` flag of every acknowledgement (README "How an append works",
+        docs/design.md section 5): re-sending events whose ids are committed is answered with
+        the original result and ``created`` False; anything else that is acknowledged wrote, and
+        says ``created`` True. So ``created`` True is wrong once the ids were committed before the
+        append was sent (an earlier append acknowledged them, or the tail read one of them), and
+        ``created`` False is wrong when no earlier append that may have committed carried them.
+        Evidence from a fault that may lose acknowledged events (until its heal) does not count:
+        the commit it saw may be gone, and the retry may rightly write anew."""
+        carriers: dict[str, list[Op]] = {}
+        for op in sorted(self.ops.values(), key=lambda o: o.invoked):
+            for event, _n in op.events:
+                carriers.setdefault(event, []).append(op)
+        for op in self.ops.values():
+            if op.outcome != "ok" or not op.events:
+                continue
+            earlier = {
+                o.op: o
+                for event, _n in op.events
+                for o in carriers[event]
+                if o is not op and o.invoked <= op.invoked
+            }
+            if op.created is False:
+                if not any(o.outcome in ("ok", "unknown") for o in earlier.values()):
+                    self.fail(
+                        "idempotency",
+                        f"op {op.op} on {op.stream} was answered as a repeat (created false), "
+                        "but no earlier append that may have committed carried its ids",
+                        op.events[0][0],
+                    )
+                continue
+            evidence = [
+                (o.completed, f"op {o.op} acknowledged them at {o.completed:.3f}")
+                for o in earlier.values()
+                if o.outcome == "ok" and o.completed is not None and o.completed < op.invoked
+            ]
+            evidence += [
+                (self.first_seen[e], f"the tail read {e} at {self.first_seen[e]:.3f}")
+                for e, _n in op.events
+                if self.first_seen.get(e, float("inf")) < op.invoked
+            ]
+            for when, why in evidence:
+                if not self.commit_may_be_lost(when, op):
+                    self.fail(
+                        "idempotency",
+                        f"op {op.op} on {op.stream}, sent at {op.invoked:.3f}, was answered "
+                        f"created (written anew) though its ids were committed before: {why}",
+                        op.events[0][0],
+                    )
+                    break
+
+    def commit_may_be_lost(self, when: float, op: Op) -> bool:
+        """Whether a commit seen at ``when`` may have been lost before ``op`` completed (a
+        fault that allows acknowledged loss was on at ``when`` and not over before ``op``)."""
+        return any(
+            p.loses_acknowledged
+            and p.injected <= when <= (p.healed if p.healed is not None else float("inf"))
+            and (op.completed or op.invoked) >= p.injected
+            for p in self.phases
+        )
 
     def lost_in(self, where: str, present: set[str]) -> None:
         for event in sorted(set(self.acked) - present):
@@ -233,6 +332,21 @@ class _Check:
                     event,
                 )
         self.lost_in("$all", {i for *_x, i in self.all_read})
+
+    def check_reissued(self) -> None:
+        """The messages of a transaction whose xid PostgreSQL handed out again after a crash
+        (``before``) never committed: none may be in the final ``$all`` at its place. (The ones
+        of the transaction that got the xid again, ``after``, are judged like any other.)"""
+        for xid, write, event, partition, offset, when in self.reissued:
+            held = self.places.get((partition, offset))
+            if when == "before" and held is not None:
+                self.fail(
+                    "phantom",
+                    f"$all@{held[0]} holds {held[1]} from {partition}/{offset}, a message of "
+                    f"transaction {write}, whose xid {xid} was handed out again after a crash: "
+                    "that transaction never committed",
+                    event,
+                )
 
     def check_tails(self) -> None:
         final = {p: i for p, _s, _v, i in self.all_read or []}
@@ -304,9 +418,15 @@ class _Check:
     def run(self) -> Verdict:
         self.lost_by_setting: set[str] = set()
         self.tail_rewound = 0
+        self.first_seen: dict[str, float] = {}
+        for pages in self.tails.values():
+            for t, page in pages:
+                for *_x, event in page:
+                    self.first_seen[event] = min(t, self.first_seen.get(event, t))
         self.classify()
         self.check_streams()
         self.check_all()
+        self.check_reissued()
         self.check_tails()
         self.check_delivered()
         if self.projections:
@@ -333,6 +453,13 @@ class _Check:
             "delivered": sum(len(d) for d in self.delivered.values()),
             "lost_by_setting": len(self.lost_by_setting),
             "tail_rewound": self.tail_rewound,
+            "xids_reissued": len({x for x, *_r in self.reissued}),
+            "reissued_read_before": sum(
+                when == "before" and (p, o) in self.places for *_x, p, o, when in self.reissued
+            ),
+            "reissued_read_after": sum(
+                when == "after" and (p, o) in self.places for *_x, p, o, when in self.reissued
+            ),
         }
 
     def report(self) -> list[PhaseReport]:
@@ -365,7 +492,14 @@ class _Check:
                 reports[phase].duplicates += 1
         for event in self.lost_by_setting:
             reports[self.carrier[event].phase].lost_by_setting += 1
-        recovery_times(reports, self.phases, list(self.ops.values()), self.tails, self.acked_by)
+        recovery_times(
+            reports,
+            self.phases,
+            list(self.ops.values()),
+            self.tails,
+            self.acked_by,
+            delivered_at=self.delivered_at,
+        )
         return list(reports.values())
 
     def _settlement(self, op: Op, present: set[str]) -> str:

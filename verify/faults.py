@@ -9,16 +9,19 @@ Each is a :class:`verify.nemesis.Nemesis` over an :class:`verify.environment.Env
   exactly-once projection's process, restarted with default settings; each notes how long after
   the restart it was working again (static membership: no wait for the session timeout);
 - :class:`Rebalance` - a second member joins the projection's group while the first is mid-batch,
-  and leaves again at heal;
-- :class:`CrashPostgres` - ``synchronous_commit=off``, then SIGKILL of the postmaster and every
-  backend: commits whose WAL was not flushed are lost (acknowledged loss, allowed by that
-  setting and reported apart), and their xids are handed out again after recovery - the verdict
-  by marker must still never show a phantom.
+  and leaves again at heal; what it costs shows in the projection's deliveries (the report's
+  *deliveries recovered*), not in the tail, which reads the index;
+- :class:`CrashPostgres` - ``synchronous_commit=off`` and the WAL writer stopped, then SIGKILL
+  of the postmaster and every backend: the commits of the hold are lost (acknowledged loss,
+  allowed by that setting and reported apart), and their xids are handed out again after
+  recovery (measured from the writer's messages) - the verdict by marker must still never show
+  a phantom.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -28,7 +31,7 @@ from dev.process import wait_gone
 from kafkastore import pg
 from kafkastore.client import EventStore
 from kafkastore.errors import KafkaStoreError
-from verify import sql
+from verify import sql, xids
 from verify.environment import Environment, kill_all, partition_leader, pids_of_cluster
 from verify.nemesis import FaultContext
 
@@ -36,6 +39,8 @@ logger = logging.getLogger("kafkastore.verify")
 
 RESUME_TIMEOUT = 120.0
 RESTART_TIMEOUT = 300.0
+CATCH_UP_TIMEOUT = 120.0
+"""How long the rebalance's heal waits for the projection to deliver what the index held."""
 
 
 def hot_partition(env: Environment, ctx: FaultContext) -> int:
@@ -199,7 +204,14 @@ class KillConsumer(_KillService):
 
 
 class Rebalance:
-    """A second member joins the projection's group mid-batch; it leaves (SIGTERM) at heal."""
+    """A second member joins the projection's group mid-batch; it leaves (SIGTERM) at heal.
+
+    The index is not involved, so the fault's row measures the projection: *deliveries
+    recovered* (:attr:`verify.verdict.PhaseReport.deliveries_recovered_s`, from the deliveries'
+    times) is how long its deliveries stalled. A static member that leaves keeps its partitions
+    until its session times out (``session.timeout.ms``, 45 s by default), so the heal waits
+    until the projection has delivered everything the index held when the member left (at most
+    :data:`CATCH_UP_TIMEOUT`): that stall is this fault's, not the next one's."""
 
     name = "rebalance"
     hold: tuple[float, float] = (4.0, 8.0)
@@ -215,8 +227,21 @@ class Rebalance:
             self.env.add_consumer("consumer-2")
 
     def heal(self, ctx: FaultContext) -> None:
-        if "consumer-2" in self.env.services:
-            self.env.services["consumer-2"].stop()
+        if "consumer-2" not in self.env.services:
+            return
+        self.env.services["consumer-2"].stop()
+        left = time.monotonic()
+        url = self.env.settings.database_url
+        with pg.translated(), pg.connect(url, autocommit=True) as conn:
+            row = conn.execute(sql.INDEX_HEAD).fetchone()
+            head = int(row[0]) if row else 0
+            while time.monotonic() - left < CATCH_UP_TIMEOUT:
+                row = conn.execute(sql.UNDELIVERED, (head,)).fetchone()
+                if row is not None and int(row[0]) == 0:
+                    ctx.note("caught_up_after_leave_s", round(time.monotonic() - left, 3))
+                    return
+                time.sleep(0.5)
+        ctx.note("not_caught_up_within_s", CATCH_UP_TIMEOUT)
 
 
 def _reaped(pid: int, *, timeout: float) -> bool:
@@ -228,10 +253,45 @@ def _reaped(pid: int, *, timeout: float) -> bool:
     return True
 
 
+def _walwriter(pids: list[int]) -> int | None:
+    """The WAL writer among a cluster's processes (its title: ``postgres: walwriter``)."""
+    for pid in pids[1:]:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"walwriter" in title:
+            return pid
+    return None
+
+
+REISSUE_TIMEOUT = 60.0
+"""How long the crash waits, after recovery, for the xids it lost to be handed out again."""
+
+
 class CrashPostgres:
-    """``synchronous_commit=off`` under load, then SIGKILL of the whole PostgreSQL cluster and
-    its crash recovery: acknowledged commits whose WAL was not flushed are lost, and their xids
-    are reused. ``loses_acknowledged``: that loss is what the setting allows."""
+    """A PostgreSQL crash that loses acknowledged commits, and their xids handed out again.
+
+    At injection: ``synchronous_commit=off`` (a COMMIT returns before its WAL is flushed) and
+    the WAL writer stopped (SIGSTOP), so for the hold every commit's WAL stays in shared memory;
+    at heal: SIGKILL of the postmaster and every backend at once, and crash recovery. Why the WAL
+    writer is stopped: with it running, SIGKILL loses next to nothing - it writes every WAL page
+    to the kernel as soon as the page is full (``wal_writer_delay`` and ``wal_writer_flush_after``
+    only delay the *flush*), and the kernel's page cache survives the death of the processes. A
+    power loss would lose what was not flushed; stopping the writer for the hold is that loss,
+    up to the hold's length of commits (with ``synchronous_commit=off`` PostgreSQL allows up to
+    three ``wal_writer_delay``).
+
+    What recovery lost - acknowledged appends (``loses_acknowledged``: that loss is what the
+    setting allows, reported apart) and the xid counter set back - is measured from the writer's
+    messages in Kafka (:mod:`verify.xids`): ``xid_highest_before_crash`` is the highest xid they
+    carried before the restart, ``xid_next_after_recovery`` the counter just after it, and
+    ``xids_handed_out_again`` the difference (every xid in between is handed out twice). Then
+    the crash waits until the counter is past the highest, notes how many xids the messages of
+    two transactions carried (``xids_of_two_writes``: the others went to the indexer's, the
+    projection's and other transactions that produce nothing) and records those messages (an
+    observation ``reissued``), so the checker proves that no reader took the lost transactions'
+    messages for real: the verdict asks for the marker, not the xid."""
 
     name = "postgres-crash-losing-wal"
     hold: tuple[float, float] = (1.0, 3.0)
@@ -239,6 +299,7 @@ class CrashPostgres:
 
     def __init__(self, env: Environment) -> None:
         self.env = env
+        self.start_offsets: dict[int, int] = {}
 
     def _run(self, *statements: str) -> list[object]:
         url = self.env.postgres.database_url
@@ -251,11 +312,15 @@ class CrashPostgres:
         return out
 
     def inject(self, ctx: FaultContext) -> None:
+        self.start_offsets = xids.high_watermarks(self.env.settings)
         self._run(sql.SYNCHRONOUS_COMMIT_OFF, sql.RELOAD)
+        walwriter = _walwriter(pids_of_cluster(self.env.postgres.data_dir))
+        if walwriter is not None:
+            os.kill(walwriter, signal.SIGSTOP)
+        ctx.note("walwriter_stopped", walwriter is not None)
 
     def heal(self, ctx: FaultContext) -> None:
-        # The crash is the end of the hold: what was committed but not flushed by then is gone.
-        (before,) = self._run(sql.NEXT_XID)
+        # The crash is the end of the hold: what was committed since the injection is gone.
         pids = pids_of_cluster(self.env.postgres.data_dir)
         kill_all(pids)
         crashed = time.monotonic()
@@ -274,8 +339,43 @@ class CrashPostgres:
             log_path=cluster.log_path,
             database=cluster.database,
         )
+        restarted_ms = int(time.time() * 1000)
         ctx.note("recovered_s", round(time.monotonic() - crashed, 3))
-        after, _reset, _reload = self._run(sql.NEXT_XID, sql.SYNCHRONOUS_COMMIT_RESET, sql.RELOAD)
-        ctx.note("next_xid_before_crash", int(str(before)))
-        ctx.note("next_xid_after_recovery", int(str(after)))
-        ctx.note("xids_handed_out_again", max(0, int(str(before)) - int(str(after)) + 1))
+        after, _reset, _reload = self._run(sql.XMAX, sql.SYNCHRONOUS_COMMIT_RESET, sql.RELOAD)
+        ctx.note("xid_next_after_recovery", int(str(after)))
+        if self.start_offsets:
+            self._measure_reissue(ctx, restarted_ms, int(str(after)))
+
+    def _measure_reissue(self, ctx: FaultContext, restarted_ms: int, next_xid: int) -> None:
+        scan = xids.TopicScan(self.env.settings, self.start_offsets)
+        try:
+            messages = scan.read()
+            before = [m.xid for m in messages if m.timestamp_ms < restarted_ms]
+            highest = max(before, default=0)
+            ctx.note("xid_highest_before_crash", highest)
+            # Every xid up to the highest was handed out before the crash; from the counter
+            # after recovery on they are handed out again (at least: the counter was read after
+            # the writers were back).
+            ctx.note("xids_handed_out_again", max(0, highest - next_xid + 1))
+            deadline = time.monotonic() + REISSUE_TIMEOUT
+            while time.monotonic() < deadline:
+                (xmax,) = self._run(sql.XMAX)
+                if int(str(xmax)) > highest:
+                    break
+                time.sleep(0.2)
+            time.sleep(1.0)  # the writers that took the last of them produce
+            messages += scan.read()
+        finally:
+            scan.close()
+        again = xids.reissued(messages)
+        ctx.note("xids_of_two_writes", len(again))
+        ctx.recorder.observe(
+            "reissued",
+            fault=self.name,
+            messages=[
+                [r.xid, str(m.write_id), str(m.event_id), m.partition, m.offset, when]
+                for r in again
+                for when, group in (("before", r.before), ("after", r.after))
+                for m in group
+            ],
+        )

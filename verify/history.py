@@ -40,12 +40,18 @@ class Recorder:
         self._entries: list[Entry] = []
         self._ids = itertools.count(1)
         self._start = time.monotonic()
+        self._wall_start = time.time()
         self._file = path.open("a", encoding="utf-8") if path is not None else None
         self.path = path
 
     def now(self) -> float:
         """Seconds since the recorder was made (the ``t`` of entries)."""
         return time.monotonic() - self._start
+
+    def at_wall(self, epoch: float) -> float:
+        """The ``t`` of a moment given as seconds since the epoch (a time another process
+        stamped, e.g. PostgreSQL's ``clock_timestamp()`` on this machine)."""
+        return round(epoch - self._wall_start, 6)
 
     def add(self, entry: Entry) -> Entry:
         """Stamp ``entry`` with ``t`` (unless it has one) and record it."""

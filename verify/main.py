@@ -4,7 +4,7 @@ The short schedule (the default; the one ``make test`` runs) injects each proces
 (:func:`process_faults`, on :mod:`verify.environment`'s topology). ``--long`` (``make verify``)
 runs every process fault in several rounds with more writers, then a second part on the proxied
 topology of :mod:`verify.network` (toxiproxy per client role, a synchronous PostgreSQL standby):
-the network cuts in several rounds and, last, the failover to the standby
+the network cuts and the degraded links in several rounds and, last, the failover to the standby
 (:func:`network_faults`); it writes one report of both parts to
 ``verify/results/long.{md,json}`` (the figures the README links). Exit status 0 when the checker
 found no violation, 1 when it found one (the history and the services' logs are then kept).
@@ -26,10 +26,12 @@ from verify import environment, faults, network, report
 from verify.environment import Environment
 from verify.nemesis import Nemesis, NoFault
 from verify.netfaults import (
+    DEGRADE_MODES,
     KAFKA_MOMENTS,
     PG_MOMENTS,
     CutWriterKafka,
     CutWriterPostgres,
+    DegradeWriterLinks,
     FailoverPostgres,
 )
 from verify.schedule import Result, Schedule
@@ -59,11 +61,13 @@ def process_faults(env: Environment) -> list[Nemesis]:
 
 
 def network_cuts(topology: network.Topology) -> list[Nemesis]:
-    """Every network cut once, at each of its moments, after a control phase."""
+    """Every network cut once, at each of its moments, then each degradation of the writer's
+    links (latency, bandwidth, TCP resets), after a control phase."""
     return [
         NoFault(),
         *(CutWriterKafka(topology, moment=m) for m in KAFKA_MOMENTS),
         *(CutWriterPostgres(topology, moment=m) for m in PG_MOMENTS),
+        *(DegradeWriterLinks(topology, mode=m) for m in DEGRADE_MODES),
     ]
 
 

@@ -7,15 +7,18 @@
 - :class:`CutWriterPostgres` - the network between the writer and PostgreSQL cut *before
   COMMIT* or *between COMMIT and its reply* (the COMMIT reaches the server, the answer never
   comes back);
+- :class:`DegradeWriterLinks` - the writer's links to every Kafka node and to PostgreSQL
+  degraded for the hold, under load: ``latency`` (with jitter), ``bandwidth`` or ``reset_peer``
+  (TCP resets of some of the connections), one direction only where the mode says so;
 - :class:`FailoverPostgres` - the primary SIGKILLed (postmaster and every backend), the
   synchronous standby promoted after a detection delay; the clients' multi-host URL finds it.
 
-The moment is one of the writer's protocol steps (:mod:`writer.faults`, in this process: the
-workload's in-process writers), drawn at random, and the cut is made from inside that step, so
-it lands exactly there in the batch that reached it while the other writers' batches are
+A cut's moment is one of the writer's protocol steps (:mod:`writer.faults`, in this process:
+the workload's in-process writers), drawn at random, and the cut is made from inside that step,
+so it lands exactly there in the batch that reached it while the other writers' batches are
 wherever they are. How the link breaks is drawn at random too:
 
-- ``reset``: the proxies disabled - connections closed at once, new ones refused;
+- ``disable``: the proxies disabled - connections closed at once, new ones refused;
 - ``drop_replies`` / ``drop_requests``: a ``timeout`` toxic on one direction - bytes dropped,
   the connection kept open (Kafka: librdkafka's own timeouts must notice) or, for PostgreSQL,
   closed after :data:`PG_CLOSE_AFTER_MS` (libpq has no read timeout: a reply dropped for ever
@@ -128,12 +131,12 @@ class CutWriterKafka(_Cut):
 
     name = "writer-kafka-cut"
     moments = KAFKA_MOMENTS
-    modes = ("reset", "drop_replies", "drop_requests")
+    modes = ("disable", "drop_replies", "drop_requests")
 
     def break_link(self, mode: str, moment: str) -> None:
         del moment
         for proxy in self.topology.links[self.role].kafka.values():
-            if mode == "reset":
+            if mode == "disable":
                 proxy.set_enabled(False)
             elif mode == "drop_replies":
                 proxy.black_hole(stream="downstream")
@@ -146,11 +149,12 @@ class CutWriterPostgres(_Cut):
 
     name = "writer-postgres-cut"
     moments = PG_MOMENTS
-    modes = ("reset", "drop")
+    modes = ("disable", "drop")
 
     def modes_at(self, moment: str) -> Sequence[str]:
-        # The step runs just before COMMIT is sent: a reset there would close the connection
-        # before COMMIT, so between COMMIT and its reply only dropping the reply is that cut.
+        # The step runs just before COMMIT is sent: disabling the proxy there would close the
+        # connection before COMMIT, so between COMMIT and its reply only dropping the reply is
+        # that cut.
         return ("drop",) if moment == "commit_reply" else self.modes
 
     def break_link(self, mode: str, moment: str) -> None:
@@ -158,10 +162,85 @@ class CutWriterPostgres(_Cut):
         # commits); before COMMIT the requests are (the server never sees it).
         stream: Stream = "downstream" if moment == "commit_reply" else "upstream"
         for proxy in self.topology.links[self.role].postgres:
-            if mode == "reset":
+            if mode == "disable":
                 proxy.set_enabled(False)
             else:
                 proxy.black_hole(stream=stream, close_after_ms=PG_CLOSE_AFTER_MS)
+
+
+DEGRADE_MODES = ("latency", "bandwidth", "reset_peer")
+
+RESET_TOXICITY = 0.5
+"""The share of the writer's connections a ``reset_peer`` degradation resets (each connection,
+and each new one, drawn apart): the others carry on, so batches fail at random steps while
+appends keep being acknowledged."""
+
+
+class DegradeWriterLinks:
+    """The writer's links to every Kafka node and to PostgreSQL degraded for the hold, under
+    load (toxics of :mod:`dev.toxiproxy`; ``upstream`` is the writer's requests, ``downstream``
+    the servers' replies):
+
+    - ``latency``: Kafka 100-300 ms with jitter of half that, both ways; PostgreSQL's replies
+      only, 20-80 ms with jitter of half that;
+    - ``bandwidth``: each connection's requests to Kafka limited to 1 or 2 KB/s (one way: its
+      replies are not; below what the load sends it, compressed), each one's replies from
+      PostgreSQL to 4 or 8 KB/s;
+    - ``reset_peer``: a TCP RST on :data:`RESET_TOXICITY` of the connections - to Kafka as a
+      request arrives (0-200 ms after), from PostgreSQL as a reply arrives (the statement ran,
+      its answer never comes: when that is COMMIT's, the writer settles it through the marker).
+    """
+
+    name = "writer-links-degraded"
+    hold: tuple[float, float] = (4.0, 8.0)
+    loses_acknowledged = False
+
+    def __init__(
+        self, topology: Topology, *, mode: str | None = None, role: str = "writer"
+    ) -> None:
+        if mode is not None and mode not in DEGRADE_MODES:
+            raise ValueError(f"{self.name}: mode {mode!r} is not one of {DEGRADE_MODES}")
+        self.topology = topology
+        self.mode = mode
+        self.role = role
+        if mode is not None:
+            self.name = f"{self.name} {mode}"
+
+    def inject(self, ctx: FaultContext) -> None:
+        mode = self.mode or ctx.rng.choice(DEGRADE_MODES)
+        ctx.note("mode", mode)
+        links = self.topology.links[self.role]
+        rng = ctx.rng
+        if mode == "latency":
+            kafka_ms, pg_ms = rng.randint(100, 300), rng.randint(20, 80)
+            ctx.note("kafka_latency_ms", kafka_ms)
+            ctx.note("postgres_reply_latency_ms", pg_ms)
+            both: tuple[Stream, ...] = ("upstream", "downstream")
+            for proxy in links.kafka.values():
+                for stream in both:
+                    proxy.latency(kafka_ms, jitter=kafka_ms // 2, stream=stream)
+            for proxy in links.postgres:
+                proxy.latency(pg_ms, jitter=pg_ms // 2, stream="downstream")
+        elif mode == "bandwidth":
+            kafka_rate, pg_rate = rng.choice((1, 2)), rng.choice((4, 8))
+            ctx.note("kafka_request_kb_s", kafka_rate)
+            ctx.note("postgres_reply_kb_s", pg_rate)
+            for proxy in links.kafka.values():
+                proxy.bandwidth(kafka_rate, stream="upstream")
+            for proxy in links.postgres:
+                proxy.bandwidth(pg_rate, stream="downstream")
+        else:
+            after_ms = rng.randint(0, 200)
+            ctx.note("kafka_reset_after_ms", after_ms)
+            ctx.note("toxicity", RESET_TOXICITY)
+            for proxy in links.kafka.values():
+                proxy.reset_peer(after_ms=after_ms, stream="upstream", toxicity=RESET_TOXICITY)
+            for proxy in links.postgres:
+                proxy.reset_peer(stream="downstream", toxicity=RESET_TOXICITY)
+
+    def heal(self, ctx: FaultContext) -> None:
+        del ctx
+        self.topology.heal()
 
 
 class FailoverPostgres:

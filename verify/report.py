@@ -144,8 +144,8 @@ def _part_markdown(report: dict[str, Any], *, title: str) -> list[str]:
         "",
         "| fault | appends | acknowledged | lost | lost by setting | phantoms | duplicates |"
         " unknown (settled) | writes recovered s | longest write gap s | reads recovered s |"
-        " notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        " deliveries recovered s | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for f in report["faults"]:
         p = PhaseReport(**f)
@@ -153,7 +153,8 @@ def _part_markdown(report: dict[str, Any], *, title: str) -> list[str]:
         lines.append(
             f"| {p.name} | {p.appends} | {p.acknowledged} | {p.lost} | {p.lost_by_setting} |"
             f" {p.phantoms} | {p.duplicates} | {_settled(p)} | {_cell(p.writes_recovered_s)} |"
-            f" {_cell(p.max_write_gap_s)} | {_cell(p.reads_recovered_s)} | {notes} |"
+            f" {_cell(p.max_write_gap_s)} | {_cell(p.reads_recovered_s)} |"
+            f" {_cell(p.deliveries_recovered_s)} | {notes} |"
         )
     lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + "."]
     lines += ["", "Violations by kind: " + _by_kind(report) + "."]

@@ -33,13 +33,26 @@ SET events = s.events + 1, total = s.total + EXCLUDED.total,
     last_version = greatest(s.last_version, EXCLUDED.last_version)
 """
 
-DELIVERED = "SELECT stream_id, version, event_id::text FROM verify_delivered ORDER BY serial"
+DELIVERED = """
+SELECT stream_id, version, event_id::text, extract(epoch FROM delivered_at)::float8
+FROM verify_delivered ORDER BY serial
+"""
+"""Every delivery in order, with its time (seconds since the epoch, the server's clock)."""
 
 STATE = "SELECT stream_id, events, total, last_version FROM verify_state"
 
 DELIVERED_COUNT = "SELECT count(*) FROM verify_delivered"
 
 TABLES_EXIST = "SELECT to_regclass('verify_delivered') IS NOT NULL"
+
+INDEX_HEAD = "SELECT coalesce(max(global_position), 0) FROM events"
+
+UNDELIVERED = """
+SELECT count(*) FROM events e
+WHERE e.global_position <= %s
+  AND NOT EXISTS (SELECT 1 FROM verify_delivered d WHERE d.event_id = e.event_id)
+"""
+"""How many of the indexed events up to a position the projection has not delivered."""
 
 # The WAL-losing crash (verify.faults.CrashPostgres): ALTER SYSTEM takes no parameters, so the
 # two values are fixed statements.
@@ -49,5 +62,6 @@ SYNCHRONOUS_COMMIT_RESET = "ALTER SYSTEM RESET synchronous_commit"
 
 RELOAD = "SELECT pg_reload_conf()"
 
-NEXT_XID = "SELECT pg_current_xact_id()::text"
-"""Takes an xid (and commits it): the highest one handed out so far."""
+XMAX = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
+"""One past the highest completed xid (takes none): once it is past an xid, every xid up to it
+was handed out and its transaction is over."""

@@ -17,6 +17,7 @@ KINDS = (
     "duplicate",
     "wrong_version",
     "partial",
+    "idempotency",
     "version_gap",
     "all_gap",
     "order",
@@ -76,6 +77,12 @@ class PhaseReport:
     max_read_lag_s: float | None = None
     """The longest time between an acknowledgement in this phase and the tail reader's seeing
     it."""
+    deliveries_recovered_s: float | None = None
+    """Like :attr:`reads_recovered_s`, for the exactly-once projection's deliveries (when the
+    history has their times): from the injection until the projection delivered the last event
+    of the phase that it delivered :data:`STALL` or more after its acknowledgement."""
+    max_delivery_lag_s: float | None = None
+    """The longest time between an acknowledgement in this phase and its delivery."""
     notes: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -152,14 +159,40 @@ class Window:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def _stalls(
+    acked_by: dict[str, Op], seen: dict[str, float], start: float, end: float
+) -> tuple[float | None, float | None]:
+    """(recovered, longest lag) of the events acknowledged in [start, end) that were ``seen``
+    (by the tail, or delivered) at the times given: recovered is from ``start`` until the last
+    of them seen :data:`STALL` or more after its acknowledgement (0.0 when none was); None and
+    None when nothing of the phase was seen at all."""
+    lags = []
+    stalled = []
+    for event, op in acked_by.items():
+        if op.completed is None or not start <= op.completed < end:
+            continue
+        if event in seen:
+            lag = seen[event] - op.completed
+            lags.append(lag)
+            if lag >= STALL:
+                stalled.append(seen[event])
+    if not lags:
+        return None, None
+    recovered = round(max(stalled) - start, 3) if stalled else 0.0
+    return recovered, round(max(lags), 3)
+
+
 def recovery_times(
     reports: dict[str, PhaseReport],
     phases: list[Window],
     ops: list[Op],
     tails: dict[str, list[tuple[float, list[tuple[int, str, int, str]]]]],
     acked_by: dict[str, Op],
+    *,
+    delivered_at: dict[str, float] | None = None,
 ) -> None:
-    """Fill each fault's write and read recovery figures (see :class:`PhaseReport`)."""
+    """Fill each fault's write, read and delivery recovery figures (see :class:`PhaseReport`);
+    ``delivered_at``: each event's first delivery time (None: the history has no times)."""
     oks = sorted(o.completed for o in ops if o.outcome == "ok" and o.completed)
     seen: dict[str, float] = {}
     for _process, pages in tails.items():
@@ -177,15 +210,9 @@ def recovery_times(
             r.writes_recovered_s = 0.0
         marks = [p.injected, *(t for t in oks if p.injected < t < end), end]
         r.max_write_gap_s = round(max(b - a for a, b in itertools.pairwise(marks)), 3)
-        lags = []
-        stalled = []
-        for event, op in acked_by.items():
-            if op.completed is None or not p.injected <= op.completed < end:
-                continue
-            if event in seen:
-                lag = seen[event] - op.completed
-                lags.append(lag)
-                if lag >= STALL:
-                    stalled.append(seen[event])
-        r.max_read_lag_s = round(max(lags), 3) if lags else None
-        r.reads_recovered_s = round(max(stalled) - p.injected, 3) if stalled else 0.0
+        recovered, r.max_read_lag_s = _stalls(acked_by, seen, p.injected, end)
+        r.reads_recovered_s = recovered if recovered is not None else 0.0
+        if delivered_at:
+            r.deliveries_recovered_s, r.max_delivery_lag_s = _stalls(
+                acked_by, delivered_at, p.injected, end
+            )

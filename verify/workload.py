@@ -17,6 +17,11 @@ The tailing reader reads ``$all`` from position 1 onwards all along the run (eac
 observation), so the checker can prove it never saw a jump or a phantom. After the run
 :meth:`AppendWorkload.observe` waits until the index and the projection have caught up (bounded)
 and records the final stream reads, ``$all``, the projection's deliveries and state.
+
+Why this module is longer than ~400 lines: the writers, the tailing reader and the final
+observation share one run's state (the heads the writers saw, the outcomes still unknown, the
+reader and its position, the streams touched), and the observation must wait on what the
+writers recorded; apart, each would need the others' internals.
 """
 
 from __future__ import annotations
@@ -344,10 +349,7 @@ class AppendWorkload:
     def observe(self, recorder: Recorder) -> None:
         assert self._reader is not None
         entries = recorder.entries()
-        ok = {e["op"] for e in entries if e["type"] == "ok"}
-        acked = {
-            i for e in entries if e["type"] == "invoke" and e["op"] in ok for i, _n in e["events"]
-        }
+        acked = _durably_acknowledged(entries)
         deadline = time.monotonic() + self.config.catch_up_timeout
         rows = self._read_all()
         while not acked <= {r[3] for r in rows} and time.monotonic() < deadline:
@@ -367,6 +369,8 @@ class AppendWorkload:
         recorder.observe("all", events=self._read_all())
         if self.watch_projection:
             delivered, state = self._projection()
+            for row in delivered:
+                row[3] = recorder.at_wall(float(row[3]))
             recorder.observe("delivered", process="projection", events=delivered)
             recorder.observe("projection", process="projection", state=state)
 
@@ -390,7 +394,10 @@ class AppendWorkload:
         position = 1
         while True:
             page = self._reader.read_all(from_position=position, limit=10_000)
-            out += [[e.global_position, e.stream_id, e.version, str(e.id)] for e in page.events]
+            out += [
+                [e.global_position, e.stream_id, e.version, str(e.id), e.partition, e.offset]
+                for e in page.events
+            ]
             if not page.events:
                 return out
             position = int(page.events[-1].global_position or 0) + 1
@@ -417,3 +424,26 @@ class AppendWorkload:
                 r[0]: [int(r[1]), int(r[2]), int(r[3])] for r in conn.execute(sql.STATE).fetchall()
             }
         return delivered, state
+
+
+def _durably_acknowledged(entries: list[dict[str, Any]]) -> set[str]:
+    """The ids of the events acknowledged outside the faults that may lose acknowledged events
+    (from injection to heal): those the index must come to hold. The others may be gone for good
+    (the checker counts them apart), and waiting for them would only wait out the timeout."""
+    windows: dict[str, list[float]] = {}
+    done: dict[int, float] = {}
+    for e in entries:
+        if e["type"] == "nemesis" and e.get("loses_acknowledged") and e["phase"] == "inject":
+            windows[e["name"]] = [e["t"], float("inf")]
+        elif e["type"] == "nemesis" and e["phase"] == "heal" and e["name"] in windows:
+            windows[e["name"]][1] = e["t"]
+        elif e["type"] == "ok":
+            done[e["op"]] = e["t"]
+    return {
+        i
+        for e in entries
+        if e["type"] == "invoke"
+        and e["op"] in done
+        and not any(a <= done[e["op"]] <= b for a, b in windows.values())
+        for i, _n in e["events"]
+    }

@@ -170,6 +170,77 @@ def test_a_retry_that_writes_again_what_the_first_attempt_wrote_is_a_duplicate()
     assert "duplicate" in kinds(h.entries())
 
 
+def test_a_retry_answered_created_after_the_tail_read_the_first_attempt_is_caught() -> None:
+    h = History()
+    first = h.append("A-1", ["a1"], "unknown")
+    h.rec.observe("tail", process="early", events=[[1, "A-1", 1, "a1"]])  # it did commit
+    h.append("A-1", ["a1"], created=True, retry_of=first)  # ...yet "written anew"
+    h.reads({"A-1": ["a1"]})
+
+    found = check(h.entries()).violations
+
+    assert {v.kind for v in found} == {"idempotency"}
+    assert "the tail read a1" in found[0].detail
+
+
+def test_an_append_answered_created_for_ids_acknowledged_before_is_caught() -> None:
+    h = History()
+    h.append("A-1", ["a1"])
+    h.append("A-1", ["a1"], created=True)  # a repeat must say created false
+    h.reads({"A-1": ["a1"]})
+
+    assert kinds(h.entries()) == {"idempotency"}
+
+
+def test_a_repeat_of_ids_no_earlier_append_could_have_committed_is_caught() -> None:
+    h = History()
+    failed = h.append("A-1", ["a1"], "fail")  # definite: nothing written
+    h.append("A-1", ["a1"], created=False, retry_of=failed)
+    h.append("B-1", ["b1"], created=False)  # the first append of its ids
+    h.reads({"A-1": ["a1"], "B-1": ["b1"]})
+
+    found = check(h.entries()).violations
+
+    assert [v.kind for v in found] == ["idempotency", "idempotency"]
+    assert {v.event for v in found} == {"a1", "b1"}
+
+
+def test_a_retry_that_writes_anew_what_a_wal_losing_crash_took_is_fine() -> None:
+    h = History()
+    h.rec.nemesis("wal-loss", "inject", loses_acknowledged=True)
+    first = h.append("A-1", ["a1"], "unknown")
+    h.rec.observe("tail", process="early", events=[[1, "A-1", 1, "a1"]])
+    h.rec.nemesis("wal-loss", "heal")  # the crash took a1's commit
+    h.append("A-1", ["a1"], created=True, retry_of=first)
+    h.rec.nemesis("wal-loss", "end")
+    h.reads({"A-1": ["a1"]})
+
+    verdict = check(h.entries())
+
+    assert verdict.ok, verdict.summary()
+
+
+def test_an_op_in_flight_when_a_fault_began_counts_under_that_fault() -> None:
+    h = History()
+    h.rec.nemesis("none", "inject")
+    h.rec.nemesis("none", "heal")
+    h.rec.nemesis("none", "end")
+    op = h.rec.invoke("w1", "A-1", "any", [("a1", 1)])  # invoked between faults...
+    h.rec.nemesis("cut", "inject")
+    h.rec.unknown(op, "OutcomeUnknown")  # ...its reply lost to the cut
+    h.rec.nemesis("cut", "heal")
+    h.rec.nemesis("cut", "end")
+    before = h.append("A-1", ["a0"], "unknown")  # invoked and settled after every fault
+    h.append("A-1", ["a0"], created=False, retry_of=before)
+    h.reads({"A-1": ["a1", "a0"]})
+
+    by_name = {p.name: p for p in check(h.entries()).phases}
+
+    assert by_name["cut"].unknown == 1
+    assert by_name["none"].unknown == 0
+    assert by_name[BETWEEN].unknown == 1
+
+
 def test_a_hole_in_a_stream_is_a_version_gap() -> None:
     h = History()
     h.append("A-1", ["a1"])
@@ -264,6 +335,40 @@ def test_the_projection_model_leaves_out_what_a_fault_lost_by_setting() -> None:
     assert check(h.entries()).ok, check(h.entries()).summary()
 
 
+def _reissued_history(held_offset: int) -> History:
+    """A crash lost a1's commit and handed its xid 7 out again to the append of a2; the final
+    $all holds the message at ``held_offset`` of partition 0 (a1's copy is at 10, a2's at 12)."""
+    h = History()
+    h.rec.nemesis("wal-loss", "inject", loses_acknowledged=True)
+    h.append("A-1", ["a1"])  # acknowledged, its WAL lost with the crash
+    h.rec.nemesis("wal-loss", "heal")
+    h.append("A-1", ["a2"], from_version=1)
+    h.rec.observe(
+        "reissued",
+        fault="wal-loss",
+        messages=[[7, "w-old", "a1", 0, 10, "before"], [7, "w-new", "a2", 0, 12, "after"]],
+    )
+    h.rec.nemesis("wal-loss", "end")
+    event = {10: "a1", 12: "a2"}[held_offset]
+    h.rec.observe("stream", stream="A-1", events=[[1, event]])
+    h.rec.observe("all", events=[[1, "A-1", 1, event, 0, held_offset]])
+    return h
+
+
+def test_the_message_of_a_transaction_whose_xid_was_handed_out_again_is_never_real() -> None:
+    verdict = check(_reissued_history(held_offset=12).entries())  # the index took a2: right
+    assert verdict.ok, verdict.summary()
+    assert verdict.counts["xids_reissued"] == 1
+    assert verdict.counts["reissued_read_after"] == 1
+    assert verdict.counts["reissued_read_before"] == 0
+
+    # An index that took a1's message for real (a verdict by xid: xid 7 did commit, as a2's).
+    verdict = check(_reissued_history(held_offset=10).entries())
+    phantoms = [v for v in verdict.violations if v.kind == "phantom"]
+    assert len(phantoms) == 1 and "handed out again" in phantoms[0].detail
+    assert verdict.counts["reissued_read_before"] == 1
+
+
 def test_loss_of_what_was_acknowledged_before_such_a_fault_is_a_violation() -> None:
     h = History()
     h.append("A-1", ["a0"])  # durable: acknowledged before the setting was relaxed
@@ -310,6 +415,39 @@ def test_recovery_times_come_from_the_failures_and_the_tail() -> None:
     assert kill.writes_recovered_s == pytest.approx(2.01, abs=0.01)
     assert kill.reads_recovered_s == pytest.approx(4.0, abs=0.05)
     assert kill.max_read_lag_s == pytest.approx(2.0, abs=0.05)
+
+
+def test_delivery_recovery_comes_from_the_projections_delivery_times() -> None:
+    h = History()
+    h.rec.nemesis("rebalance", "inject")  # t = 0.01
+    h.append("A-1", ["a1"])  # acknowledged at 0.03
+    h.t = 1.0
+    h.append("A-1", ["a2"], from_version=2)  # acknowledged at 1.02
+    h.rec.nemesis("rebalance", "heal")
+    h.rec.nemesis("rebalance", "end")
+    h.reads({"A-1": ["a1", "a2"]})
+    # a1 delivered at once, a2 only 6 s after its acknowledgement (a partition held meanwhile)
+    delivered = [["A-1", 1, "a1", 0.2], ["A-1", 2, "a2", 7.02]]
+    h.rec.observe("delivered", process="sub", events=delivered)
+
+    verdict = check(h.entries())
+    row = next(p for p in verdict.phases if p.name == "rebalance")
+
+    assert verdict.ok, verdict.summary()
+    assert row.deliveries_recovered_s == pytest.approx(7.01, abs=0.01)
+    assert row.max_delivery_lag_s == pytest.approx(6.0, abs=0.01)
+
+
+def test_deliveries_without_times_leave_the_delivery_figures_out() -> None:
+    h = History()
+    h.rec.nemesis("kill", "inject")
+    h.append("A-1", ["a1"])
+    h.rec.nemesis("kill", "end")
+    h.reads({"A-1": ["a1"]})  # deliveries as [stream, version, id]
+
+    row = next(p for p in check(h.entries()).phases if p.name == "kill")
+
+    assert row.deliveries_recovered_s is None and row.max_delivery_lag_s is None
 
 
 def test_every_kind_of_violation_has_a_test_here() -> None:
