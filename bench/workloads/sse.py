@@ -221,22 +221,7 @@ def idle(ctx: Context, name: str) -> dict[str, Any]:
         async def main() -> dict[str, Any]:
             path = f"/subscribe/all?type={kind}&from_position={_head(url) + 1}"
             clients = [SseClient(host, port, path) for _ in range(count)]
-            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-            opened = time.perf_counter()
-
-            async def connect(client: SseClient) -> None:
-                async with gate:
-                    await client.open()
-
-            done = itertools.count(1)
-            with drive.bar(ctx.progress, f"{name}: connect", count) as advance:
-
-                async def counted(client: SseClient) -> None:
-                    await connect(client)
-                    advance(next(done))
-
-                await asyncio.gather(*(counted(c) for c in clients))
-            connect_s = time.perf_counter() - opened
+            connect_s = await _open_all(ctx, name, clients)
             streams = [c.messages() for c in clients]
             await asyncio.sleep(3.0)  # every feed has caught up and waits at the head
             rss_held = _rss_mb(api.pid)
@@ -327,18 +312,7 @@ def idle_streams(ctx: Context, name: str) -> dict[str, Any]:
         async def main() -> dict[str, Any]:
             ids = [f"{kind}-{i}" for i in range(count)]
             clients = [SseClient(host, port, f"/subscribe/streams/{s}") for s in ids]
-            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-            done = itertools.count(1)
-            opened = time.perf_counter()
-            with drive.bar(ctx.progress, f"{name}: connect", count) as advance:
-
-                async def connect(client: SseClient) -> None:
-                    async with gate:
-                        await client.open()
-                    advance(next(done))
-
-                await asyncio.gather(*(connect(c) for c in clients))
-            connect_s = time.perf_counter() - opened
+            connect_s = await _open_all(ctx, name, clients)
             streams = [c.messages() for c in clients]
             await asyncio.sleep(3.0)  # every feed has caught up and waits at the head
             rss_held = _rss_mb(api.pid)
@@ -403,3 +377,20 @@ def idle_streams(ctx: Context, name: str) -> dict[str, Any]:
         }
     )
     return result
+
+
+async def _open_all(ctx: Context, name: str, clients: list[SseClient]) -> float:
+    """Open every client, at most CONNECT_CONCURRENCY at a time, with a progress bar; the
+    seconds it took."""
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    done = itertools.count(1)
+    opened = time.perf_counter()
+    with drive.bar(ctx.progress, f"{name}: connect", len(clients)) as advance:
+
+        async def connect(client: SseClient) -> None:
+            async with gate:
+                await client.open()
+            advance(next(done))
+
+        await asyncio.gather(*(connect(c) for c in clients))
+    return time.perf_counter() - opened
