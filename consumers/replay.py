@@ -147,11 +147,6 @@ def replay_states(settings: Settings, group: str) -> dict[tuple[int, int], str]:
     return states
 
 
-def already_replayed(settings: Settings, group: str) -> set[tuple[int, int]]:
-    """``(partition, offset)`` of the group's letters whose replay was handled."""
-    return {w for w, outcome in replay_states(settings, group).items() if outcome == "handled"}
-
-
 def replay(settings: Settings, group: str, handler: Handler) -> list[Replayed]:
     """Replay every dead letter of ``group`` to ``handler`` (see the module docstring)."""
     key = f"{settings.topic} {group}"  # a topic name has no space

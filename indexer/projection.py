@@ -87,7 +87,8 @@ class Applied:
     last_position: int | None
     """The new high-water mark, or None when no row was written."""
     streams: tuple[str, ...] = ()
-    """The streams of the rows written (each once), for the notification."""
+    """The stream of each row written, for the notification (:func:`indexer.wakeups.payload`
+    names each once)."""
 
 
 # Per stream of the batch: its highest indexed version (a backward scan of the unique index),
@@ -209,7 +210,7 @@ def apply(
     if not fresh:
         return Applied(0, duplicates, phantoms, None)
     first = int(row[0]) + 1
-    streams = tuple(dict.fromkeys(e.stream_id for e in fresh))
+    streams = tuple(e.stream_id for e in fresh)
     applied = Applied(len(fresh), duplicates, phantoms, first + len(fresh) - 1, streams)
     with pg.translated():
         # COPY costs less Python per row than any INSERT, even for one event (measured).

@@ -345,10 +345,6 @@ class Hub:
             for task in stops:
                 task.cancel()
 
-    def watch(self, kind: str, name: str) -> Watch:
-        """The wake-up of a feed's stream or category (see Reader.watch)."""
-        return self.reads.watch(kind, name)
-
     def join(self, key: Key, mailbox: Mailbox, generation: int) -> None:
         """Attach ``mailbox`` to the reader of ``key`` (started, waiting on ``generation``,
         when there is none)."""
@@ -396,9 +392,13 @@ async def _visible(page: Page, feed: Feed, allowed: Allowed | None) -> list[byte
     if allowed is None or not page.messages:
         return [m for _, m in page.messages]
     may = await allowed(list({s for s, _ in page.messages}))
+    _require_stream_read(feed, may)
+    return [m for s, m in page.messages if s in may]
+
+
+def _require_stream_read(feed: Feed, may: Container[str]) -> None:
     if feed.kind == "stream" and feed.name not in may:
         raise Forbidden()
-    return [m for s, m in page.messages if s in may]
 
 
 async def _still_allowed(feed: Feed, allowed: Allowed | None) -> None:
@@ -408,9 +408,7 @@ async def _still_allowed(feed: Feed, allowed: Allowed | None) -> None:
     the caller's roles, which the token check covers)."""
     if allowed is None:
         return
-    may = await allowed([feed.name] if feed.kind == "stream" else [])
-    if feed.kind == "stream" and feed.name not in may:
-        raise Forbidden()
+    _require_stream_read(feed, await allowed([feed.name] if feed.kind == "stream" else []))
 
 
 async def follow(
@@ -436,7 +434,7 @@ async def follow(
     quiet_since = loop.time()
     # Held for the feed's whole life: the generations it takes are of this watch, also those
     # a reader it starts waits on (Reader holds one of its own).
-    watch = hub.watch(feed.kind, feed.name)
+    watch = reads.watch(feed.kind, feed.name)
     try:
         while not stopped():
             # A reader at this very position delivers everything from here; else catch up on

@@ -60,16 +60,20 @@ def payload(last_position: int, stream_ids: Iterable[str]) -> str:
     streams = list(dict.fromkeys(stream_ids))
     if not streams:
         return head
-    categories = list(dict.fromkeys(category_of(s) for s in streams))
-    for field, names in (("streams", streams), ("categories", categories)):
-        # Each name costs at least its length plus quotes and a comma: skip encoding a list
-        # that cannot fit (a transaction of thousands of streams).
-        if sum(len(n) + 3 for n in names) + len(head) + 16 > PAYLOAD_BYTES:
-            continue
-        text = f"{head} {orjson.dumps({field: names}).decode()}"
-        if len(text.encode()) <= PAYLOAD_BYTES:
-            return text
-    return head
+    text = _fitting(head, "streams", streams)
+    if text is None:  # the categories are worked out only when the streams do not fit
+        text = _fitting(head, "categories", list(dict.fromkeys(category_of(s) for s in streams)))
+    return head if text is None else text
+
+
+def _fitting(head: str, field: str, names: list[str]) -> str | None:
+    """``<head> {"<field>": names}`` if it fits in :data:`PAYLOAD_BYTES`, else None."""
+    # Each name costs at least its length plus quotes and a comma: skip encoding a list that
+    # cannot fit (a transaction of thousands of streams).
+    if sum(len(n) + 3 for n in names) + len(head) + 16 > PAYLOAD_BYTES:
+        return None
+    text = f"{head} {orjson.dumps({field: names}).decode()}"
+    return text if len(text.encode()) <= PAYLOAD_BYTES else None
 
 
 def parse(text: str) -> Touched:
