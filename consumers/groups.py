@@ -70,16 +70,19 @@ def _text(value: bytes | str | None) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def _watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+def watermarks(
+    settings: Settings, topic: str, *, timeout: float = TIMEOUT
+) -> dict[int, tuple[int, int]]:
+    """Partition -> (low, high) watermark of ``topic``; empty when the topic does not exist."""
     consumer = kafka.consumer(settings, f"{settings.indexer_group}-console-probe")
     try:
         with kafka.translated():
-            metadata = consumer.list_topics(topic, timeout=TIMEOUT)
+            metadata = consumer.list_topics(topic, timeout=timeout)
             described = metadata.topics.get(topic)
             if described is None or described.error is not None:
                 return {}
             return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT)
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
                 for p in sorted(described.partitions)
             }
     finally:
@@ -104,7 +107,7 @@ def groups(settings: Settings) -> list[dict[str, Any]]:
                 committed[gid] = {
                     tp.partition: tp.offset for tp in result.topic_partitions if tp.topic == topic
                 }
-    high = {p: hw for p, (_low, hw) in _watermarks(settings, topic).items()}
+    high = {p: hw for p, (_low, hw) in watermarks(settings, topic).items()}
     out: list[dict[str, Any]] = []
     for gid in ids:
         description = descriptions[gid]
@@ -153,7 +156,7 @@ def letters(
     when the read began; nothing when the topic does not exist. A generator holding a consumer:
     close it (``contextlib.closing``) when stopping early."""
     topic = topic_name or dlq_topic(settings.topic)
-    marks = {p: m for p, m in _watermarks(settings, topic).items() if m[1] > m[0]}
+    marks = {p: m for p, m in watermarks(settings, topic).items() if m[1] > m[0]}
     if not marks:
         return
     consumer = kafka.consumer(settings, f"{settings.indexer_group}-console-dlq-probe")

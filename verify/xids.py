@@ -22,6 +22,7 @@ from uuid import UUID
 
 from confluent_kafka import TopicPartition
 
+from consumers import groups
 from kafkastore import codec, kafka
 from kafkastore.config import Settings
 
@@ -51,19 +52,8 @@ class Reissue:
 
 def high_watermarks(settings: Settings) -> dict[int, int]:
     """The next offset of every partition of the run's topic."""
-    consumer = kafka.consumer(settings, f"{settings.indexer_group}-verify-xids")
-    try:
-        with kafka.translated():
-            metadata = consumer.list_topics(settings.topic, timeout=TIMEOUT)
-            partitions = sorted(metadata.topics[settings.topic].partitions)
-            return {
-                p: consumer.get_watermark_offsets(
-                    TopicPartition(settings.topic, p), timeout=TIMEOUT
-                )[1]
-                for p in partitions
-            }
-    finally:
-        consumer.close()
+    marks = groups.watermarks(settings, settings.topic, timeout=TIMEOUT)
+    return {p: high for p, (_low, high) in marks.items()}
 
 
 class TopicScan:
